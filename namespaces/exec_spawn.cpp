@@ -1,0 +1,130 @@
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "namespaces/namespaces.hpp"
+#include "namespaces/steps.hpp"
+#include "namespaces/sync.hpp"
+#include "namespaces/syscalls.hpp"
+
+namespace tarn::ns {
+namespace {
+
+using namespace detail;
+
+void exec_main(const oci::Process& proc, const ExecOptions& o, SyncSocket& sock) {
+    Timings t;
+    sock.expect(MsgType::go, "runtime went away");
+    if (proc.terminal) {
+        UniqueFd master = detail::setup_console(proc);
+        if (o.console_socket >= 0) send_fd(o.console_socket, master.get(), "console");
+        if (o.want_pty_master) sock.send(MsgType::pty, {}, nullptr, 0, master.get());
+    }
+    {
+        PhaseScope s(t, Phase::rlimits);
+        detail::apply_rlimits(proc);
+    }
+    {
+        PhaseScope s(t, Phase::process);
+        detail::apply_oom_score_adj(proc);
+        detail::apply_scheduling(proc);
+        if (proc.exec_cpu_affinity) detail::apply_cpu_affinity(proc.exec_cpu_affinity->final, "process.execCPUAffinity.final");
+    }
+    {
+        PhaseScope s(t, Phase::capabilities);
+        if (proc.capabilities) detail::drop_bounding(*proc.capabilities);
+        detail::switch_user(proc.user);
+        if (proc.capabilities) detail::apply_capabilities(*proc.capabilities);
+        if (proc.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_errno("set no_new_privs");
+    }
+    detail::apply_umask(proc.user);
+    detail::change_cwd(proc.cwd.empty() ? "/" : proc.cwd);
+    std::string exe = detail::find_executable(proc.args, proc.env);
+    ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+    sock.send(MsgType::ready, {}, &t);
+    detail::close_fds_on_exec(o.preserve_fds);
+    detail::exec_process(exe, proc.args, proc.env);
+}
+
+}  // namespace
+
+Spawned spawn_exec(int init_pidfd, pid_t init_pid, const oci::Process& process, const ExecOptions& opts,
+                   const std::function<void(pid_t)>& place_in_cgroup) {
+    Spawned out;
+    auto t0 = std::chrono::steady_clock::now();
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
+    UniqueFd parent_end(sv[0]), child_end(sv[1]);
+    int flags = 0;
+    for (oci::NamespaceType t : opts.namespaces) flags |= clone_flag(t);
+
+    pid_t intermediate = ::fork();
+    if (intermediate < 0) throw_errno("fork");
+    if (intermediate == 0) {
+        SyncSocket s(child_end.get());
+        run_child(s, [&] {
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+            parent_end.reset();
+            // Not dumpable: no process of the container may open our /proc/<pid>/exe
+            // (the runtime binary) while we sit in its pid namespace (CVE-2019-5736).
+            if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) throw_errno("prctl dumpable");
+            if (flags && ::setns(init_pidfd, flags) < 0)
+                throw_errno("join namespaces of container init " + std::to_string(init_pid));
+            CloneArgs a;
+            a.flags = CLONE_PARENT;
+            a.exit_signal = SIGCHLD;
+            pid_t p = detail::clone3(a);
+            if (p < 0) throw_errno("clone3 exec process");
+            if (p == 0) {
+                run_child(s, [&] {
+                    detail::close_inherited_fds(opts.preserve_fds, {child_end.get(), opts.console_socket});
+                    exec_main(process, opts, s);
+                });
+            }
+            s.send(MsgType::pid, {}, nullptr, p);
+        });
+    }
+    child_end.reset();
+    SyncSocket sock(parent_end.get());
+    pid_t pid = -1;
+    try {
+        Packet p = sock.expect(MsgType::pid, "exec: could not join the container");
+        pid = p.value;
+        while (::waitpid(intermediate, nullptr, 0) < 0 && errno == EINTR) {
+        }
+        intermediate = -1;
+        out.pid = pid;
+        out.pidfd.reset(detail::pidfd_open(pid));
+        if (!out.pidfd) throw_errno("pidfd_open exec process");
+        out.timings.add(Phase::clone, std::chrono::steady_clock::now() - t0);
+        if (place_in_cgroup) {
+            PhaseScope s(out.timings, Phase::cgroup);
+            place_in_cgroup(pid);
+        }
+        sock.send(MsgType::go);
+        int pty = -1;
+        for (;;) {
+            if (!sock.recv(p, &pty)) throw Error("exec process died during setup");
+            if (p.type == MsgType::error) throw Error(p.text);
+            if (p.type == MsgType::pty) {
+                out.pty_master.reset(pty);
+                continue;
+            }
+            if (p.type == MsgType::ready) break;
+        }
+        out.timings.merge(p.timings);
+        auto te = std::chrono::steady_clock::now();
+        if (sock.recv(p) && p.type == MsgType::error) throw Error(p.text);
+        out.timings.add(Phase::exec, std::chrono::steady_clock::now() - te);
+    } catch (...) {
+        if (intermediate > 0) kill_and_reap(-1, intermediate);
+        if (pid > 0) kill_and_reap(out.pidfd.get(), pid);
+        throw;
+    }
+    return out;
+}
+
+}  // namespace tarn::ns

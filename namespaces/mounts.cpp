@@ -1,0 +1,203 @@
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "namespaces/mount_options.hpp"
+#include "namespaces/steps.hpp"
+#include "namespaces/syscalls.hpp"
+
+namespace tarn::ns::detail {
+namespace {
+
+struct MountAttr {
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
+void set_attrs(int tree, uint64_t set, uint64_t clr, bool recursive, const std::string& what) {
+    if (!set && !clr) return;
+    struct mount_attr attr{};
+    attr.attr_set = set;
+    attr.attr_clr = clr;
+    unsigned flags = AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0);
+    if (::mount_setattr(tree, "", flags, &attr, sizeof attr) < 0) throw_errno("set mount attributes of " + what);
+}
+
+bool is_bind(const oci::Mount& m, const MountOptions& o) { return o.bind || m.type == "bind"; }
+
+// Bind mounts through the new mount API: the tree is cloned, given its attributes
+// while still detached, then moved onto the target fd — there is no moment when the
+// mount is visible with the wrong flags, and no path is resolved twice.
+void bind_mount(const oci::Mount& m, const MountOptions& o, int target, const std::string& dest) {
+    unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (o.recursive_bind ? AT_RECURSIVE : 0);
+    UniqueFd tree(::open_tree(AT_FDCWD, m.source.c_str(), flags));
+    if (!tree) throw_errno("bind " + m.source);
+    set_attrs(tree.get(), o.attr_set, o.attr_clr, false, dest);
+    set_attrs(tree.get(), o.rec_attr_set, o.rec_attr_clr, true, dest);
+    if (::move_mount(tree.get(), "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+        throw_errno("move mount onto " + dest);
+}
+
+bool source_is_dir(const std::string& src) {
+    struct stat st;
+    if (::stat(src.c_str(), &st) < 0) throw_errno("stat mount source " + src);
+    return S_ISDIR(st.st_mode);
+}
+
+bool host_is_unified() {
+    struct statfs s;
+    return ::statfs("/sys/fs/cgroup", &s) == 0 && s.f_type == 0x63677270;  // CGROUP2_SUPER_MAGIC
+}
+
+// v1 hierarchies mounted on the host: mount point name -> super options ("cpu", "name=systemd").
+std::vector<std::pair<std::string, std::string>> host_v1_hierarchies() {
+    std::vector<std::pair<std::string, std::string>> out;
+    std::ifstream in("/proc/self/mountinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+        size_t dash = line.find(" - ");
+        if (dash == std::string::npos) continue;
+        std::istringstream rest(line.substr(dash + 3));
+        std::string fstype, source, super;
+        rest >> fstype >> source >> super;
+        std::istringstream head(line.substr(0, dash));
+        std::string id, parent, devno, root, mnt;
+        head >> id >> parent >> devno >> root >> mnt;
+        if (mnt.rfind("/sys/fs/cgroup/", 0) != 0) continue;
+        std::string name = mnt.substr(strlen("/sys/fs/cgroup/"));
+        if (name.find('/') != std::string::npos) continue;
+        if (fstype == "cgroup") {
+            std::string opts;
+            std::istringstream ss(super);
+            for (std::string o; std::getline(ss, o, ',');)
+                if (o != "rw" && o != "ro") opts += (opts.empty() ? "" : ",") + o;
+            out.emplace_back(name, opts);
+        } else if (fstype == "cgroup2") {
+            out.emplace_back(name, "");
+        }
+    }
+    return out;
+}
+
+void fs_mount(const std::string& source, int target, const std::string& type, unsigned long flags,
+              const std::string& data, const std::string& dest) {
+    const char* src = source.empty() ? type.c_str() : source.c_str();
+    if (::mount(src, fd_path(target).c_str(), type.c_str(), flags, data.empty() ? nullptr : data.c_str()) < 0)
+        throw_errno("mount " + type + " on " + dest);
+}
+
+// The spec's "cgroup" mount: on a unified host a cgroup2 mount; on v1 and hybrid hosts
+// a tmpfs holding one mount per hierarchy, the way the host lays it out.
+void cgroup_mount(int root, const oci::Mount& m, const MountOptions& o, int target) {
+    unsigned long flags = o.flags & ~MS_RDONLY;
+    if (host_is_unified()) {
+        fs_mount("cgroup2", target, "cgroup2", o.flags, "", m.destination);
+        return;
+    }
+    fs_mount("tmpfs", target, "tmpfs", flags, "mode=755", m.destination);
+    for (const auto& [name, opts] : host_v1_hierarchies()) {
+        std::string sub = m.destination + "/" + name;
+        UniqueFd t = mkdir_all_in_root(root, sub);
+        if (opts.empty())
+            fs_mount("cgroup2", t.get(), "cgroup2", o.flags, "", sub);
+        else
+            fs_mount("cgroup", t.get(), "cgroup", o.flags, opts, sub);
+    }
+    if (o.flags & MS_RDONLY) {
+        UniqueFd top(open_in_root(root, m.destination, O_PATH));
+        if (!top || ::mount(nullptr, fd_path(top.get()).c_str(), nullptr, MS_REMOUNT | MS_RDONLY | flags, "mode=755") < 0)
+            throw_errno("remount " + m.destination + " read-only");
+    }
+}
+
+void set_propagation(int root, const std::string& dest, unsigned long prop) {
+    if (!prop) return;
+    UniqueFd top(open_in_root(root, dest, O_PATH));
+    if (!top) throw_errno("open " + dest + " in rootfs");
+    if (::mount(nullptr, fd_path(top.get()).c_str(), nullptr, prop, nullptr) < 0)
+        throw_errno("set propagation of " + dest);
+}
+
+}  // namespace
+
+void mount_all(const oci::Config& c, const std::string& rootfs, bool in_userns) {
+    UniqueFd root(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root) throw_errno("open rootfs " + rootfs);
+    (void)in_userns;
+    for (const oci::Mount& m : c.mounts) {
+        MountOptions o = parse_mount_options(m.options);
+        bool bind = is_bind(m, o);
+        try {
+            if (bind) {
+                bool dir = source_is_dir(m.source);
+                UniqueFd target = mkdir_all_in_root(root.get(), m.destination, !dir);
+                bind_mount(m, o, target.get(), m.destination);
+            } else if (m.type == "cgroup" || m.type == "cgroup2") {
+                UniqueFd target = mkdir_all_in_root(root.get(), m.destination);
+                cgroup_mount(root.get(), m, o, target.get());
+            } else {
+                // proc and sysfs over a symlink would let a hostile image place them where
+                // maskedPaths do not look (CVE-2019-16884 class): they need a real directory.
+                bool strict = m.type == "proc" || m.type == "sysfs";
+                UniqueFd target = mkdir_all_in_root(root.get(), m.destination);
+                if (strict) {
+                    UniqueFd check(open_in_root(root.get(), m.destination, O_PATH | O_DIRECTORY, true));
+                    if (!check) throw_errno(m.type + " mount target " + m.destination + " must be a directory");
+                }
+                fs_mount(m.source, target.get(), m.type, o.flags, o.data, m.destination);
+            }
+            set_propagation(root.get(), m.destination, o.propagation);
+        } catch (const Error& e) {
+            throw e.wrapped("mount " + (m.source.empty() ? m.type : m.source) + " on " + m.destination);
+        }
+    }
+}
+
+void finish_rootfs(const oci::Config& c) {
+    UniqueFd root(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root) throw_errno("open /");
+    if (c.linux) {
+        for (const std::string& p : c.linux->masked_paths) {
+            // A symlink must not move the mask elsewhere, so nothing is followed at all.
+            UniqueFd fd(open_in_root(root.get(), p, O_PATH | O_NOFOLLOW, true));
+            if (!fd) {
+                if (errno == ENOENT || errno == ELOOP) continue;
+                throw_errno("mask " + p);
+            }
+            struct stat st;
+            if (::fstat(fd.get(), &st) < 0) throw_errno("stat " + p);
+            int r;
+            if (S_ISDIR(st.st_mode))
+                r = ::mount("tmpfs", fd_path(fd.get()).c_str(), "tmpfs", MS_RDONLY, "size=0k,nr_inodes=1");
+            else
+                r = ::mount("/dev/null", fd_path(fd.get()).c_str(), nullptr, MS_BIND, nullptr);
+            if (r < 0) throw_errno("mask " + p);
+        }
+        for (const std::string& p : c.linux->readonly_paths) {
+            UniqueFd fd(open_in_root(root.get(), p, O_PATH | O_NOFOLLOW, true));
+            if (!fd) {
+                if (errno == ENOENT || errno == ELOOP) continue;
+                throw_errno("make " + p + " read-only");
+            }
+            UniqueFd tree(::open_tree(fd.get(), "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE | AT_EMPTY_PATH));
+            if (!tree) throw_errno("make " + p + " read-only");
+            set_attrs(tree.get(), 0x1 | 0x2 | 0x4 | 0x8, 0, true, p);  // ro, nosuid, nodev, noexec
+            if (::move_mount(tree.get(), "", fd.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+                throw_errno("make " + p + " read-only");
+        }
+    }
+    if (c.root && c.root->readonly) {
+        UniqueFd top(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+        set_attrs(top.get(), 0x1, 0, false, "/");
+    }
+    if (c.linux && (c.linux->rootfs_propagation == "shared" || c.linux->rootfs_propagation == "rshared")) {
+        if (::mount(nullptr, "/", nullptr, MS_SHARED | MS_REC, nullptr) < 0) throw_errno("make / rshared");
+    }
+}
+
+}  // namespace tarn::ns::detail

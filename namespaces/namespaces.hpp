@@ -1,0 +1,134 @@
+// Building the isolated process: clone3 with namespace flags, id maps, rootfs and
+// mounts, devices, process attributes, capabilities, and the final exec.
+//
+// Sandbox setup is a sequence of named phases; each is timed so the cost of a
+// start can be read phase by phase (`tarn --debug`).
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <chrono>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "oci/oci.hpp"
+
+namespace tarn::ns {
+
+enum class Phase {
+    clone,
+    idmaps,
+    cgroup,
+    rootfs,
+    mounts,
+    devices,
+    hooks,
+    pivot,
+    hostname,
+    sysctl,
+    rlimits,
+    process,
+    capabilities,
+    seccomp,
+    park,
+    exec,
+    count_
+};
+std::string_view to_string(Phase p);
+
+// Per-phase wall time in nanoseconds. Plain data so the child can send it to the parent.
+struct Timings {
+    std::array<uint64_t, static_cast<size_t>(Phase::count_)> ns{};
+    void add(Phase p, std::chrono::steady_clock::duration d) {
+        ns[static_cast<size_t>(p)] += std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    }
+    void merge(const Timings& o) {
+        for (size_t i = 0; i < ns.size(); ++i) ns[i] += o.ns[i];
+    }
+    // "clone=0.21ms idmaps=0.00ms ..." (phases that took no time are left out).
+    std::string report() const;
+};
+
+// Times the rest of the enclosing scope into one phase.
+class PhaseScope {
+public:
+    PhaseScope(Timings& t, Phase p) : t_(t), p_(p), start_(std::chrono::steady_clock::now()) {}
+    ~PhaseScope() { t_.add(p_, std::chrono::steady_clock::now() - start_); }
+    PhaseScope(const PhaseScope&) = delete;
+    PhaseScope& operator=(const PhaseScope&) = delete;
+
+private:
+    Timings& t_;
+    Phase p_;
+    std::chrono::steady_clock::time_point start_;
+};
+
+// The parent's work at the points where the container's init waits for it.
+// Each runs in the calling (runtime) process; an exception aborts the spawn.
+struct ParentSteps {
+    // After clone, before id maps: place the init in its cgroup.
+    std::function<void(pid_t)> place_in_cgroup;
+    // After mounts, before pivot_root: prestart + createRuntime hooks.
+    std::function<void(pid_t)> create_runtime;
+};
+
+// Work the init itself runs, in the container's namespaces.
+struct ChildSteps {
+    // Before pivot_root: createContainer hooks (paths resolve in the runtime's mount ns).
+    // The argument is the init's pid as the runtime sees it, for the hooks' state.
+    std::function<void(pid_t)> create_container;
+    // After `start` released the init, before exec: startContainer hooks.
+    std::function<void(pid_t)> start_container;
+};
+
+struct InitOptions {
+    std::string rootfs;        // absolute host path of the root filesystem
+    bool no_pivot = false;     // chroot instead of pivot_root (ramfs roots)
+    unsigned preserve_fds = 0; // fds 3..3+N-1 pass to the workload
+    // Path of exec.fifo: `create` parks the init on it until `start`. Empty: exec at once.
+    std::string exec_fifo;
+    // Unix socket to send the pty master to (--console-socket). -1: none.
+    int console_socket = -1;
+    // With process.terminal and no console socket (`run` in the foreground): the parent
+    // gets the pty master back and proxies it.
+    bool want_pty_master = false;
+};
+
+struct Spawned {
+    pid_t pid = -1;
+    UniqueFd pidfd;
+    UniqueFd pty_master;  // only with want_pty_master
+    Timings timings;      // parent and child phases together
+};
+
+// Starts a container init for `config` (validated), runs the setup phases and returns
+// once the init is parked on exec.fifo (or has exec'd, when exec_fifo is empty).
+// Any failure kills the half-made init and throws with the failing phase's message.
+Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const ParentSteps& parent,
+                   const ChildSteps& child);
+
+// `exec`: a new process inside the namespaces of a running container (its init's pidfd).
+struct ExecOptions {
+    unsigned preserve_fds = 0;
+    int console_socket = -1;
+    bool want_pty_master = false;
+    // Namespaces the container has (from its config); joined through the pidfd.
+    std::vector<oci::NamespaceType> namespaces;
+    // Container's rootfs mount is already the root of its mount namespace.
+    std::optional<oci::Seccomp> seccomp;
+};
+Spawned spawn_exec(int init_pidfd, pid_t init_pid, const oci::Process& process, const ExecOptions& opts,
+                   const std::function<void(pid_t)>& place_in_cgroup);
+
+// Sends a fd over a unix socket with SCM_RIGHTS (console socket protocol).
+void send_fd(int sock, int fd, std::string_view name);
+int recv_fd(int sock);
+
+// Start time of a process in clock ticks since boot (/proc/<pid>/stat field 22), or 0
+// when the process does not exist. Used to tell a container's init from a reused pid.
+uint64_t process_start_time(pid_t pid);
+
+}  // namespace tarn::ns

@@ -1,0 +1,379 @@
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "namespaces/namespaces.hpp"
+#include "namespaces/steps.hpp"
+#include "namespaces/sync.hpp"
+#include "namespaces/syscalls.hpp"
+
+#ifndef CLONE_NEWTIME
+#define CLONE_NEWTIME 0x00000080
+#endif
+
+namespace tarn::ns {
+
+std::string_view to_string(Phase p) {
+    static constexpr std::string_view names[] = {
+        "clone", "idmaps",   "cgroup",  "rootfs",  "mounts", "devices",      "hooks",   "pivot",
+        "hostname", "sysctl", "rlimits", "process", "capabilities", "seccomp", "park", "exec",
+    };
+    static_assert(std::size(names) == static_cast<size_t>(Phase::count_));
+    return names[static_cast<size_t>(p)];
+}
+
+std::string Timings::report() const {
+    std::string out;
+    uint64_t total = 0;
+    for (size_t i = 0; i < ns.size(); ++i) {
+        if (!ns[i]) continue;
+        total += ns[i];
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%s=%.3fms ", to_string(static_cast<Phase>(i)).data(), ns[i] / 1e6);
+        out += buf;
+    }
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "total=%.3fms", total / 1e6);
+    return out + buf;
+}
+
+namespace detail {
+
+int clone_flag(oci::NamespaceType t) {
+    switch (t) {
+        case oci::NamespaceType::pid: return CLONE_NEWPID;
+        case oci::NamespaceType::network: return CLONE_NEWNET;
+        case oci::NamespaceType::mount: return CLONE_NEWNS;
+        case oci::NamespaceType::ipc: return CLONE_NEWIPC;
+        case oci::NamespaceType::uts: return CLONE_NEWUTS;
+        case oci::NamespaceType::user: return CLONE_NEWUSER;
+        case oci::NamespaceType::cgroup: return CLONE_NEWCGROUP;
+        case oci::NamespaceType::time: return CLONE_NEWTIME;
+    }
+    return 0;
+}
+
+namespace {
+
+std::string format_map(const std::vector<oci::IdMapping>& m) {
+    std::string s;
+    for (const oci::IdMapping& e : m)
+        s += std::to_string(e.container_id) + " " + std::to_string(e.host_id) + " " + std::to_string(e.size) + "\n";
+    return s;
+}
+
+void write_id_maps(pid_t pid, const oci::Linux& l) {
+    std::string base = "/proc/" + std::to_string(pid) + "/";
+    try {
+        if (!l.uid_mappings.empty()) write_file(base + "uid_map", format_map(l.uid_mappings));
+    } catch (const Error& e) {
+        throw e.wrapped("linux.uidMappings");
+    }
+    try {
+        // Without CAP_SETGID in the parent namespace the kernel only takes a gid map once
+        // setgroups is denied (user_namespaces(7)).
+        if (::geteuid() != 0) write_file(base + "setgroups", "deny");
+        if (!l.gid_mappings.empty()) write_file(base + "gid_map", format_map(l.gid_mappings));
+    } catch (const Error& e) {
+        throw e.wrapped("linux.gidMappings");
+    }
+}
+
+// Namespaces to join by path, user first: the others are then joined with the
+// privileges the container's user namespace grants.
+void join_namespaces(const oci::Linux& l) {
+    std::vector<const oci::Namespace*> order;
+    for (const oci::Namespace& n : l.namespaces)
+        if (!n.path.empty() && n.type == oci::NamespaceType::user) order.push_back(&n);
+    for (const oci::Namespace& n : l.namespaces)
+        if (!n.path.empty() && n.type != oci::NamespaceType::user) order.push_back(&n);
+    for (const oci::Namespace* n : order) {
+        UniqueFd fd(::open(n->path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd) throw_errno("linux.namespaces: open " + std::string(oci::to_string(n->type)) + " namespace " + n->path);
+        if (::setns(fd.get(), clone_flag(n->type)) < 0)
+            throw_errno("linux.namespaces: join " + std::string(oci::to_string(n->type)) + " namespace " + n->path);
+    }
+}
+
+void set_time_offsets(const oci::Linux& l) {
+    if (::unshare(CLONE_NEWTIME) < 0) throw_errno("linux.namespaces: new time namespace");
+    std::string s;
+    for (const auto& [clock, off] : l.time_offsets)
+        s += clock + " " + std::to_string(off.secs) + " " + std::to_string(off.nanosecs) + "\n";
+    if (!s.empty()) {
+        try {
+            write_file("/proc/self/timens_offsets", s);
+        } catch (const Error& e) {
+            throw e.wrapped("linux.timeOffsets");
+        }
+    }
+}
+
+struct Plan {
+    uint64_t new_flags = 0;     // namespaces created by clone3
+    bool intermediate = false;  // joins by path or sets time offsets first
+    bool new_userns = false;
+    bool new_timens = false;
+};
+
+Plan make_plan(const oci::Config& c) {
+    Plan p;
+    if (!c.linux) return p;
+    for (const oci::Namespace& n : c.linux->namespaces) {
+        if (!n.path.empty()) {
+            p.intermediate = true;
+        } else if (n.type == oci::NamespaceType::time) {
+            // Offsets can only be written before the first process enters the namespace.
+            p.new_timens = p.intermediate = true;
+        } else {
+            p.new_flags |= static_cast<uint64_t>(clone_flag(n.type));
+            if (n.type == oci::NamespaceType::user) p.new_userns = true;
+        }
+    }
+    return p;
+}
+
+// The container's init: every phase after clone, in order.
+void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& steps, SyncSocket& sock, bool userns) {
+    Timings t;
+    const oci::Process& proc = *c.process;
+    sock.expect(MsgType::go, "runtime went away");
+    if (userns) {
+        // Become the container's root (if mapped) so files created below belong to it.
+        if (::setresgid(0, 0, 0) < 0 && errno != EINVAL) throw_errno("setgid 0 in user namespace");
+        if (::setresuid(0, 0, 0) < 0 && errno != EINVAL) throw_errno("setuid 0 in user namespace");
+    }
+    bool mount_ns = c.linux && c.linux->find_namespace(oci::NamespaceType::mount);
+    if (!mount_ns) throw Error("linux.namespaces: a mount namespace is required");
+    {
+        PhaseScope s(t, Phase::rootfs);
+        detail::prepare_rootfs(c, o.rootfs);
+    }
+    {
+        PhaseScope s(t, Phase::mounts);
+        detail::mount_all(c, o.rootfs, userns);
+    }
+    {
+        PhaseScope s(t, Phase::devices);
+        detail::create_devices(c, o.rootfs, userns);
+    }
+    // Opened O_RDWR so the open does not block; `start` writes one byte to release us
+    // and sees our end close (close-on-exec) once the workload runs.
+    UniqueFd fifo;
+    if (!o.exec_fifo.empty()) {
+        fifo.reset(::open(o.exec_fifo.c_str(), O_RDWR | O_CLOEXEC));
+        if (!fifo) throw_errno("open " + o.exec_fifo);
+    }
+    sock.send(MsgType::mounted);
+    pid_t host_pid = sock.expect(MsgType::go, "runtime went away").value;
+    if (steps.create_container) {
+        PhaseScope s(t, Phase::hooks);
+        steps.create_container(host_pid);
+    }
+    {
+        PhaseScope s(t, Phase::pivot);
+        detail::enter_rootfs(o.rootfs, o.no_pivot);
+        detail::finish_rootfs(c);
+    }
+    {
+        PhaseScope s(t, Phase::hostname);
+        detail::set_hostname(c);
+    }
+    {
+        PhaseScope s(t, Phase::sysctl);
+        detail::apply_sysctl(c);
+    }
+    if (proc.terminal) {
+        UniqueFd master = detail::setup_console(proc);
+        if (o.console_socket >= 0) send_fd(o.console_socket, master.get(), "console");
+        if (o.want_pty_master) sock.send(MsgType::pty, {}, nullptr, 0, master.get());
+    }
+    {
+        PhaseScope s(t, Phase::rlimits);
+        detail::apply_rlimits(proc);
+    }
+    {
+        PhaseScope s(t, Phase::process);
+        detail::apply_oom_score_adj(proc);
+        detail::apply_scheduling(proc);
+        detail::apply_personality(c);
+        if (proc.exec_cpu_affinity) detail::apply_cpu_affinity(proc.exec_cpu_affinity->final, "process.execCPUAffinity.final");
+    }
+    {
+        PhaseScope s(t, Phase::capabilities);
+        if (proc.capabilities) detail::drop_bounding(*proc.capabilities);
+        detail::switch_user(proc.user);
+        if (proc.capabilities) detail::apply_capabilities(*proc.capabilities);
+        if (proc.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_errno("set no_new_privs");
+    }
+    detail::apply_umask(proc.user);
+    detail::change_cwd(proc.cwd);
+    std::string exe = detail::find_executable(proc.args, proc.env);
+    // From here the runtime may exit (create); the init must outlive it.
+    ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+    sock.send(MsgType::ready, {}, &t);
+    if (fifo) {
+        char b;
+        ssize_t n;
+        while ((n = ::read(fifo.get(), &b, 1)) < 0 && errno == EINTR) {
+        }
+        if (n != 1) throw_errno("wait on exec.fifo");
+        if (steps.start_container) steps.start_container(host_pid);
+    }
+    detail::close_fds_on_exec(o.preserve_fds);
+    detail::exec_process(exe, proc.args, proc.env);
+}
+
+}  // namespace
+
+void kill_and_reap(int pidfd, pid_t pid) {
+    if (pidfd >= 0) detail::pidfd_send_signal(pidfd, SIGKILL);
+    else if (pid > 0) ::kill(pid, SIGKILL);
+    if (pid > 0) {
+        while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+        }
+    }
+}
+
+}  // namespace detail
+
+using namespace detail;
+
+Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const ParentSteps& parent,
+                   const ChildSteps& child) {
+    if (!config.process) throw Error("process: required to start a container");
+    Spawned out;
+    Plan plan = make_plan(config);
+    int sv[2];
+    auto t0 = std::chrono::steady_clock::now();
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
+    UniqueFd parent_end(sv[0]), child_end(sv[1]);
+
+    auto child_body = [&](SyncSocket& s) {
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        parent_end.reset();
+        detail::close_inherited_fds(opts.preserve_fds, {child_end.get(), opts.console_socket});
+        init_main(config, opts, child, s, plan.new_userns);
+    };
+
+    int pidfd = -1;
+    pid_t pid;
+    pid_t intermediate = -1;
+    if (!plan.intermediate) {
+        CloneArgs a;
+        a.flags = plan.new_flags | CLONE_PIDFD;
+        a.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+        a.exit_signal = SIGCHLD;
+        pid = detail::clone3(a);
+        if (pid < 0) throw_errno("clone3 container init");
+        if (pid > 0) out.pidfd.reset(pidfd);
+        if (pid == 0) {
+            SyncSocket s(child_end.get());
+            run_child(s, [&] { child_body(s); });
+        }
+    } else {
+        // Joining namespaces by path (or creating a time namespace) changes the caller
+        // for good, so a short-lived intermediate does it and clones the init as our
+        // sibling-turned-child (CLONE_PARENT): the init stays the runtime's child.
+        intermediate = ::fork();
+        if (intermediate < 0) throw_errno("fork");
+        if (intermediate == 0) {
+            SyncSocket s(child_end.get());
+            run_child(s, [&] {
+                ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+                join_namespaces(*config.linux);
+                if (plan.new_timens) set_time_offsets(*config.linux);
+                CloneArgs a;
+                a.flags = plan.new_flags | CLONE_PARENT;
+                a.exit_signal = SIGCHLD;
+                pid_t p = detail::clone3(a);
+                if (p < 0) throw_errno("clone3 container init");
+                if (p == 0) run_child(s, [&] { child_body(s); });
+                s.send(MsgType::pid, {}, nullptr, p);
+            });
+        }
+        pid = -1;
+    }
+    child_end.reset();
+    SyncSocket sock(parent_end.get());
+    try {
+        if (intermediate > 0) {
+            Packet p = sock.expect(MsgType::pid, "container init: intermediate process died");
+            pid = p.value;
+            while (::waitpid(intermediate, nullptr, 0) < 0 && errno == EINTR) {
+            }
+            pidfd = detail::pidfd_open(pid);
+            if (pidfd < 0) throw_errno("pidfd_open container init");
+            out.pidfd.reset(pidfd);
+        }
+        out.pid = pid;
+        out.timings.add(Phase::clone, std::chrono::steady_clock::now() - t0);
+        if (parent.place_in_cgroup) {
+            PhaseScope s(out.timings, Phase::cgroup);
+            parent.place_in_cgroup(pid);
+        }
+        if (plan.new_userns) {
+            PhaseScope s(out.timings, Phase::idmaps);
+            write_id_maps(pid, *config.linux);
+        }
+        sock.send(MsgType::go);
+        sock.expect(MsgType::mounted, "container init died during mounts");
+        if (parent.create_runtime) {
+            PhaseScope s(out.timings, Phase::hooks);
+            parent.create_runtime(pid);
+        }
+        sock.send(MsgType::go, {}, nullptr, pid);
+        Packet p;
+        int pty = -1;
+        for (;;) {
+            if (!sock.recv(p, &pty)) throw Error("container init died during setup");
+            if (p.type == MsgType::error) throw Error(p.text);
+            if (p.type == MsgType::pty) {
+                out.pty_master.reset(pty);
+                continue;
+            }
+            if (p.type == MsgType::ready) break;
+        }
+        out.timings.merge(p.timings);
+        if (opts.exec_fifo.empty()) {
+            // The socket closes on exec: EOF means the workload runs; a message means it did not.
+            auto te = std::chrono::steady_clock::now();
+            if (sock.recv(p) && p.type == MsgType::error) throw Error(p.text);
+            out.timings.add(Phase::exec, std::chrono::steady_clock::now() - te);
+        }
+    } catch (...) {
+        if (intermediate > 0 && pid < 0) kill_and_reap(-1, intermediate);
+        kill_and_reap(out.pidfd.get(), pid);
+        throw;
+    }
+    return out;
+}
+
+uint64_t process_start_time(pid_t pid) {
+    std::string stat;
+    try {
+        stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+    } catch (const Error&) {
+        return 0;
+    }
+    // comm may hold spaces and parentheses: fields restart after the last ')'.
+    size_t close = stat.rfind(')');
+    if (close == std::string::npos) return 0;
+    size_t pos = close + 2;
+    for (int field = 3; field < 22; ++field) {
+        pos = stat.find(' ', pos);
+        if (pos == std::string::npos) return 0;
+        ++pos;
+    }
+    // A zombie has exited: it is no longer the running container.
+    if (stat[close + 2] == 'Z' || stat[close + 2] == 'X') return 0;
+    return std::strtoull(stat.c_str() + pos, nullptr, 10);
+}
+
+}  // namespace tarn::ns

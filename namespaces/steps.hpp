@@ -1,0 +1,62 @@
+// The setup steps the container's init runs, in order, inside its new namespaces.
+// Internal to namespaces/: spawn.cpp sequences them; the warm pool and the VM agent
+// reuse them through spawn_init.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "namespaces/namespaces.hpp"
+
+namespace tarn::ns::detail {
+
+// ---- rootfs.cpp / mounts.cpp (before pivot_root: paths are host paths)
+// Sets / propagation (rootfsPropagation, default rslave) and bind-mounts the rootfs on
+// itself so it is a mount point pivot_root accepts.
+void prepare_rootfs(const oci::Config& c, const std::string& rootfs);
+// Every linux mount of config.mounts, resolved inside the rootfs.
+void mount_all(const oci::Config& c, const std::string& rootfs, bool in_userns);
+// The default devices, linux.devices and the /dev symlinks (when /dev is a fresh tmpfs).
+void create_devices(const oci::Config& c, const std::string& rootfs, bool in_userns);
+// pivot_root (or chroot with no_pivot) into the rootfs; the old root is detached.
+void enter_rootfs(const std::string& rootfs, bool no_pivot);
+// After pivot: maskedPaths, readonlyPaths, root.readonly, rootfsPropagation for shared roots.
+void finish_rootfs(const oci::Config& c);
+
+// ---- process.cpp
+void set_hostname(const oci::Config& c);
+void apply_sysctl(const oci::Config& c);
+void apply_rlimits(const oci::Process& p);
+void apply_oom_score_adj(const oci::Process& p);
+void apply_scheduling(const oci::Process& p);  // scheduler, ioPriority, personality is in config
+void apply_personality(const oci::Config& c);
+void apply_cpu_affinity(const std::string& cpus, const char* field);
+// setgroups + setresgid + setresuid, keeping capabilities across the uid change.
+void switch_user(const oci::User& u);
+void apply_umask(const oci::User& u);
+void change_cwd(const std::string& cwd);
+
+// ---- capabilities.cpp
+// Capability names ("CAP_SYS_ADMIN") to numbers; unknown names throw naming the field.
+std::vector<int> capability_numbers(const std::vector<std::string>& names, const char* field);
+void drop_bounding(const oci::Capabilities& caps);
+void apply_capabilities(const oci::Capabilities& caps);
+
+// ---- exec.cpp
+// The executable for args[0]: a path with '/' as is, otherwise searched in the PATH of
+// the container's env (not the runtime's). Throws the runc-style "executable file not found".
+std::string find_executable(const std::vector<std::string>& args, const std::vector<std::string>& env);
+// Marks every fd >= 3 + preserve_fds close-on-exec except none: called last before execve.
+void close_fds_on_exec(unsigned preserve_fds);
+// Closes inherited fds >= 3 + preserve_fds except those listed (runtime's own), at once:
+// leaked fds must not be reachable through /proc/self/fd while the init sets up.
+void close_inherited_fds(unsigned preserve_fds, const std::vector<int>& keep);
+[[noreturn]] void exec_process(const std::string& path, const std::vector<std::string>& args,
+                               const std::vector<std::string>& env);
+
+// ---- console.cpp
+// Opens a new pty in the container's devpts, makes its slave the stdio and controlling
+// terminal, and returns the master.
+UniqueFd setup_console(const oci::Process& p);
+
+}  // namespace tarn::ns::detail

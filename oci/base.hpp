@@ -1,0 +1,62 @@
+// Small pieces every tarn library shares: the one error type and RAII for fds.
+#pragma once
+
+#include <cerrno>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+
+namespace tarn {
+
+// The project's single error type. `what()` reads like
+// "mount proc on /proc: operation not permitted": context first, errno text last.
+class Error : public std::runtime_error {
+public:
+    explicit Error(const std::string& msg, int err = 0)
+        : std::runtime_error(err ? msg + ": " + errno_text(err) : msg), err_(err) {}
+    int code() const noexcept { return err_; }
+    static std::string errno_text(int err);
+    // Same error with more context in front: "create c1: " + inner, errno kept.
+    Error wrapped(const std::string& prefix) const { return Error(prefix + ": " + what(), err_, Raw{}); }
+
+private:
+    struct Raw {};
+    Error(const std::string& full, int err, Raw) : std::runtime_error(full), err_(err) {}
+    int err_;
+};
+
+// Throws Error(context, errno) — the call-site idiom after a failed syscall.
+[[noreturn]] void throw_errno(const std::string& context);
+[[noreturn]] void throw_errno(const std::string& context, int err);
+
+
+class UniqueFd {
+public:
+    UniqueFd() = default;
+    explicit UniqueFd(int fd) noexcept : fd_(fd) {}
+    UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+    UniqueFd& operator=(UniqueFd&& o) noexcept {
+        if (this != &o) reset(std::exchange(o.fd_, -1));
+        return *this;
+    }
+    UniqueFd(const UniqueFd&) = delete;
+    UniqueFd& operator=(const UniqueFd&) = delete;
+    ~UniqueFd() { reset(); }
+
+    int get() const noexcept { return fd_; }
+    explicit operator bool() const noexcept { return fd_ >= 0; }
+    int release() noexcept { return std::exchange(fd_, -1); }
+    void reset(int fd = -1) noexcept;
+
+private:
+    int fd_ = -1;
+};
+
+// Whole-file helpers used across libraries; errors name the path.
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, std::string_view data);
+// Writes to a temporary file in the same directory and renames it into place.
+void write_file_atomic(const std::string& path, std::string_view data, unsigned mode = 0600);
+
+}  // namespace tarn

@@ -1,0 +1,152 @@
+// The tarn command line: parse flags, call one runtime function, print.
+#include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <iostream>
+
+#include "runtime/runtime.hpp"
+
+namespace rt = tarn::runtime;
+
+namespace {
+
+void add_create_flags(CLI::App* c, rt::CreateOptions& o) {
+    c->add_option("-b,--bundle", o.bundle, "path to the bundle directory");
+    c->add_option("--pid-file", o.pid_file, "write the init's pid to this file");
+    c->add_option("--console-socket", o.console_socket, "unix socket to send the pty master to");
+    c->add_flag("--no-pivot", o.no_pivot, "chroot instead of pivot_root");
+    c->add_flag("--no-new-keyring", o.no_new_keyring, "keep the caller's session keyring");
+    c->add_option("--preserve-fds", o.preserve_fds, "pass this many fds after stdio");
+    c->add_option("id", o.id, "container id")->required();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"tarn: an OCI container runtime"};
+    app.set_version_flag("-v,--version", [] { return rt::version_text(); });
+    app.require_subcommand(1);
+    rt::GlobalOptions g;
+    std::string log_format = "text";
+    bool rootless_flag = false;
+    std::string rootless_value;
+    app.add_option("--root", g.root, "directory for container state")->capture_default_str();
+    app.add_option("--log", g.log, "log file (default: stderr)");
+    app.add_option("--log-format", log_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+    app.add_flag("--debug", g.debug, "log debug messages, including setup phase timings");
+    app.add_flag("--systemd-cgroup", g.systemd_cgroup, "use systemd for cgroups (cgroupsPath slice:prefix:name)");
+    app.add_option("--rootless", rootless_value, "true, false or auto")->expected(0, 1);
+    (void)rootless_flag;
+    app.add_option("--criu", "ignored, for runc compatibility");
+
+    rt::CreateOptions create_o;
+    CLI::App* create = app.add_subcommand("create", "create a container from a bundle; it waits for start");
+    add_create_flags(create, create_o);
+
+    std::string start_id;
+    CLI::App* start = app.add_subcommand("start", "start the workload of a created container");
+    start->add_option("id", start_id, "container id")->required();
+
+    rt::RunOptions run_o;
+    CLI::App* run = app.add_subcommand("run", "create and start a container in the foreground");
+    add_create_flags(run, run_o);
+    run->add_flag("-d,--detach", run_o.detach, "do not wait for the container");
+    run->add_flag("--keep", run_o.keep, "keep the container's state after it exits");
+
+    std::string state_id;
+    CLI::App* state = app.add_subcommand("state", "print the state of a container as JSON");
+    state->add_option("id", state_id, "container id")->required();
+
+    rt::KillOptions kill_o;
+    CLI::App* kill = app.add_subcommand("kill", "send a signal to a container's init");
+    kill->add_flag("-a,--all", kill_o.all, "signal every process of the container");
+    kill->add_option("id", kill_o.id, "container id")->required();
+    kill->add_option("signal", kill_o.signal, "signal name or number (default SIGTERM)");
+
+    std::string delete_id;
+    bool delete_force = false;
+    CLI::App* del = app.add_subcommand("delete", "delete a container and everything it holds");
+    del->add_flag("-f,--force", delete_force, "kill it first if it runs");
+    del->add_option("id", delete_id, "container id")->required();
+
+    std::string list_format = "table";
+    bool list_quiet = false;
+    CLI::App* list = app.add_subcommand("list", "list containers");
+    list->alias("ls");
+    list->add_option("-f,--format", list_format, "table or json");
+    list->add_flag("-q,--quiet", list_quiet, "print ids only");
+
+    std::string ps_format = "table";
+    std::string ps_id;
+    std::vector<std::string> ps_args;
+    CLI::App* ps = app.add_subcommand("ps", "list the processes of a container");
+    ps->add_option("-f,--format", ps_format, "table or json");
+    ps->add_option("id", ps_id, "container id")->required();
+    ps->add_option("ps-args", ps_args, "arguments for ps(1)");
+
+    rt::ExecOptions exec_o;
+    std::string exec_user;
+    std::vector<std::string> exec_rest;
+    CLI::App* exec = app.add_subcommand("exec", "run a new process inside a container");
+    exec->add_option("-p,--process", exec_o.process_file, "process.json to run");
+    exec->add_flag("-t,--tty", exec_o.tty, "allocate a pty");
+    exec->add_flag("-d,--detach", exec_o.detach, "do not wait for the process");
+    exec->add_option("--pid-file", exec_o.pid_file, "write the process's pid to this file");
+    exec->add_option("--console-socket", exec_o.console_socket, "unix socket to send the pty master to");
+    exec->add_option("--cwd", exec_o.cwd, "working directory");
+    exec->add_option("-e,--env", exec_o.env, "environment variable K=V")->allow_extra_args(false);
+    exec->add_option("-u,--user", exec_user, "UID[:GID]");
+    exec->add_option("-g,--additional-gids", exec_o.additional_gids, "additional gids")->allow_extra_args(false);
+    exec->add_option("-c,--cap", exec_o.caps, "add a capability")->allow_extra_args(false);
+    exec->add_flag("--no-new-privs", exec_o.no_new_privs, "set no_new_privs");
+    exec->add_option("--preserve-fds", exec_o.preserve_fds, "pass this many fds after stdio");
+    exec->add_option("--process-label,--apparmor", "accepted for runc compatibility");
+    // Everything after the id is the command, flags included: `exec ID sh -c 'x'`.
+    exec->prefix_command();
+
+    std::string spec_bundle = ".";
+    bool spec_rootless = false;
+    CLI::App* spec = app.add_subcommand("spec", "write a default config.json");
+    spec->add_option("-b,--bundle", spec_bundle, "where to write config.json");
+    spec->add_flag("--rootless", spec_rootless, "a config for an unprivileged user");
+
+    CLI::App* features = app.add_subcommand("features", "print what this runtime supports, as JSON");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        if (e.get_exit_code() == 0) return app.exit(e);
+        std::cerr << "tarn: " << e.what() << "\nRun 'tarn --help' for usage.\n";
+        return 1;
+    }
+
+    g.log_format = log_format == "json" ? rt::LogFormat::json : rt::LogFormat::text;
+    if (!rootless_value.empty() && rootless_value != "auto") g.rootless = rootless_value == "true";
+    try {
+        rt::log_setup(g);
+        if (*create) return rt::create(g, create_o);
+        if (*start) return rt::start(g, start_id);
+        if (*run) return rt::run(g, run_o);
+        if (*state) return rt::state(g, state_id);
+        if (*kill) return rt::kill(g, kill_o);
+        if (*del) return rt::remove(g, delete_id, delete_force);
+        if (*list) return rt::list(g, list_format, list_quiet);
+        if (*ps) return rt::ps(g, ps_id, ps_format, ps_args);
+        if (*exec) {
+            std::vector<std::string> rest = exec->remaining();
+            if (!rest.empty() && rest[0] == "--") rest.erase(rest.begin());
+            if (rest.empty()) throw tarn::Error("exec: container id required");
+            exec_o.id = rest[0];
+            for (size_t i = 1; i < rest.size(); ++i)
+                if (!(i == 1 && rest[i] == "--")) exec_o.args.push_back(rest[i]);
+            if (!exec_user.empty()) exec_o.user = exec_user;
+            return rt::exec(g, exec_o);
+        }
+        if (*spec) return rt::spec(spec_bundle, spec_rootless);
+        if (*features) return rt::features();
+    } catch (const std::exception& e) {
+        rt::log_error(e.what());
+        return 1;
+    }
+    return 1;
+}

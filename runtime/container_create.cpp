@@ -1,0 +1,176 @@
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "runtime/hooks.hpp"
+#include "runtime/lifecycle.hpp"
+
+namespace tarn::runtime::detail {
+namespace {
+
+std::string absolute(const std::string& base, const std::string& p) {
+    if (!p.empty() && p[0] == '/') return p;
+    return base + "/" + p;
+}
+
+std::string owner_name(uid_t uid) {
+    // /etc/passwd read by hand: the static binary does not load NSS modules.
+    try {
+        std::string text = read_file("/etc/passwd");
+        size_t pos = 0;
+        while (pos < text.size()) {
+            size_t nl = text.find('\n', pos);
+            std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+            pos = nl == std::string::npos ? text.size() : nl + 1;
+            size_t c1 = line.find(':'), c2 = line.find(':', c1 + 1), c3 = line.find(':', c2 + 1);
+            if (c3 == std::string::npos) continue;
+            if (line.substr(c2 + 1, c3 - c2 - 1) == std::to_string(uid)) return line.substr(0, c1);
+        }
+    } catch (const Error&) {
+    }
+    return std::to_string(uid);
+}
+
+UniqueFd connect_console_socket(const std::string& path) {
+    UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!s) throw_errno("console socket");
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) throw Error("--console-socket " + path + ": path too long");
+    std::strcpy(addr.sun_path, path.c_str());
+    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        throw_errno("connect to console socket " + path);
+    return s;
+}
+
+}  // namespace
+
+std::string hook_state(const Record& r, oci::Status status, int pid) {
+    oci::State s = r.state;
+    s.status = status;
+    s.pid = pid;
+    return oci::to_json_text(s, -1);
+}
+
+void write_pid_file(const std::string& path, pid_t pid) {
+    // A bare decimal with no newline: containerd's shim parses exactly that.
+    write_file_atomic(path, std::to_string(pid), 0644);
+}
+
+namespace {
+
+Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool park, bool want_pty) {
+    char buf[PATH_MAX];
+    if (!::realpath(o.bundle.c_str(), buf)) throw_errno("bundle " + o.bundle);
+    std::string bundle = buf;
+    std::string config_path = bundle + "/config.json";
+    std::string text = read_file(config_path);
+    oci::Config cfg = oci::parse_config(text, config_path);
+    if (!cfg.root || cfg.root->path.empty()) throw Error(config_path + ": root.path: required");
+    if (!cfg.process) throw Error(config_path + ": process: required");
+    std::string rootfs = absolute(bundle, cfg.root->path);
+    struct stat st;
+    if (::stat(rootfs.c_str(), &st) < 0) throw_errno("root.path " + rootfs);
+    if (!S_ISDIR(st.st_mode)) throw Error("root.path " + rootfs + ": not a directory");
+    if (cfg.process->terminal && o.console_socket.empty() && !want_pty)
+        throw Error("process.terminal is true: a detached container needs --console-socket");
+    if (!cfg.process->terminal && !o.console_socket.empty())
+        throw Error("--console-socket given but process.terminal is false");
+    // Bind sources are relative to the bundle (config.md "mounts").
+    for (oci::Mount& m : cfg.mounts)
+        if (!m.source.empty() && m.source[0] != '/' && (m.type == "bind" || m.type.empty() ||
+                                                         std::find(m.options.begin(), m.options.end(), "bind") != m.options.end() ||
+                                                         std::find(m.options.begin(), m.options.end(), "rbind") != m.options.end()))
+            m.source = absolute(bundle, m.source);
+
+    ContainerDir dir = ContainerDir::create(g.root, o.id);
+    Record rec;
+    try {
+        rec.state.id = o.id;
+        rec.state.bundle = bundle;
+        rec.state.rootfs = rootfs;
+        rec.state.created = rfc3339_now();
+        rec.state.owner = owner_name(::geteuid());
+        rec.state.annotations = cfg.annotations;
+        rec.state.status = oci::Status::creating;
+        dir.save(rec);
+        dir.save_config(text);
+
+        ns::InitOptions io;
+        io.rootfs = rootfs;
+        io.no_pivot = o.no_pivot;
+        io.preserve_fds = o.preserve_fds;
+        io.want_pty_master = want_pty && cfg.process->terminal;
+        if (park) {
+            io.exec_fifo = dir.fifo_path();
+            if (::mkfifo(io.exec_fifo.c_str(), 0600) < 0) throw_errno("mkfifo " + io.exec_fifo);
+        }
+        UniqueFd console;
+        if (!o.console_socket.empty()) {
+            console = connect_console_socket(o.console_socket);
+            io.console_socket = console.get();
+        }
+        const oci::Hooks no_hooks;
+        const oci::Hooks& hooks = cfg.hooks ? *cfg.hooks : no_hooks;
+        ns::ParentSteps ps;
+        ps.place_in_cgroup = [&](pid_t) { log_debug("create " + o.id + ": cgroups not applied yet"); };
+        ps.create_runtime = [&](pid_t pid) {
+            std::string st = hook_state(rec, oci::Status::creating, pid);
+            run_hooks(hooks.prestart, st, "prestart");
+            run_hooks(hooks.create_runtime, st, "createRuntime");
+        };
+        ns::ChildSteps cs;
+        if (!hooks.create_container.empty())
+            cs.create_container = [&](pid_t pid) {
+                run_hooks(hooks.create_container, hook_state(rec, oci::Status::creating, pid), "createContainer");
+            };
+        if (!hooks.start_container.empty())
+            cs.start_container = [&](pid_t pid) {
+                run_hooks(hooks.start_container, hook_state(rec, oci::Status::created, pid), "startContainer");
+            };
+        ns::Spawned sp = ns::spawn_init(cfg, io, ps, cs);
+        rec.state.pid = sp.pid;
+        rec.pid_start = ns::process_start_time(sp.pid);
+        rec.state.status = oci::Status::created;
+        dir.save(rec);
+        if (!o.pid_file.empty()) write_pid_file(o.pid_file, sp.pid);
+        log_debug("create " + o.id + ": pid " + std::to_string(sp.pid) + " phases: " + sp.timings.report());
+        return Launched{std::move(dir), std::move(rec), std::move(cfg), std::move(sp)};
+    } catch (...) {
+        try {
+            dir.remove();
+        } catch (const Error& e2) {
+            log_warn(e2.what());
+        }
+        throw;
+    }
+}
+
+}  // namespace
+
+Launched launch(const GlobalOptions& g, const CreateOptions& o, bool park, bool want_pty) {
+    try {
+        return launch_unwrapped(g, o, park, want_pty);
+    } catch (const Error& e) {
+        throw e.wrapped("create " + o.id);
+    }
+}
+
+}  // namespace tarn::runtime::detail
+
+namespace tarn::runtime {
+
+int create(const GlobalOptions& g, const CreateOptions& o) {
+    detail::launch(g, o, /*park=*/true, /*want_pty=*/false);
+    return 0;
+}
+
+}  // namespace tarn::runtime

@@ -1,0 +1,53 @@
+#include <poll.h>
+#include <signal.h>
+
+#include "namespaces/syscalls.hpp"
+#include "runtime/hooks.hpp"
+#include "runtime/lifecycle.hpp"
+
+namespace tarn::runtime {
+namespace detail {
+
+void destroy(ContainerDir& dir, const Record& r, const oci::Config* config) {
+    UniqueFd pidfd(open_init_pidfd(r));
+    if (pidfd) {
+        ns::detail::pidfd_send_signal(pidfd.get(), SIGKILL);
+        // The init is usually not our child (the shim or a subreaper reaps it); its
+        // pidfd turns readable when it has exited either way.
+        pollfd p{pidfd.get(), POLLIN, 0};
+        while (::poll(&p, 1, 10000) < 0 && errno == EINTR) {
+        }
+        if (!(p.revents & POLLIN)) throw Error("container init " + std::to_string(r.state.pid) + " did not exit after SIGKILL");
+    }
+    if (config && config->hooks && !config->hooks->poststop.empty())
+        run_hooks_warn(config->hooks->poststop, hook_state(r, oci::Status::stopped, 0), "poststop");
+    dir.remove();
+}
+
+}  // namespace detail
+
+int remove(const GlobalOptions& g, const std::string& id, bool force) {
+    try {
+        if (force && !detail::ContainerDir::exists(g.root, id)) return 0;
+        detail::ContainerDir dir = detail::ContainerDir::open(g.root, id);
+        detail::Record rec = dir.load();
+        oci::Status st = detail::current_status(dir, rec);
+        if (!force && (st == oci::Status::running || st == oci::Status::paused))
+            throw Error("cannot delete a container that is " + std::string(oci::to_string(st)) + " (use --force)");
+        if (!force && st == oci::Status::creating)
+            throw Error("cannot delete a container that is being created (use --force)");
+        std::optional<oci::Config> cfg;
+        try {
+            cfg = dir.load_config();
+        } catch (const Error& e) {
+            // A create killed half-way may have left no config; force cleans up regardless.
+            if (!force) throw;
+        }
+        detail::destroy(dir, rec, cfg ? &*cfg : nullptr);
+        return 0;
+    } catch (const Error& e) {
+        throw e.wrapped("delete " + id);
+    }
+}
+
+}  // namespace tarn::runtime

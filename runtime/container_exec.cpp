@@ -1,0 +1,116 @@
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "runtime/lifecycle.hpp"
+
+namespace tarn::runtime {
+namespace detail {
+void block_forwarded_signals();
+}
+namespace {
+
+uint32_t parse_id(const std::string& s, const char* what) {
+    char* end = nullptr;
+    unsigned long v = std::strtoul(s.c_str(), &end, 10);
+    if (s.empty() || *end || v > 0xffffffffUL) throw Error(std::string(what) + ": bad id \"" + s + "\"");
+    return static_cast<uint32_t>(v);
+}
+
+// The process to exec: --process, or the container's own process with the flags applied.
+oci::Process exec_process(const ExecOptions& o, const oci::Config& cfg) {
+    if (!o.process_file.empty()) {
+        oci::Process p = oci::parse_process(read_file(o.process_file), o.process_file);
+        if (o.tty) p.terminal = true;
+        return p;
+    }
+    if (o.args.empty()) throw Error("exec: no command given (ARGS or --process)");
+    oci::Process p;
+    if (cfg.process) p = *cfg.process;
+    p.args = o.args;
+    p.terminal = o.tty;
+    p.console_size.reset();
+    p.rlimits.clear();  // already the container's; raising them again could fail
+    p.oom_score_adj.reset();
+    p.scheduler.reset();
+    p.io_priority.reset();
+    for (const std::string& e : o.env) {
+        size_t eq = e.find('=');
+        std::string key = e.substr(0, eq);
+        std::erase_if(p.env, [&](const std::string& x) { return x.substr(0, x.find('=')) == key; });
+        p.env.push_back(e);
+    }
+    if (!o.cwd.empty()) p.cwd = o.cwd;
+    if (o.user) {
+        size_t colon = o.user->find(':');
+        p.user.uid = parse_id(o.user->substr(0, colon), "--user");
+        p.user.gid = colon == std::string::npos ? 0 : parse_id(o.user->substr(colon + 1), "--user");
+    }
+    if (!o.additional_gids.empty()) p.user.additional_gids = o.additional_gids;
+    if (!o.caps.empty()) {
+        if (!p.capabilities) p.capabilities.emplace();
+        for (const std::string& c : o.caps) {
+            for (auto* set : {&p.capabilities->bounding, &p.capabilities->effective, &p.capabilities->permitted})
+                if (std::find(set->begin(), set->end(), c) == set->end()) set->push_back(c);
+        }
+    }
+    if (o.no_new_privs) p.no_new_privileges = true;
+    return p;
+}
+
+UniqueFd connect_socket(const std::string& path) {
+    UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!s) throw_errno("console socket");
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) throw Error("--console-socket " + path + ": path too long");
+    std::strcpy(addr.sun_path, path.c_str());
+    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        throw_errno("connect to console socket " + path);
+    return s;
+}
+
+}  // namespace
+
+int exec(const GlobalOptions& g, const ExecOptions& o) {
+    ns::Spawned sp;
+    try {
+        detail::ContainerDir dir = detail::ContainerDir::open(g.root, o.id);
+        detail::Record rec = dir.load();
+        oci::Status st = detail::current_status(dir, rec);
+        if (st != oci::Status::running && st != oci::Status::created)
+            throw Error("cannot exec in a container that is " + std::string(oci::to_string(st)));
+        oci::Config cfg = dir.load_config();
+        oci::Process proc = exec_process(o, cfg);
+        if (proc.terminal && o.detach && o.console_socket.empty())
+            throw Error("--tty with --detach needs --console-socket");
+        UniqueFd pidfd(detail::open_init_pidfd(rec));
+        if (!pidfd) throw Error("container is stopped");
+        ns::ExecOptions eo;
+        eo.preserve_fds = o.preserve_fds;
+        UniqueFd console;
+        if (!o.console_socket.empty()) {
+            console = connect_socket(o.console_socket);
+            eo.console_socket = console.get();
+        }
+        eo.want_pty_master = proc.terminal && o.console_socket.empty();
+        if (cfg.linux)
+            for (const oci::Namespace& n : cfg.linux->namespaces) eo.namespaces.push_back(n.type);
+        if (cfg.linux) eo.seccomp = cfg.linux->seccomp;
+        if (!o.detach) detail::block_forwarded_signals();
+        // The container's lock is not held while the process runs: kill/delete must work.
+        pid_t init_pid = rec.state.pid;
+        { detail::ContainerDir released = std::move(dir); }
+        sp = ns::spawn_exec(pidfd.get(), init_pid, proc, eo, nullptr);
+        if (!o.pid_file.empty()) detail::write_pid_file(o.pid_file, sp.pid);
+        log_debug("exec " + o.id + ": pid " + std::to_string(sp.pid) + " phases: " + sp.timings.report());
+    } catch (const Error& e) {
+        throw e.wrapped("exec " + o.id);
+    }
+    if (o.detach) return 0;
+    return detail::wait_foreground(sp.pid, sp.pidfd.get(), sp.pty_master.get());
+}
+
+}  // namespace tarn::runtime

@@ -1,0 +1,25 @@
+#include "namespaces/syscalls.hpp"
+#include "runtime/lifecycle.hpp"
+
+namespace tarn::runtime {
+
+int kill(const GlobalOptions& g, const KillOptions& o) {
+    try {
+        int sig = parse_signal(o.signal);
+        detail::ContainerDir dir = detail::ContainerDir::open(g.root, o.id);
+        detail::Record rec = dir.load();
+        oci::Status st = detail::current_status(dir, rec);
+        if (st != oci::Status::created && st != oci::Status::running && st != oci::Status::paused)
+            throw Error("container is " + std::string(oci::to_string(st)) + ", not running");
+        UniqueFd pidfd(detail::open_init_pidfd(rec));
+        if (!pidfd) throw Error("container is stopped, not running");
+        // Through the pidfd: the signal reaches the process opened above and no other,
+        // even if the pid were reused in between.
+        if (ns::detail::pidfd_send_signal(pidfd.get(), sig) < 0) throw_errno("signal " + o.signal);
+        return 0;
+    } catch (const Error& e) {
+        throw e.wrapped("kill " + o.id);
+    }
+}
+
+}  // namespace tarn::runtime

@@ -1,0 +1,28 @@
+#include "runtime/hooks.hpp"
+#include "runtime/lifecycle.hpp"
+
+namespace tarn::runtime {
+namespace detail {
+void block_forwarded_signals();
+}
+
+int run(const GlobalOptions& g, const RunOptions& o) {
+    if (!o.detach) detail::block_forwarded_signals();
+    bool want_pty = !o.detach && o.console_socket.empty();
+    detail::Launched l = detail::launch(g, o, /*park=*/false, want_pty);
+    if (l.config.hooks && !l.config.hooks->poststart.empty())
+        detail::run_hooks_warn(l.config.hooks->poststart,
+                               detail::hook_state(l.record, oci::Status::running, l.spawned.pid), "poststart");
+    if (o.detach) return 0;
+    int code = detail::wait_foreground(l.spawned.pid, l.spawned.pidfd.get(), l.spawned.pty_master.get());
+    if (!o.keep) {
+        try {
+            detail::destroy(l.dir, l.record, &l.config);
+        } catch (const Error& e) {
+            log_warn("run " + o.id + ": " + e.what());
+        }
+    }
+    return code;
+}
+
+}  // namespace tarn::runtime

@@ -1,0 +1,40 @@
+// Pieces shared by the lifecycle commands. Internal to runtime/.
+#pragma once
+
+#include <string>
+
+#include "namespaces/namespaces.hpp"
+#include "runtime/container.hpp"
+#include "runtime/runtime.hpp"
+
+namespace tarn::runtime::detail {
+
+struct Launched {
+    ContainerDir dir;
+    Record record;
+    oci::Config config;
+    ns::Spawned spawned;
+};
+
+// The create half of create/run: state dir, config snapshot, init spawned and set up.
+// `park`: the init waits on exec.fifo for `start`; otherwise it execs at once.
+// On failure nothing is left behind and the error reads "create ID: ...".
+Launched launch(const GlobalOptions& g, const CreateOptions& o, bool park, bool want_pty);
+
+// The state JSON hooks get on stdin.
+std::string hook_state(const Record& r, oci::Status status, int pid);
+
+// Waits for a foreground process (run, exec): forwards signals, proxies the pty if
+// any, and returns its exit code (128+N for a signal).
+int wait_foreground(pid_t pid, int pidfd, int pty_master);
+
+// Opens a pidfd for the container's init, verifying it is still the process recorded
+// (start time), so a recycled pid is never signalled. Returns -1 when it is gone.
+int open_init_pidfd(const Record& r);
+
+// Kills a container's processes and removes its cgroup and state (delete, run's end).
+void destroy(ContainerDir& dir, const Record& r, const oci::Config* config);
+
+void write_pid_file(const std::string& path, pid_t pid);
+
+}  // namespace tarn::runtime::detail

@@ -1,0 +1,88 @@
+// The container lifecycle, runc-compatible: one function per command. The CLI
+// (runtime/cli.cpp) parses flags into these option structs and calls exactly one.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "oci/oci.hpp"
+
+namespace tarn::runtime {
+
+enum class LogFormat { text, json };
+
+struct GlobalOptions {
+    std::string root = "/run/tarn";
+    std::string log;  // empty: stderr only
+    LogFormat log_format = LogFormat::text;
+    bool debug = false;
+    bool systemd_cgroup = false;
+    std::optional<bool> rootless;  // unset: auto (euid != 0)
+};
+
+struct CreateOptions {
+    std::string id;
+    std::string bundle = ".";
+    std::string pid_file;
+    std::string console_socket;
+    bool no_pivot = false;
+    bool no_new_keyring = false;
+    unsigned preserve_fds = 0;
+};
+
+struct RunOptions : CreateOptions {
+    bool detach = false;
+    bool keep = false;
+};
+
+struct ExecOptions {
+    std::string id;
+    std::string process_file;             // --process
+    std::vector<std::string> args;        // flag form
+    bool tty = false;
+    bool detach = false;
+    std::string pid_file;
+    std::string console_socket;
+    std::string cwd;
+    std::vector<std::string> env;
+    std::optional<std::string> user;      // "UID[:GID]"
+    std::vector<uint32_t> additional_gids;
+    std::vector<std::string> caps;
+    bool no_new_privs = false;
+    unsigned preserve_fds = 0;
+};
+
+struct KillOptions {
+    std::string id;
+    std::string signal = "SIGTERM";
+    bool all = false;
+};
+
+// Each returns the process exit code the CLI should exit with; errors are thrown as
+// tarn::Error with the message users see.
+int create(const GlobalOptions& g, const CreateOptions& o);
+int start(const GlobalOptions& g, const std::string& id);
+int run(const GlobalOptions& g, const RunOptions& o);
+int state(const GlobalOptions& g, const std::string& id);
+int kill(const GlobalOptions& g, const KillOptions& o);
+int remove(const GlobalOptions& g, const std::string& id, bool force);
+int list(const GlobalOptions& g, const std::string& format, bool quiet);
+int ps(const GlobalOptions& g, const std::string& id, const std::string& format, const std::vector<std::string>& ps_args);
+int exec(const GlobalOptions& g, const ExecOptions& o);
+int spec(const std::string& bundle, bool rootless);
+int features();
+std::string version_text();
+
+// Parses "SIGKILL", "KILL", "kill" or "9"; errors name the bad value.
+int parse_signal(const std::string& s);
+
+// Logging (runtime/log.cpp): text to stderr, or --log file in text/json. containerd reads
+// the last "level":"error" line of the json log as the message its users see.
+void log_setup(const GlobalOptions& g);
+void log_debug(const std::string& msg);
+void log_warn(const std::string& msg);
+void log_error(const std::string& msg);
+bool log_debug_enabled();
+
+}  // namespace tarn::runtime
