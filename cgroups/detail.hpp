@@ -133,6 +133,16 @@ std::vector<std::string> split_words(std::string_view text);
 void create_v2_tree(const std::string& root, const std::string& path,
                     const std::map<std::string, std::string>& needed, std::vector<std::string>& created);
 
+// ---- managers ---------------------------------------------------------------------
+
+std::unique_ptr<Manager> open_v2(const std::string& path, const std::string& root);
+// Legacy and hybrid hosts.
+std::unique_ptr<Manager> open_v1(const std::string& path, Mode mode, const std::string& root);
+
+// linux.resources.memory.checkBeforeUpdate: refuses a limit at or below what the
+// cgroup uses now (memory alone, or memory+swap when swap is limited).
+void check_memory_usage(const oci::Resources& r, uint64_t memory_usage, uint64_t memory_swap_usage);
+
 // ---- freezer ----------------------------------------------------------------------
 
 inline constexpr std::chrono::milliseconds kFreezeTimeout{5000};

@@ -1,5 +1,6 @@
 // Freezing: v2 cgroup.freeze + cgroup.events, v1 freezer.state. Both are
 // asynchronous in the kernel, so each request waits (bounded) for the result.
+#include <algorithm>
 #include <thread>
 
 #include "cgroups/detail.hpp"

@@ -74,8 +74,8 @@ Spawned spawn_exec(int init_pidfd, pid_t init_pid, const oci::Process& process, 
             if (flags && ::setns(init_pidfd, flags) < 0)
                 throw_errno("join namespaces of container init " + std::to_string(init_pid));
             CloneArgs a;
+            // clone3 takes no exit signal with CLONE_PARENT: the child inherits ours (SIGCHLD).
             a.flags = CLONE_PARENT;
-            a.exit_signal = SIGCHLD;
             pid_t p = detail::clone3(a);
             if (p < 0) throw_errno("clone3 exec process");
             if (p == 0) {

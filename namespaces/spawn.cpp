@@ -290,8 +290,8 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
                 join_namespaces(*config.linux);
                 if (plan.new_timens) set_time_offsets(*config.linux);
                 CloneArgs a;
+                // clone3 takes no exit signal with CLONE_PARENT: the child inherits ours (SIGCHLD).
                 a.flags = plan.new_flags | CLONE_PARENT;
-                a.exit_signal = SIGCHLD;
                 pid_t p = detail::clone3(a);
                 if (p < 0) throw_errno("clone3 container init");
                 if (p == 0) run_child(s, [&] { child_body(s); });

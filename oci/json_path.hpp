@@ -34,8 +34,8 @@ inline std::string quote(std::string_view s) {
 inline std::string member_path(std::string_view parent, std::string_view key) {
     bool plain = !key.empty();
     for (char c : key) {
-        bool word = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '-';
+        bool word = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                    c == '-';
         if (!word) plain = false;
     }
     if (!plain) return std::string(parent) + "[" + quote(key) + "]";

@@ -112,7 +112,8 @@ nlohmann::json to_json(const Process& p) {
     using detail::put_if;
     json j = json::object();
     if (p.terminal) j["terminal"] = true;
-    if (p.console_size) j["consoleSize"] = {{"height", p.console_size->height}, {"width", p.console_size->width}};
+    if (p.console_size)
+        j["consoleSize"] = {{"height", p.console_size->height}, {"width", p.console_size->width}};
 
     // uid and gid are REQUIRED members of user on Linux, so they are always written.
     json user = {{"uid", p.user.uid}, {"gid", p.user.gid}};
@@ -151,7 +152,8 @@ nlohmann::json to_json(const Process& p) {
         j["scheduler"] = std::move(s);
     }
     put_if(j, "selinuxLabel", p.selinux_label);
-    if (p.io_priority) j["ioPriority"] = {{"class", p.io_priority->klass}, {"priority", p.io_priority->priority}};
+    if (p.io_priority)
+        j["ioPriority"] = {{"class", p.io_priority->klass}, {"priority", p.io_priority->priority}};
     if (p.exec_cpu_affinity) {
         json a = json::object();
         put_if(a, "initial", p.exec_cpu_affinity->initial);

@@ -74,9 +74,17 @@ Config privileged_spec() {
     for (auto t : {NamespaceType::pid, NamespaceType::network, NamespaceType::ipc, NamespaceType::uts,
                    NamespaceType::mount, NamespaceType::cgroup})
         l.namespaces.push_back(new_namespace(t));
-    l.masked_paths = {"/proc/acpi",          "/proc/asound",     "/proc/kcore",       "/proc/keys",
-                      "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
-                      "/sys/firmware",       "/proc/scsi",       "/sys/devices/virtual/powercap"};
+    l.masked_paths = {"/proc/acpi",
+                      "/proc/asound",
+                      "/proc/kcore",
+                      "/proc/keys",
+                      "/proc/latency_stats",
+                      "/proc/timer_list",
+                      "/proc/timer_stats",
+                      "/proc/sched_debug",
+                      "/sys/firmware",
+                      "/proc/scsi",
+                      "/sys/devices/virtual/powercap"};
     l.readonly_paths = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"};
     return c;
 }
@@ -87,7 +95,8 @@ Config privileged_spec() {
 void make_rootless(Config& c, uint32_t uid, uint32_t gid) {
     auto& ns = c.linux->namespaces;
     std::erase_if(ns, [](const Namespace& n) {
-        return n.type == NamespaceType::network || n.type == NamespaceType::cgroup || n.type == NamespaceType::user;
+        return n.type == NamespaceType::network || n.type == NamespaceType::cgroup ||
+               n.type == NamespaceType::user;
     });
     ns.push_back(new_namespace(NamespaceType::user));
     c.linux->uid_mappings = {map_one(uid)};
@@ -103,7 +112,8 @@ void make_rootless(Config& c, uint32_t uid, uint32_t gid) {
             continue;
         }
         // Only the caller's own ids are mapped, so gid=5 (tty) would make devpts fail.
-        std::erase_if(m.options, [](const std::string& o) { return o.starts_with("uid=") || o.starts_with("gid="); });
+        std::erase_if(m.options,
+                      [](const std::string& o) { return o.starts_with("uid=") || o.starts_with("gid="); });
         mounts.push_back(std::move(m));
     }
     c.mounts = std::move(mounts);

@@ -6,11 +6,16 @@ namespace tarn::oci {
 
 std::string_view to_string(Status s) {
     switch (s) {
-        case Status::creating: return "creating";
-        case Status::created: return "created";
-        case Status::running: return "running";
-        case Status::stopped: return "stopped";
-        case Status::paused: return "paused";
+        case Status::creating:
+            return "creating";
+        case Status::created:
+            return "created";
+        case Status::running:
+            return "running";
+        case Status::stopped:
+            return "stopped";
+        case Status::paused:
+            return "paused";
     }
     return "unknown";
 }
@@ -31,6 +36,8 @@ nlohmann::json to_json(const State& s) {
     return j;
 }
 
-std::string to_json_text(const State& s, int indent) { return detail::dump_text(to_json(s), indent, "state"); }
+std::string to_json_text(const State& s, int indent) {
+    return detail::dump_text(to_json(s), indent, "state");
+}
 
 }  // namespace tarn::oci

@@ -22,48 +22,53 @@ using detail::quote;
 using Names = std::span<const std::string_view>;
 
 // getrlimit(2).
-constexpr std::string_view kRlimits[] = {"RLIMIT_AS",      "RLIMIT_CORE",   "RLIMIT_CPU",    "RLIMIT_DATA",
-                            "RLIMIT_FSIZE",   "RLIMIT_LOCKS",  "RLIMIT_MEMLOCK", "RLIMIT_MSGQUEUE",
-                            "RLIMIT_NICE",    "RLIMIT_NOFILE", "RLIMIT_NPROC",  "RLIMIT_RSS",
-                            "RLIMIT_RTPRIO",  "RLIMIT_RTTIME", "RLIMIT_SIGPENDING", "RLIMIT_STACK"};
+constexpr std::string_view kRlimits[] = {
+    "RLIMIT_AS",      "RLIMIT_CORE",     "RLIMIT_CPU",        "RLIMIT_DATA",   "RLIMIT_FSIZE", "RLIMIT_LOCKS",
+    "RLIMIT_MEMLOCK", "RLIMIT_MSGQUEUE", "RLIMIT_NICE",       "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_RSS",
+    "RLIMIT_RTPRIO",  "RLIMIT_RTTIME",   "RLIMIT_SIGPENDING", "RLIMIT_STACK"};
 // sched_setattr(2).
 constexpr std::string_view kSchedPolicies[] = {"SCHED_OTHER", "SCHED_FIFO", "SCHED_RR",      "SCHED_BATCH",
-                                  "SCHED_ISO",   "SCHED_IDLE", "SCHED_DEADLINE"};
-constexpr std::string_view kSchedFlags[] = {"SCHED_FLAG_RESET_ON_FORK", "SCHED_FLAG_RECLAIM",       "SCHED_FLAG_DL_OVERRUN",
-                               "SCHED_FLAG_KEEP_POLICY",   "SCHED_FLAG_KEEP_PARAMS",   "SCHED_FLAG_UTIL_CLAMP_MIN",
-                               "SCHED_FLAG_UTIL_CLAMP_MAX"};
+                                               "SCHED_ISO",   "SCHED_IDLE", "SCHED_DEADLINE"};
+constexpr std::string_view kSchedFlags[] = {"SCHED_FLAG_RESET_ON_FORK", "SCHED_FLAG_RECLAIM",
+                                            "SCHED_FLAG_DL_OVERRUN",    "SCHED_FLAG_KEEP_POLICY",
+                                            "SCHED_FLAG_KEEP_PARAMS",   "SCHED_FLAG_UTIL_CLAMP_MIN",
+                                            "SCHED_FLAG_UTIL_CLAMP_MAX"};
 constexpr std::string_view kIoPrioClasses[] = {"IOPRIO_CLASS_RT", "IOPRIO_CLASS_BE", "IOPRIO_CLASS_IDLE"};
 // runc also accepts the recursive spellings, and configs written for it use them.
 constexpr std::string_view kPropagations[] = {"shared",  "slave",  "private",  "unbindable",
-                                 "rshared", "rslave", "rprivate", "runbindable"};
+                                              "rshared", "rslave", "rprivate", "runbindable"};
 constexpr std::string_view kDeviceTypes[] = {"c", "b", "u", "p"};
 constexpr std::string_view kDeviceRuleTypes[] = {"a", "c", "b"};
 constexpr std::string_view kClocks[] = {"monotonic", "boottime"};
 constexpr std::string_view kPersonalityDomains[] = {"LINUX", "LINUX32"};
-constexpr std::string_view kMemoryPolicyModes[] = {"MPOL_DEFAULT",   "MPOL_BIND",           "MPOL_INTERLEAVE",
-                                      "MPOL_WEIGHTED_INTERLEAVE", "MPOL_PREFERRED", "MPOL_PREFERRED_MANY",
-                                      "MPOL_LOCAL"};
-constexpr std::string_view kMemoryPolicyFlags[] = {"MPOL_F_NUMA_BALANCING", "MPOL_F_RELATIVE_NODES", "MPOL_F_STATIC_NODES"};
-constexpr std::string_view kSeccompActions[] = {"SCMP_ACT_KILL",  "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD",
-                                   "SCMP_ACT_TRAP",  "SCMP_ACT_ERRNO",        "SCMP_ACT_TRACE",
-                                   "SCMP_ACT_ALLOW", "SCMP_ACT_LOG",          "SCMP_ACT_NOTIFY"};
+constexpr std::string_view kMemoryPolicyModes[] = {
+    "MPOL_DEFAULT",   "MPOL_BIND",           "MPOL_INTERLEAVE", "MPOL_WEIGHTED_INTERLEAVE",
+    "MPOL_PREFERRED", "MPOL_PREFERRED_MANY", "MPOL_LOCAL"};
+constexpr std::string_view kMemoryPolicyFlags[] = {"MPOL_F_NUMA_BALANCING", "MPOL_F_RELATIVE_NODES",
+                                                   "MPOL_F_STATIC_NODES"};
+constexpr std::string_view kSeccompActions[] = {
+    "SCMP_ACT_KILL",  "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP",  "SCMP_ACT_ERRNO",
+    "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW",        "SCMP_ACT_LOG",         "SCMP_ACT_NOTIFY"};
 constexpr std::string_view kSeccompOps[] = {"SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE",       "SCMP_CMP_EQ",
-                               "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"};
+                                            "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"};
 constexpr std::string_view kSeccompFlags[] = {"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
-                                 "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"};
+                                              "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+                                              "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"};
 constexpr std::string_view kSeccompArchs[] = {
-    "SCMP_ARCH_X86",       "SCMP_ARCH_X86_64",    "SCMP_ARCH_X32",       "SCMP_ARCH_ARM",
-    "SCMP_ARCH_AARCH64",   "SCMP_ARCH_MIPS",      "SCMP_ARCH_MIPS64",    "SCMP_ARCH_MIPS64N32",
-    "SCMP_ARCH_MIPSEL",    "SCMP_ARCH_MIPSEL64",  "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC",
-    "SCMP_ARCH_PPC64",     "SCMP_ARCH_PPC64LE",   "SCMP_ARCH_S390",      "SCMP_ARCH_S390X",
-    "SCMP_ARCH_PARISC",    "SCMP_ARCH_PARISC64",  "SCMP_ARCH_RISCV64",   "SCMP_ARCH_LOONGARCH64",
-    "SCMP_ARCH_M68K",      "SCMP_ARCH_SH",        "SCMP_ARCH_SHEB"};
+    "SCMP_ARCH_X86",     "SCMP_ARCH_X86_64",   "SCMP_ARCH_X32",         "SCMP_ARCH_ARM",
+    "SCMP_ARCH_AARCH64", "SCMP_ARCH_MIPS",     "SCMP_ARCH_MIPS64",      "SCMP_ARCH_MIPS64N32",
+    "SCMP_ARCH_MIPSEL",  "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC",
+    "SCMP_ARCH_PPC64",   "SCMP_ARCH_PPC64LE",  "SCMP_ARCH_S390",        "SCMP_ARCH_S390X",
+    "SCMP_ARCH_PARISC",  "SCMP_ARCH_PARISC64", "SCMP_ARCH_RISCV64",     "SCMP_ARCH_LOONGARCH64",
+    "SCMP_ARCH_M68K",    "SCMP_ARCH_SH",       "SCMP_ARCH_SHEB"};
 
 [[noreturn]] void fail(const std::string& path, const std::string& msg) {
     throw Error(path.empty() ? msg : path + ": " + msg);
 }
 
-bool one_of(std::string_view v, Names names) { return std::find(names.begin(), names.end(), v) != names.end(); }
+bool one_of(std::string_view v, Names names) {
+    return std::find(names.begin(), names.end(), v) != names.end();
+}
 
 // Short enums list their values in the message; long ones (archs, rlimits) would drown it.
 void check_enum(const std::string& path, std::string_view v, Names names, std::string_view what) {
@@ -100,7 +105,8 @@ bool is_file_name(std::string_view v) {
 // dev_valid_name() in net/core/dev.c.
 bool is_interface_name(std::string_view v) {
     if (!is_file_name(v) || v.size() >= 16) return false;
-    return std::none_of(v.begin(), v.end(), [](char c) { return c == ':' || c == ' ' || (c >= '\t' && c <= '\r'); });
+    return std::none_of(v.begin(), v.end(),
+                        [](char c) { return c == ':' || c == ' ' || (c >= '\t' && c <= '\r'); });
 }
 
 // "1.0.0" .. "1.3.x", with an optional pre-release or build suffix ("1.0.2-dev").
@@ -175,7 +181,8 @@ void validate_seccomp(const std::string& path, const Seccomp& s) {
             std::string arg = element_path(member_path(at, "args"), k);
             // A syscall has at most six arguments.
             if (sc.args[k].index > 5)
-                fail(member_path(arg, "index"), "must be between 0 and 5, got " + std::to_string(sc.args[k].index));
+                fail(member_path(arg, "index"),
+                     "must be between 0 and 5, got " + std::to_string(sc.args[k].index));
             check_enum(member_path(arg, "op"), sc.args[k].op, kSeccompOps, "seccomp operator");
         }
     }
@@ -203,7 +210,8 @@ void validate_linux(const Linux& l) {
         if (!one_of(clock, kClocks))
             fail(at, "unknown clock " + quote(clock) + " (one of monotonic, boottime)");
         if (offset.nanosecs >= 1'000'000'000)
-            fail(member_path(at, "nanosecs"), "must be less than 1000000000, got " + std::to_string(offset.nanosecs));
+            fail(member_path(at, "nanosecs"),
+                 "must be less than 1000000000, got " + std::to_string(offset.nanosecs));
     }
 
     for (std::size_t i = 0; i < l.devices.size(); ++i) {
@@ -234,8 +242,8 @@ void validate_linux(const Linux& l) {
         std::string at = member_path(base, "memoryPolicy");
         check_enum(member_path(at, "mode"), l.memory_policy->mode, kMemoryPolicyModes, "memory policy mode");
         for (std::size_t i = 0; i < l.memory_policy->flags.size(); ++i)
-            check_enum(element_path(member_path(at, "flags"), i), l.memory_policy->flags[i], kMemoryPolicyFlags,
-                       "memory policy flag");
+            check_enum(element_path(member_path(at, "flags"), i), l.memory_policy->flags[i],
+                       kMemoryPolicyFlags, "memory policy flag");
     }
 
     for (const auto& [host, dev] : l.net_devices) {
@@ -253,14 +261,16 @@ void detail::validate_process(const Process& p, std::string_view base_view) {
 
     check_absolute(member_path(base, "cwd"), p.cwd);
     // commandLine is the Windows alternative to args.
-    if (p.args.empty() && p.command_line.empty()) fail(member_path(base, "args"), "must contain at least one argument");
+    if (p.args.empty() && p.command_line.empty())
+        fail(member_path(base, "args"), "must contain at least one argument");
 
     if (p.capabilities) {
         auto check = [&](const char* set, const std::vector<std::string>& caps) {
             for (std::size_t i = 0; i < caps.size(); ++i) {
                 const auto& c = caps[i];
                 bool ok = c.size() > 4 && c.starts_with("CAP_") &&
-                          std::all_of(c.begin() + 4, c.end(), [](char ch) { return (ch >= 'A' && ch <= 'Z') || ch == '_'; });
+                          std::all_of(c.begin() + 4, c.end(),
+                                      [](char ch) { return (ch >= 'A' && ch <= 'Z') || ch == '_'; });
                 if (!ok)
                     fail(element_path(member_path(member_path(base, "capabilities"), set), i),
                          "invalid capability " + quote(c));
@@ -309,10 +319,12 @@ void detail::validate_process(const Process& p, std::string_view base_view) {
 
     if (p.exec_cpu_affinity) {
         auto check = [&](const char* key, const std::string& list) {
-            bool ok = std::all_of(list.begin(), list.end(),
-                                  [](char c) { return (c >= '0' && c <= '9') || c == ',' || c == '-' || c == ' '; });
+            bool ok = std::all_of(list.begin(), list.end(), [](char c) {
+                return (c >= '0' && c <= '9') || c == ',' || c == '-' || c == ' ';
+            });
             if (!ok)
-                fail(member_path(member_path(base, "execCPUAffinity"), key), "invalid CPU list " + quote(list));
+                fail(member_path(member_path(base, "execCPUAffinity"), key),
+                     "invalid CPU list " + quote(list));
         };
         check("initial", p.exec_cpu_affinity->initial);
         check("final", p.exec_cpu_affinity->final);
@@ -326,8 +338,10 @@ void detail::validate_resources(const Resources& r, std::string_view base_view) 
         const auto& d = r.devices[i];
         std::string at = element_path(member_path(base, "devices"), i);
         if (!d.type.empty()) check_enum(member_path(at, "type"), d.type, kDeviceRuleTypes, "device type");
-        bool ok = std::all_of(d.access.begin(), d.access.end(), [](char c) { return c == 'r' || c == 'w' || c == 'm'; });
-        if (!ok) fail(member_path(at, "access"), "must be a combination of r, w and m, got " + quote(d.access));
+        bool ok = std::all_of(d.access.begin(), d.access.end(),
+                              [](char c) { return c == 'r' || c == 'w' || c == 'm'; });
+        if (!ok)
+            fail(member_path(at, "access"), "must be a combination of r, w and m, got " + quote(d.access));
     }
 
     if (r.memory && r.memory->limit && r.memory->swap) {
@@ -357,14 +371,16 @@ void detail::validate_resources(const Resources& r, std::string_view base_view) 
     if (r.network) {
         for (std::size_t i = 0; i < r.network->priorities.size(); ++i)
             if (r.network->priorities[i].name.empty())
-                fail(member_path(element_path(member_path(member_path(base, "network"), "priorities"), i), "name"),
+                fail(member_path(element_path(member_path(member_path(base, "network"), "priorities"), i),
+                                 "name"),
                      "required");
     }
 
     // unified keys become file names under the container's cgroup directory.
     for (const auto& [key, value] : r.unified)
         if (!is_file_name(key))
-            fail(member_path(member_path(base, "unified"), key), "must be a cgroup file name, got " + quote(key));
+            fail(member_path(member_path(base, "unified"), key),
+                 "must be a cgroup file name, got " + quote(key));
 }
 
 void validate(const Config& c) {

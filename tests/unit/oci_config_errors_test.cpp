@@ -43,7 +43,8 @@ TEST(OciConfigErrors, SyntaxErrorNamesLineAndColumn) {
 TEST(OciConfigErrors, TruncatedAndEmptyInput) {
     EXPECT_EQ(error_of("{\"ociVersion\": \"1.0.0\", \"mounts\": ["),
               "config.json: line 1, column 36: unexpected end of input; expected '[', '{', or a literal");
-    EXPECT_EQ(error_of(""), "config.json: line 1, column 1: unexpected end of input; expected '[', '{', or a literal");
+    EXPECT_EQ(error_of(""),
+              "config.json: line 1, column 1: unexpected end of input; expected '[', '{', or a literal");
 }
 
 TEST(OciConfigErrors, MessagesNameTheSourceFile) {
@@ -59,28 +60,34 @@ TEST(OciConfigErrors, TypeMismatchNamesPathAndValue) {
               "config.json: process.args[2]: expected string, got number 3");
     EXPECT_EQ(error_with(R"({"process": {"terminal": "yes"}})"),
               R"(config.json: process.terminal: expected boolean, got string "yes")");
-    EXPECT_EQ(error_with(R"({"mounts": {"destination": "/proc"}})"), "config.json: mounts: expected array, got object");
-    EXPECT_EQ(error_with(R"({"mounts": ["/proc"]})"), R"(config.json: mounts[0]: expected object, got string "/proc")");
+    EXPECT_EQ(error_with(R"({"mounts": {"destination": "/proc"}})"),
+              "config.json: mounts: expected array, got object");
+    EXPECT_EQ(error_with(R"({"mounts": ["/proc"]})"),
+              R"(config.json: mounts[0]: expected object, got string "/proc")");
     EXPECT_EQ(error_with(R"({"linux": []})"), "config.json: linux: expected object, got array");
     EXPECT_EQ(error_with(R"({"process": {"oomScoreAdj": 1.5}})"),
               "config.json: process.oomScoreAdj: expected integer, got number 1.5");
-    EXPECT_EQ(error_with(R"({"process": {"env": [null]}})"), "config.json: process.env[0]: expected string, got null");
-    EXPECT_EQ(error_with(R"({"hostname": false})"), "config.json: hostname: expected string, got boolean false");
+    EXPECT_EQ(error_with(R"({"process": {"env": [null]}})"),
+              "config.json: process.env[0]: expected string, got null");
+    EXPECT_EQ(error_with(R"({"hostname": false})"),
+              "config.json: hostname: expected string, got boolean false");
 }
 
 TEST(OciConfigErrors, MapKeysAppearInThePath) {
-    EXPECT_EQ(error_with(R"({"annotations": {"team": 7}})"), "config.json: annotations.team: expected string, got number 7");
+    EXPECT_EQ(error_with(R"({"annotations": {"team": 7}})"),
+              "config.json: annotations.team: expected string, got number 7");
     EXPECT_EQ(error_with(R"({"linux": {"sysctl": {"net.ipv4.ip_forward": 1}}})"),
               R"(config.json: linux.sysctl["net.ipv4.ip_forward"]: expected string, got number 1)");
-    EXPECT_EQ(error_with(R"({"linux": {"resources": {"rdma": {"mlx5_1": {"hcaHandles": -1}}}}})"),
-              "config.json: linux.resources.rdma.mlx5_1.hcaHandles: expected non-negative integer, got number -1");
+    EXPECT_EQ(
+        error_with(R"({"linux": {"resources": {"rdma": {"mlx5_1": {"hcaHandles": -1}}}}})"),
+        "config.json: linux.resources.rdma.mlx5_1.hcaHandles: expected non-negative integer, got number -1");
 }
 
 TEST(OciConfigErrors, LongStringsAreCut) {
     std::string value(100, 'x');
     EXPECT_EQ(error_with(R"({"linux": {"resources": {"pids": {"limit": ")" + value + R"("}}}})"),
-              "config.json: linux.resources.pids.limit: expected integer, got string \"" + std::string(64, 'x') +
-                  "\"...");
+              "config.json: linux.resources.pids.limit: expected integer, got string \"" +
+                  std::string(64, 'x') + "\"...");
 }
 
 // ---- required members ----
@@ -89,7 +96,8 @@ TEST(OciConfigErrors, MissingRequiredMembers) {
     EXPECT_EQ(error_with(R"({"mounts": [{"destination": "/proc"}, {"type": "tmpfs"}]})"),
               "config.json: mounts[1].destination: required");
     EXPECT_EQ(error_with(R"({"ociVersion": null})"), "config.json: ociVersion: required");
-    EXPECT_EQ(error_with(R"({"root": {"path": null, "readonly": true}})"), "config.json: root.path: required");
+    EXPECT_EQ(error_with(R"({"root": {"path": null, "readonly": true}})"),
+              "config.json: root.path: required");
     EXPECT_EQ(error_with(R"({"process": {"cwd": null}})"), "config.json: process.cwd: required");
     EXPECT_EQ(error_with(R"({"linux": {"uidMappings": [{"containerID": 0, "hostID": 1000}]}})"),
               "config.json: linux.uidMappings[0].size: required");
@@ -99,8 +107,10 @@ TEST(OciConfigErrors, MissingRequiredMembers) {
               "config.json: linux.resources.devices[0].allow: required");
     EXPECT_EQ(error_with(R"({"linux": {"namespaces": [{"path": "/proc/1/ns/pid"}]}})"),
               "config.json: linux.namespaces[0].type: required");
-    EXPECT_EQ(error_with(R"({"linux": {"seccomp": {"syscalls": []}}})"), "config.json: linux.seccomp.defaultAction: required");
-    EXPECT_EQ(error_with(R"({"hooks": {"poststop": [{"args": ["x"]}]}})"), "config.json: hooks.poststop[0].path: required");
+    EXPECT_EQ(error_with(R"({"linux": {"seccomp": {"syscalls": []}}})"),
+              "config.json: linux.seccomp.defaultAction: required");
+    EXPECT_EQ(error_with(R"({"hooks": {"poststop": [{"args": ["x"]}]}})"),
+              "config.json: hooks.poststop[0].path: required");
 }
 
 // config-linux.md "Devices": major and minor are REQUIRED unless type is "p".
@@ -125,13 +135,16 @@ TEST(OciConfigErrors, OutOfRangeNamesTheType) {
     EXPECT_EQ(error_with(R"({"process": {"user": {"uid": 4294967296}}})"),
               "config.json: process.user.uid: 4294967296 is out of range for uint32 (0 to 4294967295)");
     EXPECT_EQ(error_with(R"({"process": {"scheduler": {"policy": "SCHED_OTHER", "nice": -3000000000}}})"),
-              "config.json: process.scheduler.nice: -3000000000 is out of range for int32 (-2147483648 to 2147483647)");
+              "config.json: process.scheduler.nice: -3000000000 is out of range for int32 (-2147483648 to "
+              "2147483647)");
     EXPECT_EQ(error_with(R"({"linux": {"resources": {"memory": {"limit": 9223372036854775808}}}})"),
               "config.json: linux.resources.memory.limit: 9223372036854775808 is out of range for int64 "
               "(-9223372036854775808 to 9223372036854775807)");
-    EXPECT_EQ(error_with(R"({"process": {"rlimits": [{"type": "RLIMIT_CPU", "hard": 18446744073709551616, "soft": 0}]}})"),
-              "config.json: process.rlimits[0].hard: 1.8446744073709552e+19 is out of range for uint64 "
-              "(0 to 18446744073709551615)");
+    EXPECT_EQ(
+        error_with(
+            R"({"process": {"rlimits": [{"type": "RLIMIT_CPU", "hard": 18446744073709551616, "soft": 0}]}})"),
+        "config.json: process.rlimits[0].hard: 1.8446744073709552e+19 is out of range for uint64 "
+        "(0 to 18446744073709551615)");
 }
 
 // ---- ociVersion ----

@@ -62,7 +62,8 @@ TEST(OciProcess, ErrorsNameTheProcessDocument) {
 }
 
 TEST(OciResources, ParsesABareResourcesObject) {
-    Resources r = parse_resources(R"({"memory": {"limit": 1048576, "swap": -1}, "cpu": {"quota": 20000, "period": 100000},
+    Resources r = parse_resources(
+        R"({"memory": {"limit": 1048576, "swap": -1}, "cpu": {"quota": 20000, "period": 100000},
                                       "pids": {"limit": 64}, "unified": {"memory.high": "max"}})");
     EXPECT_EQ(r.memory->limit, 1048576);
     EXPECT_EQ(r.memory->swap, -1);

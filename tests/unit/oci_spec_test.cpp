@@ -44,7 +44,8 @@ TEST(OciSpec, DefaultProcess) {
     EXPECT_EQ(p.user.uid, 0u);
     EXPECT_EQ(p.user.gid, 0u);
     EXPECT_EQ(p.args, Strings{"sh"});
-    EXPECT_EQ(p.env, (Strings{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"}));
+    EXPECT_EQ(p.env,
+              (Strings{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"}));
     EXPECT_EQ(p.cwd, "/");
     EXPECT_TRUE(p.no_new_privileges);
     Strings caps = {"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"};
@@ -63,14 +64,17 @@ TEST(OciSpec, DefaultMountsAndLinux) {
     Config c = default_spec(false);
     Strings destinations;
     for (const auto& m : c.mounts) destinations.push_back(m.destination);
-    EXPECT_EQ(destinations, (Strings{"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"}));
+    EXPECT_EQ(destinations,
+              (Strings{"/proc", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys", "/sys/fs/cgroup"}));
     EXPECT_EQ(find_mount(c, "/dev")->options, (Strings{"nosuid", "strictatime", "mode=755", "size=65536k"}));
     EXPECT_EQ(find_mount(c, "/dev/pts")->options,
               (Strings{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}));
-    EXPECT_EQ(find_mount(c, "/dev/shm")->options, (Strings{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}));
+    EXPECT_EQ(find_mount(c, "/dev/shm")->options,
+              (Strings{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}));
     EXPECT_EQ(find_mount(c, "/sys")->type, "sysfs");
     EXPECT_EQ(find_mount(c, "/sys")->options, (Strings{"nosuid", "noexec", "nodev", "ro"}));
-    EXPECT_EQ(find_mount(c, "/sys/fs/cgroup")->options, (Strings{"nosuid", "noexec", "nodev", "relatime", "ro"}));
+    EXPECT_EQ(find_mount(c, "/sys/fs/cgroup")->options,
+              (Strings{"nosuid", "noexec", "nodev", "relatime", "ro"}));
 
     EXPECT_EQ(namespace_names(c), (Strings{"pid", "network", "ipc", "uts", "mount", "cgroup"}));
     ASSERT_TRUE(c.linux->resources);
@@ -81,7 +85,8 @@ TEST(OciSpec, DefaultMountsAndLinux) {
     EXPECT_EQ(c.linux->masked_paths.size(), 11u);
     EXPECT_NE(std::find(c.linux->masked_paths.begin(), c.linux->masked_paths.end(), "/proc/kcore"),
               c.linux->masked_paths.end());
-    EXPECT_EQ(c.linux->readonly_paths, (Strings{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}));
+    EXPECT_EQ(c.linux->readonly_paths,
+              (Strings{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}));
 }
 
 TEST(OciSpec, RootlessMapsTheCallerAndDropsPrivilegedParts) {
@@ -99,7 +104,8 @@ TEST(OciSpec, RootlessMapsTheCallerAndDropsPrivilegedParts) {
     EXPECT_EQ(sys->source, "/sys");
     EXPECT_EQ(sys->options, (Strings{"rbind", "nosuid", "noexec", "nodev", "ro"}));
     EXPECT_EQ(find_mount(c, "/sys/fs/cgroup"), nullptr);
-    EXPECT_EQ(find_mount(c, "/dev/pts")->options, (Strings{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}));
+    EXPECT_EQ(find_mount(c, "/dev/pts")->options,
+              (Strings{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}));
     EXPECT_FALSE(c.linux->resources);
     EXPECT_EQ(c.linux->masked_paths, default_spec(false).linux->masked_paths);
 }

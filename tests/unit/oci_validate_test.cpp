@@ -50,7 +50,8 @@ TEST(OciValidate, CwdMustBeAbsolute) {
 }
 
 TEST(OciValidate, ArgsRequiredUnlessCommandLine) {
-    EXPECT_EQ(error_with(R"({"process": {"args": []}})"), "config.json: process.args: must contain at least one argument");
+    EXPECT_EQ(error_with(R"({"process": {"args": []}})"),
+              "config.json: process.args: must contain at least one argument");
     EXPECT_EQ(error_with(R"({"process": {"args": null, "commandLine": "cmd /c dir"}})"), kOk);
 }
 
@@ -63,8 +64,9 @@ TEST(OciValidate, RlimitTypesAreKnownAndUnique) {
 }
 
 TEST(OciValidate, RlimitSoftNotAboveHard) {
-    EXPECT_EQ(error_with(R"({"process": {"rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 2048}]}})"),
-              "config.json: process.rlimits[0].soft: 2048 exceeds the hard limit 1024");
+    EXPECT_EQ(
+        error_with(R"({"process": {"rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 2048}]}})"),
+        "config.json: process.rlimits[0].soft: 2048 exceeds the hard limit 1024");
 }
 
 TEST(OciValidate, CapabilityNames) {
@@ -73,12 +75,14 @@ TEST(OciValidate, CapabilityNames) {
 }
 
 TEST(OciValidate, SchedulerPolicyAndFlags) {
-    EXPECT_EQ(error_with(R"({"process": {"scheduler": {"policy": "SCHED_FAST"}}})"),
-              R"(config.json: process.scheduler.policy: unknown scheduler policy "SCHED_FAST" (one of SCHED_OTHER, )"
-              R"(SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_ISO, SCHED_IDLE, SCHED_DEADLINE))");
-    EXPECT_EQ(error_with(R"({"process": {"scheduler": {"policy": "SCHED_RR", "flags": ["SCHED_FLAG_NOPE"]}}})")
-                  .rfind("config.json: process.scheduler.flags[0]: unknown scheduler flag", 0),
-              0u);
+    EXPECT_EQ(
+        error_with(R"({"process": {"scheduler": {"policy": "SCHED_FAST"}}})"),
+        R"(config.json: process.scheduler.policy: unknown scheduler policy "SCHED_FAST" (one of SCHED_OTHER, )"
+        R"(SCHED_FIFO, SCHED_RR, SCHED_BATCH, SCHED_ISO, SCHED_IDLE, SCHED_DEADLINE))");
+    EXPECT_EQ(
+        error_with(R"({"process": {"scheduler": {"policy": "SCHED_RR", "flags": ["SCHED_FLAG_NOPE"]}}})")
+            .rfind("config.json: process.scheduler.flags[0]: unknown scheduler flag", 0),
+        0u);
 }
 
 TEST(OciValidate, IoPriorityClassAndLevel) {
@@ -87,7 +91,8 @@ TEST(OciValidate, IoPriorityClassAndLevel) {
               R"((one of IOPRIO_CLASS_RT, IOPRIO_CLASS_BE, IOPRIO_CLASS_IDLE))");
     EXPECT_EQ(error_with(R"({"process": {"ioPriority": {"class": "IOPRIO_CLASS_RT", "priority": 8}}})"),
               "config.json: process.ioPriority.priority: must be between 0 and 7, got 8");
-    EXPECT_EQ(error_with(R"({"process": {"ioPriority": {"class": "IOPRIO_CLASS_IDLE", "priority": 7}}})"), kOk);
+    EXPECT_EQ(error_with(R"({"process": {"ioPriority": {"class": "IOPRIO_CLASS_IDLE", "priority": 7}}})"),
+              kOk);
 }
 
 TEST(OciValidate, OomScoreAdjWithinKernelRange) {
@@ -113,8 +118,10 @@ TEST(OciValidate, MountDestinationsAreAbsolute) {
 }
 
 TEST(OciValidate, IdMappedMountsNeedASize) {
-    EXPECT_EQ(error_with(R"({"mounts": [{"destination": "/d", "gidMappings": [{"containerID": 0, "hostID": 1, "size": 0}]}]})"),
-              "config.json: mounts[0].gidMappings[0].size: must be greater than zero");
+    EXPECT_EQ(
+        error_with(
+            R"({"mounts": [{"destination": "/d", "gidMappings": [{"containerID": 0, "hostID": 1, "size": 0}]}]})"),
+        "config.json: mounts[0].gidMappings[0].size: must be greater than zero");
 }
 
 TEST(OciValidate, HookPathAbsoluteAndTimeoutPositive) {
@@ -125,7 +132,8 @@ TEST(OciValidate, HookPathAbsoluteAndTimeoutPositive) {
 }
 
 TEST(OciValidate, AnnotationKeysNotEmpty) {
-    EXPECT_EQ(error_with(R"({"annotations": {"": "x"}})"), "config.json: annotations: keys must not be empty");
+    EXPECT_EQ(error_with(R"({"annotations": {"": "x"}})"),
+              "config.json: annotations: keys must not be empty");
 }
 
 // ---- linux (config-linux.md) ----
@@ -153,15 +161,18 @@ TEST(OciValidate, UserNamespaceMappingsNeedASize) {
 }
 
 TEST(OciValidate, TimeOffsetsOnlyForMonotonicAndBoottime) {
-    EXPECT_EQ(error_with(R"({"linux": {"timeOffsets": {"realtime": {"secs": 1}}}})"),
-              R"(config.json: linux.timeOffsets.realtime: unknown clock "realtime" (one of monotonic, boottime))");
-    EXPECT_EQ(error_with(R"({"linux": {"timeOffsets": {"boottime": {"nanosecs": 1000000000}}}})"),
-              "config.json: linux.timeOffsets.boottime.nanosecs: must be less than 1000000000, got 1000000000");
+    EXPECT_EQ(
+        error_with(R"({"linux": {"timeOffsets": {"realtime": {"secs": 1}}}})"),
+        R"(config.json: linux.timeOffsets.realtime: unknown clock "realtime" (one of monotonic, boottime))");
+    EXPECT_EQ(
+        error_with(R"({"linux": {"timeOffsets": {"boottime": {"nanosecs": 1000000000}}}})"),
+        "config.json: linux.timeOffsets.boottime.nanosecs: must be less than 1000000000, got 1000000000");
 }
 
 TEST(OciValidate, DeviceTypeAndPath) {
-    EXPECT_EQ(error_with(R"({"linux": {"devices": [{"type": "x", "path": "/dev/x", "major": 1, "minor": 1}]}})"),
-              R"(config.json: linux.devices[0].type: unknown device type "x" (one of c, b, u, p))");
+    EXPECT_EQ(
+        error_with(R"({"linux": {"devices": [{"type": "x", "path": "/dev/x", "major": 1, "minor": 1}]}})"),
+        R"(config.json: linux.devices[0].type: unknown device type "x" (one of c, b, u, p))");
     EXPECT_EQ(error_with(R"({"linux": {"devices": [{"type": "b", "path": "sda", "major": 8, "minor": 0}]}})"),
               R"(config.json: linux.devices[0].path: must be an absolute path, got "sda")");
 }
@@ -169,21 +180,24 @@ TEST(OciValidate, DeviceTypeAndPath) {
 TEST(OciValidate, DeviceCgroupRules) {
     EXPECT_EQ(error_with(R"({"linux": {"resources": {"devices": [{"allow": true, "type": "p"}]}}})"),
               R"(config.json: linux.resources.devices[0].type: unknown device type "p" (one of a, c, b))");
-    EXPECT_EQ(error_with(R"({"linux": {"resources": {"devices": [{"allow": true, "access": "rwx"}]}}})"),
-              R"(config.json: linux.resources.devices[0].access: must be a combination of r, w and m, got "rwx")");
+    EXPECT_EQ(
+        error_with(R"({"linux": {"resources": {"devices": [{"allow": true, "access": "rwx"}]}}})"),
+        R"(config.json: linux.resources.devices[0].access: must be a combination of r, w and m, got "rwx")");
 }
 
 TEST(OciValidate, SwapIsMemoryPlusSwap) {
     EXPECT_EQ(error_with(R"({"linux": {"resources": {"memory": {"limit": 2000, "swap": 1000}}}})"),
-              "config.json: linux.resources.memory.swap: 1000 is below memory.limit 2000 (swap limits memory+swap)");
+              "config.json: linux.resources.memory.swap: 1000 is below memory.limit 2000 (swap limits "
+              "memory+swap)");
     EXPECT_EQ(error_with(R"({"linux": {"resources": {"memory": {"limit": 2000, "swap": -1}}}})"), kOk);
     EXPECT_EQ(error_with(R"({"linux": {"resources": {"memory": {"limit": -1, "swap": 1000}}}})"), kOk);
     EXPECT_EQ(error_with(R"({"linux": {"resources": {"memory": {"limit": 2000, "swap": 2000}}}})"), kOk);
 }
 
 TEST(OciValidate, WeightDeviceNeedsAWeight) {
-    EXPECT_EQ(error_with(R"({"linux": {"resources": {"blockIO": {"weightDevice": [{"major": 8, "minor": 0}]}}}})"),
-              "config.json: linux.resources.blockIO.weightDevice[0]: needs weight or leafWeight");
+    EXPECT_EQ(
+        error_with(R"({"linux": {"resources": {"blockIO": {"weightDevice": [{"major": 8, "minor": 0}]}}}})"),
+        "config.json: linux.resources.blockIO.weightDevice[0]: needs weight or leafWeight");
 }
 
 TEST(OciValidate, UnifiedKeysCannotLeaveTheCgroup) {
@@ -198,61 +212,74 @@ TEST(OciValidate, IntelRdtClosIdIsADirectoryName) {
 }
 
 TEST(OciValidate, RootfsPropagationValues) {
-    for (const char* p : {"shared", "slave", "private", "unbindable", "rshared", "rslave", "rprivate", "runbindable"})
+    for (const char* p :
+         {"shared", "slave", "private", "unbindable", "rshared", "rslave", "rprivate", "runbindable"})
         EXPECT_EQ(error_with(std::string(R"({"linux": {"rootfsPropagation": ")") + p + R"("}})"), kOk) << p;
-    EXPECT_EQ(error_with(R"({"linux": {"rootfsPropagation": "recursive"}})").rfind(
-                  R"(config.json: linux.rootfsPropagation: unknown propagation "recursive")", 0),
+    EXPECT_EQ(error_with(R"({"linux": {"rootfsPropagation": "recursive"}})")
+                  .rfind(R"(config.json: linux.rootfsPropagation: unknown propagation "recursive")", 0),
               0u);
 }
 
 TEST(OciValidate, MaskedAndReadonlyPathsAreAbsolute) {
     EXPECT_EQ(error_with(R"({"linux": {"maskedPaths": ["/proc/kcore", "proc/keys"]}})"),
               R"(config.json: linux.maskedPaths[1]: must be an absolute path, got "proc/keys")");
-    EXPECT_EQ(error_with(R"({"linux": {"readonlyPaths": [""]}})"), "config.json: linux.readonlyPaths[0]: required");
+    EXPECT_EQ(error_with(R"({"linux": {"readonlyPaths": [""]}})"),
+              "config.json: linux.readonlyPaths[0]: required");
 }
 
 TEST(OciValidate, PersonalityDomain) {
-    EXPECT_EQ(error_with(R"({"linux": {"personality": {"domain": "LINUX64"}}})"),
-              R"(config.json: linux.personality.domain: unknown personality domain "LINUX64" (one of LINUX, LINUX32))");
+    EXPECT_EQ(
+        error_with(R"({"linux": {"personality": {"domain": "LINUX64"}}})"),
+        R"(config.json: linux.personality.domain: unknown personality domain "LINUX64" (one of LINUX, LINUX32))");
 }
 
 TEST(OciValidate, MemoryPolicyModeAndFlags) {
     EXPECT_EQ(error_with(R"({"linux": {"memoryPolicy": {"mode": "MPOL_WEIGHTED_INTERLEAVE", "nodes": "0-3",
                                                         "flags": ["MPOL_F_RELATIVE_NODES"]}}})"),
               kOk);
-    EXPECT_EQ(error_with(R"({"linux": {"memoryPolicy": {"mode": "MPOL_RANDOM"}}})").rfind(
-                  R"(config.json: linux.memoryPolicy.mode: unknown memory policy mode "MPOL_RANDOM")", 0),
-              0u);
-    EXPECT_EQ(error_with(R"({"linux": {"memoryPolicy": {"mode": "MPOL_BIND", "flags": ["MPOL_F_NODE"]}}})")
-                  .rfind(R"(config.json: linux.memoryPolicy.flags[0]: unknown memory policy flag "MPOL_F_NODE")", 0),
-              0u);
+    EXPECT_EQ(
+        error_with(R"({"linux": {"memoryPolicy": {"mode": "MPOL_RANDOM"}}})")
+            .rfind(R"(config.json: linux.memoryPolicy.mode: unknown memory policy mode "MPOL_RANDOM")", 0),
+        0u);
+    EXPECT_EQ(
+        error_with(R"({"linux": {"memoryPolicy": {"mode": "MPOL_BIND", "flags": ["MPOL_F_NODE"]}}})")
+            .rfind(R"(config.json: linux.memoryPolicy.flags[0]: unknown memory policy flag "MPOL_F_NODE")",
+                   0),
+        0u);
 }
 
 TEST(OciValidate, NetDeviceNamesAreInterfaceNames) {
     EXPECT_EQ(error_with(R"({"linux": {"netDevices": {"eth0": {"name": "ctr0"}}}})"), kOk);
     EXPECT_EQ(error_with(R"({"linux": {"netDevices": {"eth0": {"name": "a/b"}}}})"),
               R"(config.json: linux.netDevices.eth0.name: invalid interface name "a/b")");
-    EXPECT_EQ(error_with(R"({"linux": {"netDevices": {"averyveryverylongname": {}}}})"),
-              R"(config.json: linux.netDevices.averyveryverylongname: invalid interface name "averyveryverylongname")");
+    EXPECT_EQ(
+        error_with(R"({"linux": {"netDevices": {"averyveryverylongname": {}}}})"),
+        R"(config.json: linux.netDevices.averyveryverylongname: invalid interface name "averyveryverylongname")");
 }
 
 // ---- seccomp (config-linux.md "Seccomp") ----
 
 TEST(OciValidate, SeccompActionsOperatorsArchsFlags) {
-    EXPECT_EQ(error_with(R"({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_DENY"}}})"),
-              R"(config.json: linux.seccomp.defaultAction: unknown seccomp action "SCMP_ACT_DENY" (one of SCMP_ACT_KILL, )"
-              R"(SCMP_ACT_KILL_PROCESS, SCMP_ACT_KILL_THREAD, SCMP_ACT_TRAP, SCMP_ACT_ERRNO, SCMP_ACT_TRACE, )"
-              R"(SCMP_ACT_ALLOW, SCMP_ACT_LOG, SCMP_ACT_NOTIFY))");
-    EXPECT_EQ(error_with(R"({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_Z80"]}}})"),
-              R"(config.json: linux.seccomp.architectures[0]: unknown seccomp architecture "SCMP_ARCH_Z80")");
+    EXPECT_EQ(
+        error_with(R"({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_DENY"}}})"),
+        R"(config.json: linux.seccomp.defaultAction: unknown seccomp action "SCMP_ACT_DENY" (one of SCMP_ACT_KILL, )"
+        R"(SCMP_ACT_KILL_PROCESS, SCMP_ACT_KILL_THREAD, SCMP_ACT_TRAP, SCMP_ACT_ERRNO, SCMP_ACT_TRACE, )"
+        R"(SCMP_ACT_ALLOW, SCMP_ACT_LOG, SCMP_ACT_NOTIFY))");
+    EXPECT_EQ(
+        error_with(
+            R"({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "architectures": ["SCMP_ARCH_Z80"]}}})"),
+        R"(config.json: linux.seccomp.architectures[0]: unknown seccomp architecture "SCMP_ARCH_Z80")");
     EXPECT_EQ(error_with(R"({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
                                                    "flags": ["SECCOMP_FILTER_FLAG_NEW_LISTENER"]}}})")
                   .rfind(R"(config.json: linux.seccomp.flags[0]: unknown seccomp flag)", 0),
               0u);
-    EXPECT_EQ(error_with(R"({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+    EXPECT_EQ(
+        error_with(R"({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
                  {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 9, "op": "SCMP_CMP_IS"}]}]}}})")
-                  .rfind(R"(config.json: linux.seccomp.syscalls[0].args[0].op: unknown seccomp operator "SCMP_CMP_IS")", 0),
-              0u);
+            .rfind(
+                R"(config.json: linux.seccomp.syscalls[0].args[0].op: unknown seccomp operator "SCMP_CMP_IS")",
+                0),
+        0u);
     EXPECT_EQ(error_with(R"({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
                  {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 6, "value": 9, "op": "SCMP_CMP_EQ"}]}]}}})"),
               "config.json: linux.seccomp.syscalls[0].args[0].index: must be between 0 and 5, got 6");
@@ -278,11 +305,14 @@ TEST(OciValidate, SeccompNotifyNeedsAListener) {
     EXPECT_EQ(error_with(R"({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
                  {"names": ["mount"], "action": "SCMP_ACT_NOTIFY"}]}}})"),
               "config.json: linux.seccomp.listenerPath: required when SCMP_ACT_NOTIFY is used");
-    EXPECT_EQ(error_with(R"({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "agent.sock"}}})"),
-              R"(config.json: linux.seccomp.listenerPath: must be an absolute path, got "agent.sock")");
-    EXPECT_EQ(error_with(R"({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/a.sock",
+    EXPECT_EQ(
+        error_with(
+            R"({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "agent.sock"}}})"),
+        R"(config.json: linux.seccomp.listenerPath: must be an absolute path, got "agent.sock")");
+    EXPECT_EQ(
+        error_with(R"({"linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/a.sock",
                  "syscalls": [{"names": ["mount"], "action": "SCMP_ACT_NOTIFY"}]}}})"),
-              kOk);
+        kOk);
 }
 
 }  // namespace
