@@ -77,10 +77,10 @@ struct MemoryEntry {
 struct MemoryStats {
     uint64_t cache = 0;
     MemoryEntry usage;
-    MemoryEntry swap;  // memory + swap, as v1 reports it (v2 numbers are added up)
-    MemoryEntry kernel, kernel_tcp;  // v1 only
-    uint64_t oom = 0;       // v2 memory.events "oom" (v1 has no counter: 0)
-    uint64_t oom_kill = 0;  // v2 memory.events "oom_kill", v1 memory.oom_control "oom_kill"
+    MemoryEntry swap;                     // memory + swap, as v1 reports it (v2 numbers are added up)
+    MemoryEntry kernel, kernel_tcp;       // v1 only
+    uint64_t oom = 0;                     // v2 memory.events "oom" (v1 has no counter: 0)
+    uint64_t oom_kill = 0;                // v2 memory.events "oom_kill", v1 memory.oom_control "oom_kill"
     std::map<std::string, uint64_t> raw;  // memory.stat
 };
 
@@ -220,7 +220,8 @@ public:
     const std::string& path() const { return mgr_->path(); }
 
 private:
-    ResourcePool(std::unique_ptr<Manager> mgr, std::string root) : mgr_(std::move(mgr)), root_(std::move(root)) {}
+    ResourcePool(std::unique_ptr<Manager> mgr, std::string root)
+        : mgr_(std::move(mgr)), root_(std::move(root)) {}
     std::unique_ptr<Manager> mgr_;
     std::string root_;
 };

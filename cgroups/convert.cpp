@@ -31,16 +31,17 @@ uint64_t weight_to_shares(uint64_t weight) {
 }
 
 const std::vector<std::string>& v2_controllers() {
-    static const std::vector<std::string> c = {"cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc"};
+    static const std::vector<std::string> c = {"cpuset",  "cpu",  "io",   "memory",
+                                               "hugetlb", "pids", "rdma", "misc"};
     return c;
 }
 
 const std::vector<std::string>& v1_hierarchies() {
     // "systemd" is the name=systemd hierarchy: no controller, but joining it keeps
     // the container out of the caller's systemd scope, as runc does.
-    static const std::vector<std::string> h = {"cpuset", "cpu",     "cpuacct",  "memory",     "devices",
-                                               "freezer", "blkio",  "pids",     "hugetlb",    "net_cls",
-                                               "net_prio", "perf_event", "rdma", "misc",       "systemd"};
+    static const std::vector<std::string> h = {"cpuset",   "cpu",        "cpuacct", "memory",  "devices",
+                                               "freezer",  "blkio",      "pids",    "hugetlb", "net_cls",
+                                               "net_prio", "perf_event", "rdma",    "misc",    "systemd"};
     return h;
 }
 

@@ -10,9 +10,12 @@ namespace tarn::cgroups {
 
 std::string_view to_string(Mode m) {
     switch (m) {
-        case Mode::unified: return "unified";
-        case Mode::hybrid: return "hybrid";
-        case Mode::legacy: return "legacy";
+        case Mode::unified:
+            return "unified";
+        case Mode::hybrid:
+            return "hybrid";
+        case Mode::legacy:
+            return "legacy";
     }
     return "unknown";
 }
@@ -27,8 +30,8 @@ Mode detect(const std::string& root) {
     if (fs.f_type != TMPFS_MAGIC) {
         char hex[32];
         std::snprintf(hex, sizeof hex, "0x%lx", static_cast<unsigned long>(fs.f_type));
-        throw Error("detect cgroup mode: " + root + ": neither cgroup2 nor a tmpfs of v1 hierarchies (file system type " +
-                    hex + ")");
+        throw Error("detect cgroup mode: " + root +
+                    ": neither cgroup2 nor a tmpfs of v1 hierarchies (file system type " + hex + ")");
     }
     std::string unified = root + "/unified";
     if (::statfs(unified.c_str(), &fs) == 0 && fs.f_type == CGROUP2_SUPER_MAGIC) return Mode::hybrid;

@@ -4,22 +4,23 @@
 namespace tarn::cgroups {
 
 const std::vector<oci::DeviceCgroupRule>& default_device_rules() {
-    auto rule = [](const char* type, std::optional<int64_t> major, std::optional<int64_t> minor, const char* access) {
+    auto rule = [](const char* type, std::optional<int64_t> major, std::optional<int64_t> minor,
+                   const char* access) {
         return oci::DeviceCgroupRule{true, type, major, minor, access};
     };
     static const std::vector<oci::DeviceCgroupRule> rules = {
         rule("c", std::nullopt, std::nullopt, "m"),  // mknod of any device; opening is what is checked
         rule("b", std::nullopt, std::nullopt, "m"),
-        rule("c", 1, 3, "rwm"),              // /dev/null
-        rule("c", 1, 5, "rwm"),              // /dev/zero
-        rule("c", 1, 7, "rwm"),              // /dev/full
-        rule("c", 1, 8, "rwm"),              // /dev/random
-        rule("c", 1, 9, "rwm"),              // /dev/urandom
-        rule("c", 5, 0, "rwm"),              // /dev/tty
-        rule("c", 5, 1, "rwm"),              // /dev/console
-        rule("c", 5, 2, "rwm"),              // /dev/ptmx
+        rule("c", 1, 3, "rwm"),               // /dev/null
+        rule("c", 1, 5, "rwm"),               // /dev/zero
+        rule("c", 1, 7, "rwm"),               // /dev/full
+        rule("c", 1, 8, "rwm"),               // /dev/random
+        rule("c", 1, 9, "rwm"),               // /dev/urandom
+        rule("c", 5, 0, "rwm"),               // /dev/tty
+        rule("c", 5, 1, "rwm"),               // /dev/console
+        rule("c", 5, 2, "rwm"),               // /dev/ptmx
         rule("c", 136, std::nullopt, "rwm"),  // /dev/pts/*
-        rule("c", 10, 200, "rwm"),           // /dev/net/tun
+        rule("c", 10, 200, "rwm"),            // /dev/net/tun
     };
     return rules;
 }
@@ -28,7 +29,9 @@ namespace detail {
 
 namespace {
 
-std::string id(const std::optional<int64_t>& v) { return v ? std::to_string(*v) : "*"; }
+std::string id(const std::optional<int64_t>& v) {
+    return v ? std::to_string(*v) : "*";
+}
 
 void one(const oci::DeviceCgroupRule& r, const std::string& field, std::vector<Write>& out) {
     std::string type = r.type.empty() ? "a" : r.type;
@@ -53,8 +56,8 @@ void one(const oci::DeviceCgroupRule& r, const std::string& field, std::vector<W
         }
         return;
     }
-    out.push_back(Write{"devices", file, type + " " + id(r.major) + ":" + id(r.minor) + " " + access, field, false,
-                        false});
+    out.push_back(Write{"devices", file, type + " " + id(r.major) + ":" + id(r.minor) + " " + access, field,
+                        false, false});
 }
 
 }  // namespace
@@ -64,7 +67,8 @@ std::vector<Write> translate_devices_v1(const std::vector<oci::DeviceCgroupRule>
     // cgroup to default-deny first, then opens what it allows. The default rules
     // follow, as runc and crun append them.
     std::vector<Write> out;
-    for (size_t i = 0; i < rules.size(); ++i) one(rules[i], "linux.resources.devices[" + std::to_string(i) + "]", out);
+    for (size_t i = 0; i < rules.size(); ++i)
+        one(rules[i], "linux.resources.devices[" + std::to_string(i) + "]", out);
     for (const auto& r : default_device_rules()) one(r, "default device rules", out);
     return out;
 }

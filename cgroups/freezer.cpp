@@ -34,7 +34,9 @@ bool wait_for(Done&& done, Nudge&& nudge) {
     }
 }
 
-std::string seconds(std::chrono::milliseconds ms) { return std::to_string(ms.count() / 1000) + "s"; }
+std::string seconds(std::chrono::milliseconds ms) {
+    return std::to_string(ms.count() / 1000) + "s";
+}
 
 void set_v2(const std::string& dir, bool freeze) {
     const char* value = freeze ? "1" : "0";
@@ -42,8 +44,8 @@ void set_v2(const std::string& dir, bool freeze) {
     bool ok = wait_for([&] { return frozen_v2(dir) == freeze; }, [] {});
     if (ok) return;
     if (freeze) write_errno(dir, "cgroup.freeze", "0");  // do not leave it half frozen
-    throw Error("cgroup " + dir + ": " + (freeze ? "freeze" : "thaw") + ": cgroup.events did not report frozen " +
-                value + " within " + seconds(kFreezeTimeout) +
+    throw Error("cgroup " + dir + ": " + (freeze ? "freeze" : "thaw") +
+                ": cgroup.events did not report frozen " + value + " within " + seconds(kFreezeTimeout) +
                 (freeze ? " (a task may be stuck in uninterruptible sleep)" : " (is an ancestor frozen?)"));
 }
 
@@ -55,10 +57,16 @@ bool frozen_v2(const std::string& dir) {
     return it != events.end() && it->second == 1;
 }
 
-void freeze_v2(const std::string& dir) { set_v2(dir, true); }
-void thaw_v2(const std::string& dir) { set_v2(dir, false); }
+void freeze_v2(const std::string& dir) {
+    set_v2(dir, true);
+}
+void thaw_v2(const std::string& dir) {
+    set_v2(dir, false);
+}
 
-bool frozen_v1(const std::string& dir) { return trim(read(dir, "freezer.state")) == "FROZEN"; }
+bool frozen_v1(const std::string& dir) {
+    return trim(read(dir, "freezer.state")) == "FROZEN";
+}
 
 void freeze_v1(const std::string& dir) {
     write(dir, "freezer.state", "FROZEN");
@@ -67,8 +75,8 @@ void freeze_v1(const std::string& dir) {
     bool ok = wait_for([&] { return frozen_v1(dir); }, [&] { write_errno(dir, "freezer.state", "FROZEN"); });
     if (ok) return;
     write_errno(dir, "freezer.state", "THAWED");
-    throw Error("cgroup " + dir + ": freeze: freezer.state did not reach FROZEN within " + seconds(kFreezeTimeout) +
-                " (a task may be stuck in uninterruptible sleep)");
+    throw Error("cgroup " + dir + ": freeze: freezer.state did not reach FROZEN within " +
+                seconds(kFreezeTimeout) + " (a task may be stuck in uninterruptible sleep)");
 }
 
 void thaw_v1(const std::string& dir) {
@@ -76,8 +84,8 @@ void thaw_v1(const std::string& dir) {
     bool ok = wait_for([&] { return trim(read(dir, "freezer.state")) == "THAWED"; },
                        [&] { write_errno(dir, "freezer.state", "THAWED"); });
     if (!ok)
-        throw Error("cgroup " + dir + ": thaw: freezer.state did not reach THAWED within " + seconds(kFreezeTimeout) +
-                    " (is an ancestor frozen?)");
+        throw Error("cgroup " + dir + ": thaw: freezer.state did not reach THAWED within " +
+                    seconds(kFreezeTimeout) + " (is an ancestor frozen?)");
 }
 
 }  // namespace tarn::cgroups::detail

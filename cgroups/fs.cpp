@@ -62,8 +62,10 @@ int write_errno(const std::string& dir, std::string_view file, std::string_view 
     for (;;) {
         ssize_t n = ::write(fd, value.data(), value.size());
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) err = errno;
-        else if (static_cast<size_t>(n) != value.size()) err = EIO;
+        if (n < 0)
+            err = errno;
+        else if (static_cast<size_t>(n) != value.size())
+            err = EIO;
         break;
     }
     ::close(fd);
@@ -71,7 +73,8 @@ int write_errno(const std::string& dir, std::string_view file, std::string_view 
 }
 
 void write(const std::string& dir, std::string_view file, std::string_view value) {
-    if (int err = write_errno(dir, file, value)) throw Error("cgroup " + dir + ": write " + std::string(file), err);
+    if (int err = write_errno(dir, file, value))
+        throw Error("cgroup " + dir + ": write " + std::string(file), err);
 }
 
 void write(const std::string& dir, const Write& w) {
@@ -100,7 +103,8 @@ void for_each_entry(const std::string& dir, F&& f) {
         bool directory;
         if (e->d_type == DT_UNKNOWN) {
             struct stat st;
-            directory = ::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+            directory =
+                ::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
         } else {
             directory = e->d_type == DT_DIR;
         }
@@ -164,7 +168,8 @@ void remove_tree(const std::string& dir, std::chrono::milliseconds patience) {
         if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return;
         // EBUSY: processes still inside (or exiting: a dying task leaves its cgroup
         // a little after it is reaped); anything else will not get better.
-        if (errno != EBUSY || std::chrono::steady_clock::now() >= deadline) throw_errno("cgroup " + dir + ": rmdir");
+        if (errno != EBUSY || std::chrono::steady_clock::now() >= deadline)
+            throw_errno("cgroup " + dir + ": rmdir");
         std::this_thread::sleep_for(pause);
         pause = std::min(pause * 2, std::chrono::milliseconds(50));
     }
@@ -219,7 +224,8 @@ void add_pid(const std::string& dir, pid_t pid) {
 void signal_tree(const std::string& dir, int sig) {
     for (pid_t pid : read_procs(dir, true)) {
         if (::kill(pid, sig) < 0 && errno != ESRCH)
-            throw_errno("cgroup " + dir + ": kill " + std::to_string(pid) + " with signal " + std::to_string(sig));
+            throw_errno("cgroup " + dir + ": kill " + std::to_string(pid) + " with signal " +
+                        std::to_string(sig));
     }
 }
 

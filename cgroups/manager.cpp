@@ -10,7 +10,8 @@ bool Manager::exists() const {
 
 std::unique_ptr<Manager> open(const std::string& path, Mode mode, const std::string& root) {
     if (path.empty() || path.front() != '/' || path == "/")
-        throw Error("cgroup path \"" + path + "\": expected an absolute path below the root (see resolve_path)");
+        throw Error("cgroup path \"" + path +
+                    "\": expected an absolute path below the root (see resolve_path)");
     if (mode == Mode::unified) return detail::open_v2(path, root);
     return detail::open_v1(path, mode, root);
 }

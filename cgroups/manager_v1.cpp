@@ -43,12 +43,15 @@ void init_cpuset(const std::string& mount, const std::string& path) {
 
 class V1Manager final : public Manager {
 public:
-    V1Manager(std::string path, Mode mode, std::string root) : Manager(mode, std::move(path)), root_(std::move(root)) {
+    V1Manager(std::string path, Mode mode, std::string root)
+        : Manager(mode, std::move(path)), root_(std::move(root)) {
         std::vector<std::pair<dev_t, ino_t>> seen;
         for (const auto& name : v1_hierarchies()) {
             std::string mount = root_ + "/" + name;
             struct stat st;
-            if (::stat(mount.c_str(), &st) < 0 || !S_ISDIR(st.st_mode) || !exists(mount, "cgroup.procs")) continue;
+            if (::stat(mount.c_str(), &st) < 0 || !S_ISDIR(st.st_mode) ||
+                !detail::exists(mount, "cgroup.procs"))
+                continue;
             // "cpu" and "cpuacct" are often symlinks to one "cpu,cpuacct" mount.
             bool merged = false;
             for (size_t i = 0; i < seen.size(); ++i) {
@@ -61,7 +64,8 @@ public:
             seen.emplace_back(st.st_dev, st.st_ino);
             hierarchies_.push_back(Hierarchy{{name}, mount});
         }
-        if (mode == Mode::hybrid && exists(root_ + "/unified", "cgroup.controllers")) unified_root_ = root_ + "/unified";
+        if (mode == Mode::hybrid && detail::exists(root_ + "/unified", "cgroup.controllers"))
+            unified_root_ = root_ + "/unified";
     }
 
     std::vector<std::string> directories() const override {
@@ -72,7 +76,8 @@ public:
     }
 
     void create(const oci::Resources& needs) override {
-        if (hierarchies_.empty()) throw Error("cgroup " + path_ + ": no cgroup v1 hierarchy is mounted under " + root_);
+        if (hierarchies_.empty())
+            throw Error("cgroup " + path_ + ": no cgroup v1 hierarchy is mounted under " + root_);
         std::map<std::string, std::string> unified_needs;
         for (const auto& [c, field] : required_controllers_v1(needs)) {
             if (find(c)) continue;
@@ -84,10 +89,13 @@ public:
         }
         if (!needs.unified.empty()) {
             if (unified_root_.empty())
-                throw Error("linux.resources.unified: not supported on a cgroup v1 host (there is no cgroup2 hierarchy)");
+                throw Error(
+                    "linux.resources.unified: not supported on a cgroup v1 host (there is no cgroup2 "
+                    "hierarchy)");
             oci::Resources only_unified;
             only_unified.unified = needs.unified;
-            for (const auto& [c, field] : required_controllers_v2(only_unified)) unified_needs.emplace(c, field);
+            for (const auto& [c, field] : required_controllers_v2(only_unified))
+                unified_needs.emplace(c, field);
         }
 
         std::vector<std::string> created;
@@ -132,7 +140,8 @@ public:
             if (r.memory && r.memory->check_before_update.value_or(false)) {
                 if (const Hierarchy* m = find("memory")) {
                     std::string dir = m->mount + path_;
-                    uint64_t mem = parse_uint_or_max(read(dir, "memory.usage_in_bytes"), "memory.usage_in_bytes");
+                    uint64_t mem =
+                        parse_uint_or_max(read(dir, "memory.usage_in_bytes"), "memory.usage_in_bytes");
                     uint64_t memsw = mem;
                     if (auto s = read_if_exists(dir, "memory.memsw.usage_in_bytes"))
                         memsw = parse_uint_or_max(*s, "memory.memsw.usage_in_bytes");
@@ -149,7 +158,8 @@ public:
             if (err == EINVAL && w.retry_on_einval) {
                 deferred.push_back(&w);
             } else if (err) {
-                throw Error("cgroup " + dir + ": write " + w.file + " \"" + w.value + "\" (" + w.field + ")", err);
+                throw Error("cgroup " + dir + ": write " + w.file + " \"" + w.value + "\" (" + w.field + ")",
+                            err);
             }
         }
         for (const Write* w : deferred) write(dir_for(*w), *w);

@@ -1,6 +1,7 @@
 // The cgroup v2 manager, and the v2 tree setup the hybrid manager shares.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -58,9 +59,11 @@ void enable_controllers(const std::string& dir, const std::map<std::string, std:
         if (err == 0 || it == needed.end()) continue;
         std::string hint;
         if (err == EBUSY)
-            hint = " (the cgroup has processes of its own, and cgroup v2 allows controllers only below cgroups "
-                   "without processes: pick a cgroupsPath outside it)";
-        throw Error("cgroup " + dir + ": enable +" + c + " in cgroup.subtree_control for " + it->second + hint, err);
+            hint =
+                " (the cgroup has processes of its own, and cgroup v2 allows controllers only below cgroups "
+                "without processes: pick a cgroupsPath outside it)";
+        throw Error(
+            "cgroup " + dir + ": enable +" + c + " in cgroup.subtree_control for " + it->second + hint, err);
     }
 }
 
@@ -117,7 +120,8 @@ public:
             if (r.memory && r.memory->check_before_update.value_or(false)) {
                 uint64_t mem = parse_uint_or_max(read(dir_, "memory.current"), "memory.current");
                 uint64_t swap = 0;
-                if (auto s = read_if_exists(dir_, "memory.swap.current")) swap = parse_uint_or_max(*s, "memory.swap.current");
+                if (auto s = read_if_exists(dir_, "memory.swap.current"))
+                    swap = parse_uint_or_max(*s, "memory.swap.current");
                 check_memory_usage(r, mem, mem + swap);
             }
         } catch (const Error& e) {
@@ -146,7 +150,7 @@ public:
     bool frozen() const override { return frozen_v2(dir_); }
 
     void kill_all(int sig) override {
-        if (sig == SIGKILL && exists(dir_, "cgroup.kill")) {
+        if (sig == SIGKILL && detail::exists(dir_, "cgroup.kill")) {
             write(dir_, "cgroup.kill", "1");
             return;
         }

@@ -22,7 +22,9 @@ std::vector<std::string_view> components(std::string_view p) {
     return out;
 }
 
-std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
+std::string quoted(std::string_view s) {
+    return "\"" + std::string(s) + "\"";
+}
 
 }  // namespace
 
@@ -65,7 +67,8 @@ std::string join_clean(std::string_view base, std::string_view rel, std::string_
         if (c == ".") continue;
         if (c == "..") {
             if (parts.size() <= floor)
-                throw Error(std::string(what) + ": \"..\" climbs above " + (floor ? quoted(base) : "the cgroup root"));
+                throw Error(std::string(what) + ": \"..\" climbs above " +
+                            (floor ? quoted(base) : "the cgroup root"));
             parts.pop_back();
             continue;
         }
@@ -79,19 +82,22 @@ std::string join_clean(std::string_view base, std::string_view rel, std::string_
     return out.empty() ? "/" : out;
 }
 
-std::string resolve_path(std::string_view cgroups_path, std::string_view id, bool systemd, std::string_view own) {
+std::string resolve_path(std::string_view cgroups_path, std::string_view id, bool systemd,
+                         std::string_view own) {
     std::string what = "linux.cgroupsPath " + quoted(cgroups_path);
     if (systemd)
-        throw Error(what + ": systemd cgroup driver: not supported (tarn writes cgroupfs itself; run without "
-                           "--systemd-cgroup)");
+        throw Error(what +
+                    ": systemd cgroup driver: not supported (tarn writes cgroupfs itself; run without "
+                    "--systemd-cgroup)");
     if (cgroups_path.empty()) {
         if (id.empty() || id == "." || id == ".." || id.find('/') != std::string_view::npos)
             throw Error("container id " + quoted(id) + ": not usable as a cgroup name");
         return "/tarn/" + std::string(id);
     }
     if (cgroups_path.front() != '/' && std::count(cgroups_path.begin(), cgroups_path.end(), ':') == 2)
-        throw Error(what + ": \"slice:prefix:name\" is the systemd driver's syntax; systemd cgroup driver: not "
-                           "supported (use a path such as \"/tarn/" +
+        throw Error(what +
+                    ": \"slice:prefix:name\" is the systemd driver's syntax; systemd cgroup driver: not "
+                    "supported (use a path such as \"/tarn/" +
                     std::string(id) + "\")");
     std::string out = cgroups_path.front() == '/' ? join_clean("/", cgroups_path, what)
                                                   : join_clean(own, cgroups_path, what);

@@ -8,9 +8,15 @@ namespace {
 
 const std::string kRes = "linux.resources.";
 
-std::string num(int64_t v) { return std::to_string(v); }
-std::string num(uint64_t v) { return std::to_string(v); }
-std::string indexed(const std::string& base, size_t i) { return base + "[" + std::to_string(i) + "]"; }
+std::string num(int64_t v) {
+    return std::to_string(v);
+}
+std::string num(uint64_t v) {
+    return std::to_string(v);
+}
+std::string indexed(const std::string& base, size_t i) {
+    return base + "[" + std::to_string(i) + "]";
+}
 
 struct V1 {
     const V1Layout& layout;
@@ -24,7 +30,8 @@ struct V1 {
         auto it = layout.files.find(c);
         return it != layout.files.end() && it->second.count(file) > 0;
     }
-    void add(const std::string& c, std::string file, std::string value, std::string field, bool retry = false) {
+    void add(const std::string& c, std::string file, std::string value, std::string field,
+             bool retry = false) {
         need(c, field);
         out.push_back(Write{c, std::move(file), std::move(value), std::move(field), false, retry});
     }
@@ -49,7 +56,8 @@ void memory(V1& t, const oci::Memory& m) {
             throw Error(f + "swap: must be >= memory.limit (swap " + num(s) + " < limit " + num(limit) + ")");
         t.need("memory", f + "swap");
         if (!t.has("memory", memsw))
-            throw Error(f + "swap: swap accounting is not enabled (no " + memsw + "; boot with swapaccount=1)");
+            throw Error(f + "swap: swap accounting is not enabled (no " + memsw +
+                        "; boot with swapaccount=1)");
         t.add("memory", memsw, num(s), f + "swap");
     }
 
@@ -67,7 +75,8 @@ void memory(V1& t, const oci::Memory& m) {
     }
     if (m.disable_oom_killer)
         t.add("memory", "memory.oom_control", *m.disable_oom_killer ? "1" : "0", f + "disableOOMKiller");
-    if (m.use_hierarchy) t.add("memory", "memory.use_hierarchy", *m.use_hierarchy ? "1" : "0", f + "useHierarchy");
+    if (m.use_hierarchy)
+        t.add("memory", "memory.use_hierarchy", *m.use_hierarchy ? "1" : "0", f + "useHierarchy");
 }
 
 void cpu(V1& t, const oci::Cpu& c) {
@@ -92,7 +101,9 @@ void cpu(V1& t, const oci::Cpu& c) {
     if (!c.mems.empty()) t.add("cpuset", "cpuset.mems", c.mems, f + "mems");
 }
 
-std::string dev(int64_t major, int64_t minor) { return num(major) + ":" + num(minor); }
+std::string dev(int64_t major, int64_t minor) {
+    return num(major) + ":" + num(minor);
+}
 
 void blkio(V1& t, const oci::BlockIo& b) {
     const std::string f = kRes + "blockIO.";
@@ -104,7 +115,8 @@ void blkio(V1& t, const oci::BlockIo& b) {
         throw Error(field + ": no " + cfq + " or " + bfq + " (no weight-based I/O scheduler)");
     };
     if (b.weight.value_or(0) != 0)
-        t.add("blkio", pick("blkio.weight", "blkio.bfq.weight", f + "weight"), num(uint64_t{*b.weight}), f + "weight");
+        t.add("blkio", pick("blkio.weight", "blkio.bfq.weight", f + "weight"), num(uint64_t{*b.weight}),
+              f + "weight");
     if (b.leaf_weight.value_or(0) != 0)
         t.add("blkio", "blkio.leaf_weight", num(uint64_t{*b.leaf_weight}), f + "leafWeight");
     for (size_t i = 0; i < b.weight_device.size(); ++i) {
@@ -114,19 +126,19 @@ void blkio(V1& t, const oci::BlockIo& b) {
             t.add("blkio", pick("blkio.weight_device", "blkio.bfq.weight_device", field + ".weight"),
                   dev(d.major, d.minor) + " " + num(uint64_t{*d.weight}), field + ".weight");
         if (d.leaf_weight)
-            t.add("blkio", "blkio.leaf_weight_device", dev(d.major, d.minor) + " " + num(uint64_t{*d.leaf_weight}),
-                  field + ".leafWeight");
+            t.add("blkio", "blkio.leaf_weight_device",
+                  dev(d.major, d.minor) + " " + num(uint64_t{*d.leaf_weight}), field + ".leafWeight");
     }
     struct Kind {
         const std::vector<oci::ThrottleDevice>& list;
         const char* name;
         const char* file;
     };
-    const Kind kinds[] = {{b.throttle_read_bps_device, "throttleReadBpsDevice", "blkio.throttle.read_bps_device"},
-                          {b.throttle_write_bps_device, "throttleWriteBpsDevice", "blkio.throttle.write_bps_device"},
-                          {b.throttle_read_iops_device, "throttleReadIOPSDevice", "blkio.throttle.read_iops_device"},
-                          {b.throttle_write_iops_device, "throttleWriteIOPSDevice",
-                           "blkio.throttle.write_iops_device"}};
+    const Kind kinds[] = {
+        {b.throttle_read_bps_device, "throttleReadBpsDevice", "blkio.throttle.read_bps_device"},
+        {b.throttle_write_bps_device, "throttleWriteBpsDevice", "blkio.throttle.write_bps_device"},
+        {b.throttle_read_iops_device, "throttleReadIOPSDevice", "blkio.throttle.read_iops_device"},
+        {b.throttle_write_iops_device, "throttleWriteIOPSDevice", "blkio.throttle.write_iops_device"}};
     for (const auto& k : kinds)
         for (size_t i = 0; i < k.list.size(); ++i)
             t.add("blkio", k.file, dev(k.list[i].major, k.list[i].minor) + " " + num(k.list[i].rate),
@@ -141,8 +153,9 @@ void hugetlb(V1& t, const std::vector<oci::HugepageLimit>& limits) {
             translate_hugetlb_v2(limits, *t.layout.unified, true, t.out);
             return;
         }
-        throw Error(kRes + "hugepageLimits: the hugetlb controller is not available (neither mounted as v1 nor "
-                           "enabled in the cgroup2 hierarchy)");
+        throw Error(kRes +
+                    "hugepageLimits: the hugetlb controller is not available (neither mounted as v1 nor "
+                    "enabled in the cgroup2 hierarchy)");
     }
     for (size_t i = 0; i < limits.size(); ++i) {
         std::string field = indexed(kRes + "hugepageLimits", i);
@@ -217,8 +230,9 @@ std::map<std::string, std::string> required_controllers_v1(const oci::Resources&
             add("memory", kRes + "memory");
     }
     if (const auto& c = r.cpu) {
-        if (c->shares.value_or(0) != 0 || c->quota.value_or(0) != 0 || c->period.value_or(0) != 0 || c->burst ||
-            c->realtime_period.value_or(0) != 0 || c->realtime_runtime.value_or(0) != 0 || c->idle)
+        if (c->shares.value_or(0) != 0 || c->quota.value_or(0) != 0 || c->period.value_or(0) != 0 ||
+            c->burst || c->realtime_period.value_or(0) != 0 || c->realtime_runtime.value_or(0) != 0 ||
+            c->idle)
             add("cpu", kRes + "cpu");
         if (!c->cpus.empty() || !c->mems.empty()) add("cpuset", kRes + "cpu.cpus");
     }

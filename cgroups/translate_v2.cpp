@@ -10,10 +10,16 @@ namespace {
 
 const std::string kRes = "linux.resources.";
 
-std::string num(int64_t v) { return std::to_string(v); }
-std::string num(uint64_t v) { return std::to_string(v); }
+std::string num(int64_t v) {
+    return std::to_string(v);
+}
+std::string num(uint64_t v) {
+    return std::to_string(v);
+}
 
-std::string indexed(const std::string& base, size_t i) { return base + "[" + std::to_string(i) + "]"; }
+std::string indexed(const std::string& base, size_t i) {
+    return base + "[" + std::to_string(i) + "]";
+}
 
 std::string controllers_text(const DirInfo& d) {
     std::string s;
@@ -28,8 +34,8 @@ struct V2 {
 
     void need(const std::string& controller, const std::string& field) const {
         if (controller == "cgroup" || dir.controllers.count(controller)) return;
-        throw Error(field + ": the " + controller + " controller is not available (cgroup.controllers: " +
-                    controllers_text(dir) + ")");
+        throw Error(field + ": the " + controller +
+                    " controller is not available (cgroup.controllers: " + controllers_text(dir) + ")");
     }
     bool has(const std::string& file) const { return dir.files.count(file) > 0; }
     void add(const std::string& controller, std::string file, std::string value, std::string field) {
@@ -82,13 +88,15 @@ void memory(V2& t, const oci::Memory& m) {
         }
     }
 
-    if (m.reservation) t.add("memory", "memory.low", limit_or_max(*m.reservation, f + "reservation"), f + "reservation");
+    if (m.reservation)
+        t.add("memory", "memory.low", limit_or_max(*m.reservation, f + "reservation"), f + "reservation");
 
     // Explicit errors, as crun gives them, rather than silently dropping a request.
     if (m.swappiness) throw Error(f + "swappiness: not supported on cgroup v2");
     if (m.disable_oom_killer.value_or(false))
         throw Error(f + "disableOOMKiller: not supported on cgroup v2 (the OOM killer cannot be turned off)");
-    if (m.use_hierarchy && !*m.use_hierarchy) throw Error(f + "useHierarchy: cgroup v2 is always hierarchical");
+    if (m.use_hierarchy && !*m.use_hierarchy)
+        throw Error(f + "useHierarchy: cgroup v2 is always hierarchical");
     // kernel and kernelTCP are deprecated by the runtime-spec; v2 charges kernel
     // memory to memory.max anyway. Ignored, like runc does.
 }
@@ -96,7 +104,8 @@ void memory(V2& t, const oci::Memory& m) {
 void cpu(V2& t, const oci::Cpu& c) {
     const std::string f = kRes + "cpu.";
     // shares 0 means "unset" (Docker).
-    if (c.shares && *c.shares != 0) t.add("cpu", "cpu.weight", num(shares_to_weight(*c.shares)), f + "shares");
+    if (c.shares && *c.shares != 0)
+        t.add("cpu", "cpu.weight", num(shares_to_weight(*c.shares)), f + "shares");
     if (c.idle) t.add("cpu", "cpu.idle", num(*c.idle), f + "idle");
 
     int64_t quota = c.quota.value_or(0);
@@ -123,7 +132,9 @@ void pids(V2& t, const oci::Pids& p) {
     t.add("pids", "pids.max", *p.limit > 0 ? num(*p.limit) : "max", kRes + "pids.limit");
 }
 
-std::string dev(int64_t major, int64_t minor) { return num(major) + ":" + num(minor); }
+std::string dev(int64_t major, int64_t minor) {
+    return num(major) + ":" + num(minor);
+}
 
 void block_io(V2& t, const oci::BlockIo& b) {
     const std::string f = kRes + "blockIO.";
@@ -138,8 +149,9 @@ void block_io(V2& t, const oci::BlockIo& b) {
         t.need("io", field);
         if (bfq) return std::string("io.bfq.weight");
         if (t.has("io.weight")) return std::string("io.weight");
-        throw Error(field + ": no io weight file (neither io.bfq.weight nor io.weight: no weight-based I/O "
-                            "scheduler or io.cost)");
+        throw Error(field +
+                    ": no io weight file (neither io.bfq.weight nor io.weight: no weight-based I/O "
+                    "scheduler or io.cost)");
     };
     if (b.weight && *b.weight != 0) {
         std::string file = weight_file(f + "weight");
@@ -152,7 +164,8 @@ void block_io(V2& t, const oci::BlockIo& b) {
         if (d.leaf_weight) throw Error(field + ".leafWeight: not supported on cgroup v2");
         if (!d.weight) continue;
         std::string file = weight_file(field + ".weight");
-        t.add("io", file, dev(d.major, d.minor) + " " + weight_value(*d.weight, field + ".weight"), field + ".weight");
+        t.add("io", file, dev(d.major, d.minor) + " " + weight_value(*d.weight, field + ".weight"),
+              field + ".weight");
     }
     struct Kind {
         const std::vector<oci::ThrottleDevice>& list;
@@ -190,10 +203,12 @@ void rdma(V2& t, const std::map<std::string, oci::Rdma>& r) {
 
 std::string check_page_size(const std::string& page_size, const std::string& field) {
     // The kernel's names: a number and KB/MB/GB ("2MB", "1GB", "64KB").
-    bool ok = page_size.size() >= 3 && page_size.compare(page_size.size() - 1, 1, "B") == 0 &&
-              std::string_view("KMG").find(page_size[page_size.size() - 2]) != std::string_view::npos &&
-              std::all_of(page_size.begin(), page_size.end() - 2, [](char c) { return c >= '0' && c <= '9'; });
-    if (!ok) throw Error(field + ".pageSize: invalid page size \"" + page_size + "\" (expected e.g. \"2MB\")");
+    bool ok =
+        page_size.size() >= 3 && page_size.compare(page_size.size() - 1, 1, "B") == 0 &&
+        std::string_view("KMG").find(page_size[page_size.size() - 2]) != std::string_view::npos &&
+        std::all_of(page_size.begin(), page_size.end() - 2, [](char c) { return c >= '0' && c <= '9'; });
+    if (!ok)
+        throw Error(field + ".pageSize: invalid page size \"" + page_size + "\" (expected e.g. \"2MB\")");
     return page_size;
 }
 
@@ -205,7 +220,8 @@ void translate_hugetlb_v2(const std::vector<oci::HugepageLimit>& limits, const D
         std::string size = check_page_size(limits[i].page_size, field);
         t.need("hugetlb", field);
         std::string file = "hugetlb." + size + ".max";
-        if (!t.has(file)) throw Error(field + ": page size " + size + " is not supported here (no " + file + ")");
+        if (!t.has(file))
+            throw Error(field + ": page size " + size + " is not supported here (no " + file + ")");
         t.add("hugetlb", file, num(limits[i].limit), field + ".limit");
         // Reservations (kernel 5.7+) are limited too, as runc does, so a mapping
         // cannot reserve pages it would later be refused.
@@ -224,7 +240,7 @@ void translate_unified(const std::map<std::string, std::string>& unified, const 
                        std::vector<Write>& out) {
     // Files that move processes or change the tree are not resource settings.
     static const std::set<std::string> kRefused = {"cgroup.procs", "cgroup.threads", "cgroup.subtree_control",
-                                                   "cgroup.kill", "cgroup.type", "cgroup.freeze"};
+                                                   "cgroup.kill",  "cgroup.type",    "cgroup.freeze"};
     V2 t{dir, to_unified, out};
     for (const auto& [key, value] : unified) {
         std::string field = kRes + "unified[\"" + key + "\"]";

@@ -170,6 +170,11 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         fifo.reset(::open(o.exec_fifo.c_str(), O_RDWR | O_CLOEXEC));
         if (!fifo) throw_errno("open " + o.exec_fifo);
     }
+    {
+        // Before the createContainer hooks, so they see the container's names.
+        PhaseScope s(t, Phase::hostname);
+        detail::set_hostname(c);
+    }
     sock.send(MsgType::mounted);
     pid_t host_pid = sock.expect(MsgType::go, "runtime went away").value;
     if (steps.create_container) {
@@ -180,10 +185,6 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         PhaseScope s(t, Phase::pivot);
         detail::enter_rootfs(o.rootfs, o.no_pivot);
         detail::finish_rootfs(c);
-    }
-    {
-        PhaseScope s(t, Phase::hostname);
-        detail::set_hostname(c);
     }
     {
         PhaseScope s(t, Phase::sysctl);
@@ -224,8 +225,8 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         while ((n = ::read(fifo.get(), &b, 1)) < 0 && errno == EINTR) {
         }
         if (n != 1) throw_errno("wait on exec.fifo");
-        if (steps.start_container) steps.start_container(host_pid);
     }
+    if (steps.start_container) steps.start_container(host_pid);
     detail::close_fds_on_exec(o.preserve_fds);
     detail::exec_process(exe, proc.args, proc.env);
 }

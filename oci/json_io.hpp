@@ -59,7 +59,12 @@ inline std::string describe(const json& j) {
         case json::value_t::string: {
             std::string s = j.get_ref<const std::string&>();
             bool cut = s.size() > 64;
-            if (cut) s.resize(64);
+            if (cut) {
+                // Back off to a character boundary so the message stays valid UTF-8.
+                std::size_t n = 64;
+                while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+                s.resize(n);
+            }
             return "string " + quote(s) + (cut ? "..." : "");
         }
         case json::value_t::boolean:
@@ -133,7 +138,7 @@ public:
     }
     Reader required(std::string_view key) const {
         auto f = field(key);
-        if (!f) Reader(*j_, member_path(path_, key)).fail("required");
+        if (!f) throw Error(member_path(path_, key) + ": required");
         return *f;
     }
 

@@ -88,6 +88,11 @@ TEST(OciConfigErrors, LongStringsAreCut) {
     EXPECT_EQ(error_with(R"({"linux": {"resources": {"pids": {"limit": ")" + value + R"("}}}})"),
               "config.json: linux.resources.pids.limit: expected integer, got string \"" +
                   std::string(64, 'x') + "\"...");
+    // The cut never splits a UTF-8 character: "é" straddling byte 64 is left out whole.
+    std::string accented = std::string(63, 'x') + "\u00e9" + std::string(10, 'y');
+    EXPECT_EQ(error_with(R"({"linux": {"resources": {"pids": {"limit": ")" + accented + R"("}}}})"),
+              "config.json: linux.resources.pids.limit: expected integer, got string \"" +
+                  std::string(63, 'x') + "\"...");
 }
 
 // ---- required members ----

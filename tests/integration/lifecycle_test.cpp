@@ -1,0 +1,216 @@
+// runtime.md "Lifecycle" and runc's command contract: create parks, start releases,
+// state follows the live process, run returns the workload's status.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include "harness.hpp"
+
+using namespace tarn::test;
+using nlohmann::json;
+
+TEST(Run, PrintsWorkloadOutputAndReturnsItsExitCode) {
+    REQUIRE_ROOT();
+    Bundle b;
+    Result r = b.cmd("echo hello from inside; exit 3").run();
+    EXPECT_EQ(r.code, 3) << r.err;
+    EXPECT_EQ(r.out, "hello from inside\n");
+}
+
+// Runs `tarn run` in the background and returns its pid once the container runs.
+static pid_t run_in_background(const Bundle& b, const std::string& id) {
+    b.write();
+    pid_t runner = fork();
+    if (runner == 0) {
+        execl(TARN_BINARY, TARN_BINARY, "--root", b.root().c_str(), "run", "--bundle", b.dir().c_str(), id.c_str(),
+              nullptr);
+        _exit(127);
+    }
+    for (int i = 0; i < 300; ++i) {
+        Result st = b.tarn({"state", id});
+        if (st.code == 0 && json::parse(st.out)["status"] == "running") break;
+        usleep(10000);
+    }
+    usleep(50000);
+    return runner;
+}
+
+static int wait_exit_code(pid_t pid) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+}
+
+TEST(Run, ExitBySignalIs128PlusSignal) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.cmd("sleep 30");
+    pid_t runner = run_in_background(b, "sig");
+    ASSERT_EQ(b.tarn({"kill", "sig", "KILL"}).code, 0);
+    EXPECT_EQ(wait_exit_code(runner), 128 + SIGKILL);
+}
+
+TEST(Run, RemovesStateAfterExitUnlessKeep) {
+    REQUIRE_ROOT();
+    Bundle b;
+    ASSERT_EQ(b.cmd("true").run("gone").code, 0);
+    EXPECT_FALSE(path_exists(b.root() + "/gone"));
+    ASSERT_EQ(b.cmd("true").run("kept", {"--keep"}).code, 0);
+    Result st = b.tarn({"state", "kept"});
+    ASSERT_EQ(st.code, 0) << st.err;
+    EXPECT_EQ(json::parse(st.out)["status"], "stopped");
+}
+
+TEST(CreateStart, CreateParksTheInitUntilStart) {
+    REQUIRE_ROOT();
+    Bundle b;
+    std::string out = b.scratch("out");
+    b.config["mounts"].push_back({{"destination", "/out"}, {"type", "bind"}, {"source", out}, {"options", {"rbind"}}});
+    b.cmd("echo started > /out/marker; sleep 30");
+    std::string pidfile = b.dir() + "/init.pid";
+    Result c = b.create("c1", {"--pid-file", pidfile});
+    ASSERT_EQ(c.code, 0) << c.err;
+
+    json st = json::parse(b.tarn({"state", "c1"}).out);
+    EXPECT_EQ(st["status"], "created");
+    EXPECT_EQ(st["id"], "c1");
+    EXPECT_EQ(st["bundle"], b.dir());
+    EXPECT_EQ(st["ociVersion"], "1.3.0");
+    // containerd's shim parses the pid file as a bare decimal with no newline.
+    std::string pid = read_text(pidfile);
+    EXPECT_EQ(pid, std::to_string(st["pid"].get<int>()));
+    EXPECT_FALSE(path_exists(out + "/marker")) << "the workload ran before start";
+
+    Result s = b.tarn({"start", "c1"});
+    ASSERT_EQ(s.code, 0) << s.err;
+    for (int i = 0; i < 100 && !path_exists(out + "/marker"); ++i) usleep(20000);
+    EXPECT_EQ(read_text(out + "/marker"), "started\n");
+    EXPECT_EQ(json::parse(b.tarn({"state", "c1"}).out)["status"], "running");
+
+    Result again = b.tarn({"start", "c1"});
+    EXPECT_NE(again.code, 0);
+    EXPECT_NE(again.err.find("start c1: cannot start a container that is running"), std::string::npos) << again.err;
+
+    ASSERT_EQ(b.tarn({"kill", "c1", "KILL"}).code, 0);
+    for (int i = 0; i < 100 && json::parse(b.tarn({"state", "c1"}).out)["status"] != "stopped"; ++i) usleep(20000);
+    json stopped = json::parse(b.tarn({"state", "c1"}).out);
+    EXPECT_EQ(stopped["status"], "stopped");
+    EXPECT_FALSE(stopped.contains("pid")) << "runtime.md: pid only while created or running";
+    EXPECT_EQ(b.tarn({"delete", "c1"}).code, 0);
+    EXPECT_FALSE(path_exists(b.root() + "/c1"));
+}
+
+TEST(CreateStart, SecondCreateOfALiveIdFails) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.cmd("sleep 30");
+    ASSERT_EQ(b.create("dup").code, 0);
+    Result r = b.create("dup");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("container dup already exists"), std::string::npos) << r.err;
+    EXPECT_EQ(json::parse(b.tarn({"state", "dup"}).out)["status"], "created") << "the first one is untouched";
+}
+
+TEST(Delete, RefusesARunningContainerWithoutForce) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.cmd("sleep 30");
+    ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "r1"}).code, 0);
+    int pid = json::parse(b.tarn({"state", "r1"}).out)["pid"];
+    Result r = b.tarn({"delete", "r1"});
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("running"), std::string::npos) << r.err;
+    ASSERT_EQ(b.tarn({"delete", "--force", "r1"}).code, 0);
+    EXPECT_NE(::kill(pid, 0), 0) << "delete --force left the init alive";
+    EXPECT_FALSE(path_exists(b.root() + "/r1"));
+    EXPECT_EQ(b.tarn({"delete", "--force", "r1"}).code, 0) << "containerd deletes twice";
+    Result missing = b.tarn({"delete", "r1"});
+    EXPECT_NE(missing.code, 0);
+    EXPECT_NE(missing.err.find("container r1 does not exist"), std::string::npos) << missing.err;
+}
+
+TEST(Kill, DeliversTheNamedSignalToInit) {
+    REQUIRE_ROOT();
+    Bundle b;
+    std::string out = b.scratch("out");
+    b.config["mounts"].push_back({{"destination", "/out"}, {"type", "bind"}, {"source", out}, {"options", {"rbind"}}});
+    b.cmd("trap 'echo got USR1 > /out/sig; exit 0' USR1; echo ready > /out/ready; while true; do sleep 0.05; done");
+    ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "k1"}).code, 0);
+    for (int i = 0; i < 200 && !path_exists(out + "/ready"); ++i) usleep(10000);
+    ASSERT_EQ(b.tarn({"kill", "k1", "USR1"}).code, 0);
+    for (int i = 0; i < 200 && !path_exists(out + "/sig"); ++i) usleep(10000);
+    EXPECT_EQ(read_text(out + "/sig"), "got USR1\n");
+    Result bad = b.tarn({"kill", "k1", "SIGNOPE"});
+    EXPECT_NE(bad.code, 0);
+    EXPECT_NE(bad.err.find("unknown signal"), std::string::npos) << bad.err;
+}
+
+TEST(Kill, RunForwardsSignalsToTheContainer) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.cmd("trap 'exit 7' TERM; while true; do sleep 0.05; done");
+    pid_t runner = run_in_background(b, "fw");
+    ::kill(runner, SIGTERM);
+    EXPECT_EQ(wait_exit_code(runner), 7);
+}
+
+TEST(List, ShowsEveryContainerWithItsStatus) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.cmd("sleep 30");
+    ASSERT_EQ(b.create("a").code, 0);
+    ASSERT_EQ(b.create("b").code, 0);
+    ASSERT_EQ(b.tarn({"start", "b"}).code, 0);
+    Result q = b.tarn({"list", "-q"});
+    EXPECT_EQ(q.out, "a\nb\n");
+    json arr = json::parse(b.tarn({"list", "--format", "json"}).out);
+    ASSERT_EQ(arr.size(), 2u);
+    EXPECT_EQ(arr[0]["status"], "created");
+    EXPECT_EQ(arr[1]["status"], "running");
+    Result table = b.tarn({"list"});
+    EXPECT_NE(table.out.find("STATUS"), std::string::npos);
+}
+
+TEST(Ps, JsonIsAnArrayOfTheContainersPids) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.cmd("sleep 30 & sleep 30");
+    ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "p1"}).code, 0);
+    usleep(100000);
+    Result r = b.tarn({"ps", "--format", "json", "p1"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    json pids = json::parse(r.out);
+    ASSERT_TRUE(pids.is_array());
+    EXPECT_EQ(pids.size(), 2u) << r.out;
+    int init = json::parse(b.tarn({"state", "p1"}).out)["pid"];
+    EXPECT_NE(std::find(pids.begin(), pids.end(), init), pids.end());
+}
+
+TEST(Exec, RunsInTheContainersNamespaces) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.config["hostname"] = "exec-host";
+    b.cmd("sleep 30");
+    ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "e1"}).code, 0);
+    Result r = b.tarn({"exec", "e1", "sh", "-c", "hostname; echo $$; ps | wc -l"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "exec-host");
+    Result code = b.tarn({"exec", "e1", "sh", "-c", "exit 42"});
+    EXPECT_EQ(code.code, 42);
+    Result env = b.tarn({"exec", "--cwd", "/tmp", "--env", "FOO=bar", "--user", "65534:65534", "e1", "sh", "-c",
+                         "pwd; echo $FOO; id -u; id -g"});
+    EXPECT_EQ(env.out, "/tmp\nbar\n65534\n65534\n") << env.err;
+    std::string proc = b.dir() + "/process.json";
+    write_text(proc, json{{"args", {"sh", "-c", "echo from process.json"}}, {"cwd", "/"}, {"env", {"PATH=/bin"}}}.dump());
+    Result pj = b.tarn({"exec", "--process", proc, "e1"});
+    EXPECT_EQ(pj.out, "from process.json\n") << pj.err;
+    Result detached = b.tarn({"exec", "--detach", "--pid-file", b.dir() + "/exec.pid", "e1", "sleep", "5"});
+    ASSERT_EQ(detached.code, 0) << detached.err;
+    int epid = std::stoi(read_text(b.dir() + "/exec.pid"));
+    EXPECT_EQ(::kill(epid, 0), 0);
+    Result missing = b.tarn({"exec", "e1", "no-such-binary"});
+    EXPECT_NE(missing.code, 0);
+    EXPECT_NE(missing.err.find("executable file not found"), std::string::npos) << missing.err;
+}

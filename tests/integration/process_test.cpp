@@ -1,0 +1,109 @@
+// config.md "Process": user, env, cwd, rlimits, capabilities, and friends, as the
+// workload sees them.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "harness.hpp"
+
+using namespace tarn::test;
+using nlohmann::json;
+
+TEST(Process, UserGroupsAndUmask) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.config["process"]["user"] = {{"uid", 1000}, {"gid", 1001}, {"additionalGids", {5, 6}}, {"umask", 077}};
+    Result r = b.cmd("id -u; id -g; id -G; umask").run();
+    EXPECT_EQ(r.out, "1000\n1001\n1001 5 6\n0077\n") << r.err;
+}
+
+TEST(Process, EnvAndCwd) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.config["process"]["env"] = {"PATH=/bin:/sbin", "GREETING=hi there"};
+    b.config["process"]["cwd"] = "/tmp";
+    Result r = b.cmd("echo \"$GREETING\"; pwd; env | wc -l").run();
+    EXPECT_EQ(r.out.substr(0, r.out.rfind('\n', r.out.size() - 2) + 1), "hi there\n/tmp\n") << r.err;
+}
+
+TEST(Process, MissingCwdIsCreatedNotFatal) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.config["process"]["cwd"] = "/does/not/exist";
+    Result r = b.cmd("pwd").run();
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("cwd /does/not/exist"), std::string::npos) << r.err;
+}
+
+TEST(Process, Rlimits) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.config["process"]["rlimits"] = {{{"type", "RLIMIT_NOFILE"}, {"soft", 512}, {"hard", 768}},
+                                      {{"type", "RLIMIT_CORE"}, {"soft", 0}, {"hard", 0}}};
+    Result r = b.cmd("ulimit -n; ulimit -Hn; ulimit -c").run();
+    EXPECT_EQ(r.out, "512\n768\n0\n") << r.err;
+}
+
+TEST(Process, CapabilitiesAndNoNewPrivs) {
+    REQUIRE_ROOT();
+    Bundle b;
+    // Default spec: CAP_AUDIT_WRITE (29), CAP_KILL (5), CAP_NET_BIND_SERVICE (10).
+    Result r = b.cmd("grep -E '^(CapEff|CapBnd|CapPrm|CapAmb|NoNewPrivs)' /proc/self/status").run();
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("CapPrm:\t0000000020000420"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("CapEff:\t0000000020000420"), std::string::npos);
+    EXPECT_NE(r.out.find("CapBnd:\t0000000020000420"), std::string::npos);
+    EXPECT_NE(r.out.find("CapAmb:\t0000000000000000"), std::string::npos);
+    EXPECT_NE(r.out.find("NoNewPrivs:\t1"), std::string::npos);
+}
+
+TEST(Process, AmbientCapabilitiesReachANonRootUser) {
+    REQUIRE_ROOT();
+    Bundle b;
+    json caps = {"CAP_NET_BIND_SERVICE"};
+    b.config["process"]["capabilities"] = {{"bounding", caps}, {"effective", caps}, {"permitted", caps},
+                                           {"inheritable", caps}, {"ambient", caps}};
+    b.config["process"]["user"] = {{"uid", 1000}, {"gid", 1000}};
+    Result r = b.cmd("grep -E '^(CapEff|CapAmb)' /proc/self/status").run();
+    EXPECT_EQ(r.out, "CapEff:\t0000000000000400\nCapAmb:\t0000000000000400\n") << r.err;
+}
+
+TEST(Process, UnknownCapabilityIsAnError) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.config["process"]["capabilities"]["bounding"].push_back("CAP_NOT_A_THING");
+    Result r = b.cmd("true").run();
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("process.capabilities.bounding: unknown capability \"CAP_NOT_A_THING\""), std::string::npos)
+        << r.err;
+}
+
+TEST(Process, OomScoreAdjAndSysctl) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.config["process"]["oomScoreAdj"] = 500;
+    b.config["linux"]["sysctl"] = {{"net.ipv4.ip_forward", "1"}};
+    Result r = b.cmd("cat /proc/self/oom_score_adj /proc/sys/net/ipv4/ip_forward").run();
+    EXPECT_EQ(r.out, "500\n1\n") << r.err;
+}
+
+TEST(Process, OnlyStdioAndPreservedFdsReachTheContainer) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.cmd("ls /proc/self/fd | sort -n | tr '\\n' ' '");
+    b.write();
+    // fds 3 and 4 are open in the caller (containerd leaks such fds); only
+    // --preserve-fds 1 lets fd 3 through.
+    std::string script = "exec 3</dev/null 4</dev/null; " + std::string(TARN_BINARY) + " --root " + b.root() +
+                         " run --preserve-fds 1 --bundle " + b.dir() + " fds";
+    Result r = sh(script);
+    EXPECT_EQ(r.out, "0 1 2 3 ") << r.err;
+}
+
+TEST(Process, SchedulerAndPersonality) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.config["process"]["scheduler"] = {{"policy", "SCHED_BATCH"}, {"nice", 5}};
+    b.config["linux"]["personality"] = {{"domain", "LINUX32"}};
+    Result r = b.cmd("uname -m; cut -d' ' -f19 /proc/self/stat").run();
+    EXPECT_EQ(r.out, "i686\n5\n") << r.err;
+}
