@@ -184,11 +184,15 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     {
         PhaseScope s(t, Phase::pivot);
         detail::enter_rootfs(o.rootfs, o.no_pivot);
-        detail::finish_rootfs(c);
     }
     {
+        // Before readonlyPaths make /proc/sys read-only.
         PhaseScope s(t, Phase::sysctl);
         detail::apply_sysctl(c);
+    }
+    {
+        PhaseScope s(t, Phase::mounts);
+        detail::finish_rootfs(c);
     }
     if (proc.terminal) {
         UniqueFd master = detail::setup_console(proc);

@@ -33,7 +33,12 @@ int open_in_root(int root, const std::string& path, int flags, bool no_symlinks)
     }
 }
 
-UniqueFd mkdir_all_in_root(int root, const std::string& path, bool last_is_file) {
+namespace {
+
+UniqueFd mkdir_all_depth(int root, const std::string& path, bool last_is_file, int depth) {
+    // Symlinks inside the rootfs may point at missing paths; following them to create
+    // their targets is bounded like the kernel's own link limit.
+    if (depth > 40) throw Error("create " + path + " in rootfs", ELOOP);
     UniqueFd cur(::fcntl(root, F_DUPFD_CLOEXEC, 3));
     if (!cur) throw_errno("dup root fd");
     size_t pos = 0;
@@ -45,6 +50,7 @@ UniqueFd mkdir_all_in_root(int root, const std::string& path, bool last_is_file)
         if (end == std::string::npos) end = path.size();
         std::string comp = path.substr(pos, end - pos);
         pos = end;
+        std::string parent_path = done.empty() ? "/" : done;
         done += "/" + comp;
         bool last = path.find_first_not_of('/', pos) == std::string::npos;
         // Each step resolves from the container root, so a symlink planted at any
@@ -52,7 +58,16 @@ UniqueFd mkdir_all_in_root(int root, const std::string& path, bool last_is_file)
         int fd = open_in_root(root, done, O_PATH);
         if (fd < 0 && errno == ENOENT) {
             int parent = cur.get();
-            if (last && last_is_file) {
+            struct stat st;
+            if (::fstatat(parent, comp.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode)) {
+                // A dangling symlink: create what it points to, still inside the root.
+                char target[4096];
+                ssize_t n = ::readlinkat(parent, comp.c_str(), target, sizeof target - 1);
+                if (n < 0) throw_errno("readlink " + done);
+                target[n] = '\0';
+                std::string resolved = target[0] == '/' ? std::string(target) : parent_path + "/" + target;
+                mkdir_all_depth(root, resolved, last && last_is_file, depth + 1);
+            } else if (last && last_is_file) {
                 int f = ::openat(parent, comp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0644);
                 if (f < 0 && errno != EEXIST) throw_errno("create " + done);
                 if (f >= 0) ::close(f);
@@ -65,6 +80,12 @@ UniqueFd mkdir_all_in_root(int root, const std::string& path, bool last_is_file)
         cur.reset(fd);
     }
     return cur;
+}
+
+}  // namespace
+
+UniqueFd mkdir_all_in_root(int root, const std::string& path, bool last_is_file) {
+    return mkdir_all_depth(root, path, last_is_file, 0);
 }
 
 std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }

@@ -38,6 +38,8 @@ public:
     oci::Config load_config() const;
     // Removes the directory and everything in it.
     void remove();
+    // Lets other commands on this id proceed (a foreground run must not block kill/state).
+    void unlock() { lock_.reset(); }
 
 private:
     ContainerDir(std::string id, std::string path, UniqueFd lock)

@@ -102,7 +102,7 @@ int exec(const GlobalOptions& g, const ExecOptions& o) {
         if (!o.detach) detail::block_forwarded_signals();
         // The container's lock is not held while the process runs: kill/delete must work.
         pid_t init_pid = rec.state.pid;
-        { detail::ContainerDir released = std::move(dir); }
+        dir.unlock();
         sp = ns::spawn_exec(pidfd.get(), init_pid, proc, eo, nullptr);
         if (!o.pid_file.empty()) detail::write_pid_file(o.pid_file, sp.pid);
         log_debug("exec " + o.id + ": pid " + std::to_string(sp.pid) + " phases: " + sp.timings.report());

@@ -14,10 +14,14 @@ int run(const GlobalOptions& g, const RunOptions& o) {
         detail::run_hooks_warn(l.config.hooks->poststart,
                                detail::hook_state(l.record, oci::Status::running, l.spawned.pid), "poststart");
     if (o.detach) return 0;
+    l.dir.unlock();
     int code = detail::wait_foreground(l.spawned.pid, l.spawned.pidfd.get(), l.spawned.pty_master.get());
     if (!o.keep) {
         try {
-            detail::destroy(l.dir, l.record, &l.config);
+            // Someone may have deleted it meanwhile; that is their cleanup, not ours.
+            if (!detail::ContainerDir::exists(g.root, o.id)) return code;
+            detail::ContainerDir dir = detail::ContainerDir::open(g.root, o.id);
+            detail::destroy(dir, dir.load(), &l.config);
         } catch (const Error& e) {
             log_warn("run " + o.id + ": " + e.what());
         }

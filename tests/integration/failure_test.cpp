@@ -47,7 +47,7 @@ TEST(Failure, MalformedJsonGivesLineAndColumn) {
     Bundle b;
     b.write();
     write_text(b.dir() + "/config.json", "{\n  \"ociVersion\": \"1.3.0\",\n  oops\n}\n");
-    Result r = b.tarn({"run", "--bundle", b.dir(), "mj"});
+    Result r = tarn::test::tarn({"run", "--bundle", b.dir(), "mj"}, b.root(), b.dir());
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.err.find("line 3"), std::string::npos) << r.err;
     expect_nothing_left(b, "mj");
@@ -83,7 +83,7 @@ TEST(Failure, DeleteForceCleansUpAfterCreateWasKilled) {
     REQUIRE_ROOT();
     Bundle b;
     // createRuntime hangs; the create is SIGKILLed half-way.
-    b.config["hooks"] = {{"createRuntime", {{{"path", "/bin/sleep"}, {"args", {"sleep", "20"}}}}}};
+    b.config["hooks"] = {{"createRuntime", {{{"path", "/bin/sleep"}, {"args", {"sleep", "infinity"}}}}}};
     b.cmd("true").write();
     pid_t creator = fork();
     if (creator == 0) {
@@ -99,7 +99,7 @@ TEST(Failure, DeleteForceCleansUpAfterCreateWasKilled) {
     EXPECT_EQ(st["status"], "creating");
     Result d = b.tarn({"delete", "--force", "half"});
     EXPECT_EQ(d.code, 0) << d.err;
-    sh("pkill -f 'sleep 20'");
+    sh("pkill -f 'sleep infinity'");
     expect_nothing_left(b, "half");
 }
 

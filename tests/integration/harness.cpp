@@ -193,6 +193,12 @@ bool path_exists(const std::string& path) {
     return ::lstat(path.c_str(), &st) == 0;
 }
 
+bool alive(pid_t pid) {
+    std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
+    size_t close = stat.rfind(')');
+    return close != std::string::npos && close + 2 < stat.size() && stat[close + 2] != 'Z' && stat[close + 2] != 'X';
+}
+
 std::vector<pid_t> processes_matching(const std::string& needle) {
     std::vector<pid_t> out;
     DIR* d = ::opendir("/proc");

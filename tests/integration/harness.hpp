@@ -62,6 +62,8 @@ bool is_root();
 std::string read_text(const std::string& path);
 void write_text(const std::string& path, const std::string& text, mode_t mode = 0644);
 bool path_exists(const std::string& path);
+// A live process (not a zombie waiting to be reaped).
+bool alive(pid_t pid);
 // Processes whose cmdline contains `needle` (to check nothing was left running).
 std::vector<pid_t> processes_matching(const std::string& needle);
 

@@ -53,7 +53,7 @@ TEST(Hooks, FailingCreateRuntimeHookFailsCreateAndLeavesNothing) {
     REQUIRE_ROOT();
     Bundle b;
     b.config["hooks"] = {{"createRuntime", {hook("exit 9", "bad")}}};
-    b.cmd("sleep 30");
+    b.cmd("sleep infinity");
     Result r = b.create("hf");
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.err.find("create hf: createRuntime hook /bin/sh: exit status 9"), std::string::npos) << r.err;

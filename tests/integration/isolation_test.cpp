@@ -50,7 +50,7 @@ TEST(Namespaces, HostnameAndDomainname) {
 TEST(Namespaces, JoinsANamespaceByPath) {
     REQUIRE_ROOT();
     // A holder process in a fresh uts namespace with a known hostname.
-    Result holder = sh("unshare --uts sh -c 'hostname joined-uts; sleep 30' >/dev/null 2>&1 & echo $!");
+    Result holder = sh("unshare --uts sh -c 'hostname joined-uts; sleep infinity' >/dev/null 2>&1 & echo $!");
     int pid = std::stoi(holder.out);
     usleep(200000);
     std::string child = sh("pgrep -P " + std::to_string(pid) + " sleep || echo " + std::to_string(pid)).out;

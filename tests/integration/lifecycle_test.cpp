@@ -46,7 +46,7 @@ static int wait_exit_code(pid_t pid) {
 TEST(Run, ExitBySignalIs128PlusSignal) {
     REQUIRE_ROOT();
     Bundle b;
-    b.cmd("sleep 30");
+    b.cmd("sleep infinity");
     pid_t runner = run_in_background(b, "sig");
     ASSERT_EQ(b.tarn({"kill", "sig", "KILL"}).code, 0);
     EXPECT_EQ(wait_exit_code(runner), 128 + SIGKILL);
@@ -68,7 +68,7 @@ TEST(CreateStart, CreateParksTheInitUntilStart) {
     Bundle b;
     std::string out = b.scratch("out");
     b.config["mounts"].push_back({{"destination", "/out"}, {"type", "bind"}, {"source", out}, {"options", {"rbind"}}});
-    b.cmd("echo started > /out/marker; sleep 30");
+    b.cmd("echo started > /out/marker; sleep infinity");
     std::string pidfile = b.dir() + "/init.pid";
     Result c = b.create("c1", {"--pid-file", pidfile});
     ASSERT_EQ(c.code, 0) << c.err;
@@ -105,7 +105,7 @@ TEST(CreateStart, CreateParksTheInitUntilStart) {
 TEST(CreateStart, SecondCreateOfALiveIdFails) {
     REQUIRE_ROOT();
     Bundle b;
-    b.cmd("sleep 30");
+    b.cmd("sleep infinity");
     ASSERT_EQ(b.create("dup").code, 0);
     Result r = b.create("dup");
     EXPECT_NE(r.code, 0);
@@ -116,14 +116,14 @@ TEST(CreateStart, SecondCreateOfALiveIdFails) {
 TEST(Delete, RefusesARunningContainerWithoutForce) {
     REQUIRE_ROOT();
     Bundle b;
-    b.cmd("sleep 30");
+    b.cmd("sleep infinity");
     ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "r1"}).code, 0);
     int pid = json::parse(b.tarn({"state", "r1"}).out)["pid"];
     Result r = b.tarn({"delete", "r1"});
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.err.find("running"), std::string::npos) << r.err;
     ASSERT_EQ(b.tarn({"delete", "--force", "r1"}).code, 0);
-    EXPECT_NE(::kill(pid, 0), 0) << "delete --force left the init alive";
+    EXPECT_FALSE(alive(pid)) << "delete --force left the init alive";
     EXPECT_FALSE(path_exists(b.root() + "/r1"));
     EXPECT_EQ(b.tarn({"delete", "--force", "r1"}).code, 0) << "containerd deletes twice";
     Result missing = b.tarn({"delete", "r1"});
@@ -159,7 +159,7 @@ TEST(Kill, RunForwardsSignalsToTheContainer) {
 TEST(List, ShowsEveryContainerWithItsStatus) {
     REQUIRE_ROOT();
     Bundle b;
-    b.cmd("sleep 30");
+    b.cmd("sleep infinity");
     ASSERT_EQ(b.create("a").code, 0);
     ASSERT_EQ(b.create("b").code, 0);
     ASSERT_EQ(b.tarn({"start", "b"}).code, 0);
@@ -176,7 +176,7 @@ TEST(List, ShowsEveryContainerWithItsStatus) {
 TEST(Ps, JsonIsAnArrayOfTheContainersPids) {
     REQUIRE_ROOT();
     Bundle b;
-    b.cmd("sleep 30 & sleep 30");
+    b.cmd("sleep infinity & sleep infinity");
     ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "p1"}).code, 0);
     usleep(100000);
     Result r = b.tarn({"ps", "--format", "json", "p1"});
@@ -192,7 +192,7 @@ TEST(Exec, RunsInTheContainersNamespaces) {
     REQUIRE_ROOT();
     Bundle b;
     b.config["hostname"] = "exec-host";
-    b.cmd("sleep 30");
+    b.cmd("sleep infinity");
     ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "e1"}).code, 0);
     Result r = b.tarn({"exec", "e1", "sh", "-c", "hostname; echo $$; ps | wc -l"});
     ASSERT_EQ(r.code, 0) << r.err;
@@ -206,10 +206,10 @@ TEST(Exec, RunsInTheContainersNamespaces) {
     write_text(proc, json{{"args", {"sh", "-c", "echo from process.json"}}, {"cwd", "/"}, {"env", {"PATH=/bin"}}}.dump());
     Result pj = b.tarn({"exec", "--process", proc, "e1"});
     EXPECT_EQ(pj.out, "from process.json\n") << pj.err;
-    Result detached = b.tarn({"exec", "--detach", "--pid-file", b.dir() + "/exec.pid", "e1", "sleep", "5"});
+    Result detached = b.tarn({"exec", "--detach", "--pid-file", b.dir() + "/exec.pid", "e1", "sleep", "infinity"});
     ASSERT_EQ(detached.code, 0) << detached.err;
     int epid = std::stoi(read_text(b.dir() + "/exec.pid"));
-    EXPECT_EQ(::kill(epid, 0), 0);
+    EXPECT_TRUE(alive(epid));
     Result missing = b.tarn({"exec", "e1", "no-such-binary"});
     EXPECT_NE(missing.code, 0);
     EXPECT_NE(missing.err.find("executable file not found"), std::string::npos) << missing.err;
