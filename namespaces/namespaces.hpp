@@ -95,6 +95,9 @@ struct InitOptions {
     // With process.terminal and no console socket (`run` in the foreground): the parent
     // gets the pty master back and proxies it.
     bool want_pty_master = false;
+    // A cgroup v2 directory fd: the init is born in it (CLONE_INTO_CGROUP), so not one
+    // of its instructions runs outside its limits. -1: place_in_cgroup does it instead.
+    int cgroup_fd = -1;
 };
 
 struct Spawned {

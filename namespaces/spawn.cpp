@@ -13,6 +13,9 @@
 #include "namespaces/sync.hpp"
 #include "namespaces/syscalls.hpp"
 
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
 #endif
@@ -274,6 +277,10 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         CloneArgs a;
         a.flags = plan.new_flags | CLONE_PIDFD;
         a.pidfd = reinterpret_cast<uint64_t>(&pidfd);
+        if (opts.cgroup_fd >= 0) {
+            a.flags |= CLONE_INTO_CGROUP;
+            a.cgroup = static_cast<uint64_t>(opts.cgroup_fd);
+        }
         a.exit_signal = SIGCHLD;
         pid = detail::clone3(a);
         if (pid < 0) throw_errno("clone3 container init");
@@ -319,7 +326,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         }
         out.pid = pid;
         out.timings.add(Phase::clone, std::chrono::steady_clock::now() - t0);
-        if (parent.place_in_cgroup) {
+        if (parent.place_in_cgroup && (opts.cgroup_fd < 0 || plan.intermediate)) {
             PhaseScope s(out.timings, Phase::cgroup);
             parent.place_in_cgroup(pid);
         }

@@ -104,6 +104,36 @@ int main(int argc, char** argv) {
     // Everything after the id is the command, flags included: `exec ID sh -c 'x'`.
     exec->prefix_command();
 
+    std::string pause_id, resume_id;
+    CLI::App* pause = app.add_subcommand("pause", "freeze every process of a container");
+    pause->add_option("id", pause_id, "container id")->required();
+    CLI::App* resume = app.add_subcommand("resume", "thaw a paused container");
+    resume->add_option("id", resume_id, "container id")->required();
+
+    rt::UpdateOptions update_o;
+    CLI::App* update = app.add_subcommand("update", "change a container's resource limits");
+    update->add_option("-r,--resources", update_o.resources, "linux.resources JSON file, - for stdin");
+    update->add_option("--memory", update_o.memory, "memory limit (k/m/g suffixes)");
+    update->add_option("--memory-swap", update_o.memory_swap, "memory+swap limit");
+    update->add_option("--memory-reservation", update_o.memory_reservation, "memory soft limit");
+    update->add_option("--cpu-quota", update_o.cpu_quota, "CFS quota in microseconds");
+    update->add_option("--cpu-period", update_o.cpu_period, "CFS period in microseconds");
+    update->add_option("--cpu-share", update_o.cpu_share, "CPU shares (relative weight)");
+    update->add_option("--cpu-rt-runtime", update_o.cpu_rt_runtime, "realtime runtime in microseconds");
+    update->add_option("--cpu-rt-period", update_o.cpu_rt_period, "realtime period in microseconds");
+    update->add_option("--cpuset-cpus", update_o.cpuset_cpus, "CPUs to allow");
+    update->add_option("--cpuset-mems", update_o.cpuset_mems, "memory nodes to allow");
+    update->add_option("--pids-limit", update_o.pids_limit, "maximum number of processes");
+    update->add_option("--blkio-weight", update_o.blkio_weight, "block IO weight (10-1000)");
+    update->add_option("id", update_o.id, "container id")->required();
+
+    std::string events_id, events_interval = "5s";
+    bool events_stats = false;
+    CLI::App* events = app.add_subcommand("events", "stream OOM and stats events as JSON lines");
+    events->add_flag("--stats", events_stats, "print one stats document and exit");
+    events->add_option("--interval", events_interval, "stats interval (e.g. 5s, 500ms)");
+    events->add_option("id", events_id, "container id")->required();
+
     std::string spec_bundle = ".";
     bool spec_rootless = false;
     CLI::App* spec = app.add_subcommand("spec", "write a default config.json");
@@ -142,6 +172,10 @@ int main(int argc, char** argv) {
             if (!exec_user.empty()) exec_o.user = exec_user;
             return rt::exec(g, exec_o);
         }
+        if (*pause) return rt::pause(g, pause_id);
+        if (*resume) return rt::resume(g, resume_id);
+        if (*update) return rt::update(g, update_o);
+        if (*events) return rt::events(g, events_id, events_stats, events_interval);
         if (*spec) return rt::spec(spec_bundle, spec_rootless);
         if (*features) return rt::features();
     } catch (const std::exception& e) {

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "namespaces/namespaces.hpp"
+#include "runtime/cgroup.hpp"
 
 namespace tarn::runtime::detail {
 
@@ -139,6 +140,11 @@ oci::Status current_status(const ContainerDir& dir, const Record& r) {
         return oci::Status::stopped;
     struct stat st;
     if (::stat(dir.fifo_path().c_str(), &st) == 0) return oci::Status::created;
+    try {
+        if (auto cg = open_cgroup(r); cg && cg->frozen()) return oci::Status::paused;
+    } catch (const Error&) {
+        // No freezer to ask: it cannot be paused either.
+    }
     return oci::Status::running;
 }
 

@@ -6,10 +6,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "runtime/cgroup.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/lifecycle.hpp"
 
@@ -91,8 +93,17 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
                                                          std::find(m.options.begin(), m.options.end(), "rbind") != m.options.end()))
             m.source = absolute(bundle, m.source);
 
+    auto t_cgroup = std::chrono::steady_clock::now();
+    cgroups::Mode mode = cgroups::detect();
+    std::string cgroup_path =
+        cgroups::resolve_path(cfg.linux ? cfg.linux->cgroups_path : std::string(), o.id, g.systemd_cgroup);
+    const oci::Resources no_resources;
+    const oci::Resources& resources = cfg.linux && cfg.linux->resources ? *cfg.linux->resources : no_resources;
+
     ContainerDir dir = ContainerDir::create(g.root, o.id);
     Record rec;
+    std::unique_ptr<cgroups::Manager> cgroup;
+    bool cgroup_existed = false;
     try {
         rec.state.id = o.id;
         rec.state.bundle = bundle;
@@ -101,14 +112,26 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         rec.state.owner = owner_name(::geteuid());
         rec.state.annotations = cfg.annotations;
         rec.state.status = oci::Status::creating;
+        // Recorded before it exists, so `delete --force` after a killed create finds it.
+        rec.cgroup_path = cgroup_path;
         dir.save(rec);
         dir.save_config(text);
+
+        cgroup = cgroups::open(cgroup_path, mode);
+        cgroup_existed = cgroup->exists();
+        cgroup->create(resources);
+        cgroup->apply(resources);
+        if (!cgroup->pending_device_rules().empty())
+            log_debug("create " + o.id + ": linux.resources.devices is not enforced on cgroup v2 yet");
+        UniqueFd cgroup_fd(cgroup->open_v2_dir_fd());
+        auto cgroup_time = std::chrono::steady_clock::now() - t_cgroup;
 
         ns::InitOptions io;
         io.rootfs = rootfs;
         io.no_pivot = o.no_pivot;
         io.preserve_fds = o.preserve_fds;
         io.want_pty_master = want_pty && cfg.process->terminal;
+        io.cgroup_fd = cgroup_fd.get();
         if (park) {
             io.exec_fifo = dir.fifo_path();
             if (::mkfifo(io.exec_fifo.c_str(), 0600) < 0) throw_errno("mkfifo " + io.exec_fifo);
@@ -121,7 +144,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         const oci::Hooks no_hooks;
         const oci::Hooks& hooks = cfg.hooks ? *cfg.hooks : no_hooks;
         ns::ParentSteps ps;
-        ps.place_in_cgroup = [&](pid_t) { log_debug("create " + o.id + ": cgroups not applied yet"); };
+        ps.place_in_cgroup = [&](pid_t pid) { cgroup->add_process(pid); };
         ps.create_runtime = [&](pid_t pid) {
             std::string st = hook_state(rec, oci::Status::creating, pid);
             run_hooks(hooks.prestart, st, "prestart");
@@ -137,6 +160,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
                 run_hooks(hooks.start_container, hook_state(rec, oci::Status::created, pid), "startContainer");
             };
         ns::Spawned sp = ns::spawn_init(cfg, io, ps, cs);
+        sp.timings.add(ns::Phase::cgroup, cgroup_time);
         rec.state.pid = sp.pid;
         rec.pid_start = ns::process_start_time(sp.pid);
         rec.state.status = oci::Status::created;
@@ -145,6 +169,12 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         log_debug("create " + o.id + ": pid " + std::to_string(sp.pid) + " phases: " + sp.timings.report());
         return Launched{std::move(dir), std::move(rec), std::move(cfg), std::move(sp)};
     } catch (...) {
+        try {
+            // spawn_init has killed and reaped the init; the cgroup is empty.
+            if (cgroup && !cgroup_existed) cgroup->destroy();
+        } catch (const Error& e2) {
+            log_warn(e2.what());
+        }
         try {
             dir.remove();
         } catch (const Error& e2) {

@@ -1,7 +1,9 @@
 #include <poll.h>
 #include <signal.h>
+#include <unistd.h>
 
 #include "namespaces/syscalls.hpp"
+#include "runtime/cgroup.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/lifecycle.hpp"
 
@@ -18,6 +20,14 @@ void destroy(ContainerDir& dir, const Record& r, const oci::Config* config) {
         while (::poll(&p, 1, 10000) < 0 && errno == EINTR) {
         }
         if (!(p.revents & POLLIN)) throw Error("container init " + std::to_string(r.state.pid) + " did not exit after SIGKILL");
+    }
+    if (auto cg = open_cgroup(r); cg && cg->exists()) {
+        // What else runs in the cgroup (a shared pid namespace, exec'd processes that
+        // outlived init) goes too; a frozen cgroup must thaw for SIGKILL to land.
+        if (cg->frozen()) cg->thaw();
+        cg->kill_all(SIGKILL);
+        for (int i = 0; i < 1000 && !cg->pids().empty(); ++i) ::usleep(2000);
+        cg->destroy();
     }
     if (config && config->hooks && !config->hooks->poststop.empty())
         run_hooks_warn(config->hooks->poststop, hook_state(r, oci::Status::stopped, 0), "poststop");

@@ -1,4 +1,7 @@
+#include <signal.h>
+
 #include "namespaces/syscalls.hpp"
+#include "runtime/cgroup.hpp"
 #include "runtime/lifecycle.hpp"
 
 namespace tarn::runtime {
@@ -9,8 +12,18 @@ int kill(const GlobalOptions& g, const KillOptions& o) {
         detail::ContainerDir dir = detail::ContainerDir::open(g.root, o.id);
         detail::Record rec = dir.load();
         oci::Status st = detail::current_status(dir, rec);
+        // containerd sends `kill --all ID 9` to clean up containers that already stopped.
+        if (o.all && st == oci::Status::stopped) return 0;
         if (st != oci::Status::created && st != oci::Status::running && st != oci::Status::paused)
             throw Error("container is " + std::string(oci::to_string(st)) + ", not running");
+        if (o.all) {
+            if (auto cg = detail::open_cgroup(rec)) {
+                // A frozen task would only see SIGKILL after a thaw.
+                cg->kill_all(sig);
+                if (sig == SIGKILL && cg->frozen()) cg->thaw();
+                return 0;
+            }
+        }
         UniqueFd pidfd(detail::open_init_pidfd(rec));
         if (!pidfd) throw Error("container is stopped, not running");
         // Through the pidfd: the signal reaches the process opened above and no other,

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "runtime/cgroup.hpp"
 #include "runtime/lifecycle.hpp"
 
 namespace tarn::runtime {
@@ -16,6 +17,10 @@ namespace {
 // has its own; otherwise the init alone.
 std::vector<int> container_pids(const detail::Record& rec, const oci::Config& cfg) {
     std::vector<int> out;
+    if (auto cg = detail::open_cgroup(rec); cg && cg->exists()) {
+        for (pid_t p : cg->pids()) out.push_back(p);
+        return out;
+    }
     bool own_pidns = false;
     if (cfg.linux)
         if (const oci::Namespace* n = cfg.linux->find_namespace(oci::NamespaceType::pid)) own_pidns = n->path.empty();

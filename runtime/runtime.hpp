@@ -59,6 +59,18 @@ struct KillOptions {
     bool all = false;
 };
 
+struct UpdateOptions {
+    std::string id;
+    std::string resources;  // --resources FILE, "-" for stdin: a linux.resources JSON object
+    // runc's flags; memory sizes take k/m/g suffixes.
+    std::optional<std::string> memory, memory_swap, memory_reservation;
+    std::optional<int64_t> cpu_quota, cpu_rt_runtime;
+    std::optional<uint64_t> cpu_period, cpu_share, cpu_rt_period;
+    std::optional<std::string> cpuset_cpus, cpuset_mems;
+    std::optional<int64_t> pids_limit;
+    std::optional<uint16_t> blkio_weight;
+};
+
 // Each returns the process exit code the CLI should exit with; errors are thrown as
 // tarn::Error with the message users see.
 int create(const GlobalOptions& g, const CreateOptions& o);
@@ -70,6 +82,12 @@ int remove(const GlobalOptions& g, const std::string& id, bool force);
 int list(const GlobalOptions& g, const std::string& format, bool quiet);
 int ps(const GlobalOptions& g, const std::string& id, const std::string& format, const std::vector<std::string>& ps_args);
 int exec(const GlobalOptions& g, const ExecOptions& o);
+int pause(const GlobalOptions& g, const std::string& id);
+int resume(const GlobalOptions& g, const std::string& id);
+int update(const GlobalOptions& g, const UpdateOptions& o);
+// `events`: OOM and stats events as JSON lines until the container stops; with
+// `stats_once`, one stats document.
+int events(const GlobalOptions& g, const std::string& id, bool stats_once, const std::string& interval);
 int spec(const std::string& bundle, bool rootless);
 int features();
 std::string version_text();

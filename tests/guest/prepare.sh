@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Prepares everything the cgroup v2 guest needs, once, into OUTDIR:
+#
+#   tests/guest/prepare.sh OUTDIR
+#
+#   OUTDIR/vmlinux          Debian 12's kernel as an uncompressed ELF (it has a PVH entry
+#                           note, so QEMU boots it directly: ~4 s faster under TCG than
+#                           the bzImage)
+#   OUTDIR/modules/*.ko     the uncompressed modules the guest loads, and
+#   OUTDIR/modules/order    their file names in load (dependency) order
+#   OUTDIR/kernel-version   e.g. 6.1.0-56-amd64
+#
+# Host tools (qemu-system-x86, busybox-static, cpio, xz-utils, zstd) are installed with
+# apt-get when missing. A second run with everything in place does nothing but print the
+# paths (the kernel package name is looked up again, so a new Debian kernel is picked up).
+set -euo pipefail
+
+[ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
+out=$1
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+
+log() { echo "prepare: $*" >&2; }
+
+# --- host tools ---------------------------------------------------------------------
+need=()
+have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+for p in qemu-system-x86 busybox-static cpio xz-utils zstd kmod; do
+    have_pkg "$p" || need+=("$p")
+done
+apt_updated=0
+apt_update() {
+    if [ $apt_updated -eq 0 ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq
+        apt_updated=1
+    fi
+}
+if [ ${#need[@]} -gt 0 ]; then
+    log "installing ${need[*]}"
+    apt_update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# --- kernel package -----------------------------------------------------------------
+# linux-image-amd64 is a metapackage; its dependency names the real image package.
+kpkg_name() {
+    apt-cache depends linux-image-amd64 2>/dev/null |
+        sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1
+}
+kpkg=$(kpkg_name)
+if [ -z "$kpkg" ]; then
+    apt_update
+    kpkg=$(kpkg_name)
+fi
+if [ -z "$kpkg" ] && [ -f "$out/kernel-version" ]; then
+    kpkg=linux-image-$(cat "$out/kernel-version")   # offline: keep what is cached
+fi
+[ -n "$kpkg" ] || { echo "$0: cannot find the kernel package behind linux-image-amd64" >&2; exit 1; }
+kver=${kpkg#linux-image-}
+
+if [ -f "$out/kernel-version" ] && [ "$(cat "$out/kernel-version")" = "$kver" ] &&
+   [ -s "$out/vmlinux" ] && [ -s "$out/modules/order" ]; then
+    log "cached: $kver"
+else
+    log "preparing kernel $kver"
+    work=$(mktemp -d "$out/.work.XXXXXX")
+    trap 'rm -rf "$work"' EXIT
+    deb=$(ls "$out"/"${kpkg}"_*.deb 2>/dev/null | head -n1 || true)
+    if [ -z "$deb" ]; then
+        (cd "$work" && apt-get download -qq "$kpkg" 2>/dev/null) || {
+            apt_update
+            (cd "$work" && apt-get download -qq "$kpkg")
+        }
+        rm -f "$out"/linux-image-*.deb
+        mv "$work"/"${kpkg}"_*.deb "$out"/
+        deb=$(ls "$out"/"${kpkg}"_*.deb | head -n1)
+    fi
+    dpkg -x "$deb" "$work/root"
+    vmlinuz="$work/root/boot/vmlinuz-$kver"
+    [ -f "$vmlinuz" ] || { echo "$0: $vmlinuz not in $deb" >&2; exit 1; }
+
+    # vmlinuz is a bzImage: setup code + decompressor + the compressed ELF. Find the
+    # payload by its magic and decompress it; stop at the first candidate that yields an
+    # ELF (the magic can also occur by chance earlier in the decompressor).
+    extract_vmlinux() {
+        local img=$1 dst=$2 magic tool off
+        for pair in 'fd377a585a00:xz -dc --single-stream' '28b52ffd:zstd -dcq' \
+                    '1f8b0800:gzip -dcq' '02214c18:lz4 -dc'; do
+            magic=${pair%%:*}; tool=${pair#*:}
+            # grep -obUaP prints byte offsets of each match of the binary pattern.
+            local pat
+            pat=$(printf '%s' "$magic" | sed 's/../\\x&/g')
+            for off in $(LC_ALL=C grep -obUaP "$pat" "$img" 2>/dev/null | cut -d: -f1 | head -n 5); do
+                tail -c +$((off + 1)) "$img" | $tool > "$dst" 2>/dev/null || true
+                if [ "$(head -c 4 "$dst" | od -An -tx1 | tr -d ' \n')" = 7f454c46 ]; then
+                    return 0
+                fi
+            done
+        done
+        return 1
+    }
+    extract_vmlinux "$vmlinuz" "$work/vmlinux" ||
+        { echo "$0: no compressed ELF payload found in $vmlinuz" >&2; exit 1; }
+
+    # Modules: what the guest loads, plus everything they depend on (modules.dep), in
+    # an order where each module comes after its dependencies.
+    # The package ships no modules.dep (the postinst runs depmod): make one in the tree.
+    moddir="$work/root/lib/modules/$kver"
+    [ -f "$moddir/modules.dep" ] || /sbin/depmod -b "$work/root" "$kver"
+    want=(virtio_mmio 9pnet_virtio 9p brd)
+    declare -A path_of=() seen=()
+    order=()
+    while IFS= read -r line; do
+        mod=${line%%:*}
+        base=$(basename "$mod"); base=${base%%.ko*}
+        path_of[${base//-/_}]=$mod
+    done < "$moddir/modules.dep"
+    deps_of() { grep -m1 "^${path_of[$1]}:" "$moddir/modules.dep" | cut -d: -f2; }
+    visit() {
+        local name=${1//-/_} d b
+        [ -n "${seen[$name]:-}" ] && return 0
+        seen[$name]=1
+        if [ -z "${path_of[$name]:-}" ]; then
+            if grep -q "/$name.ko$" "$moddir/modules.builtin" 2>/dev/null; then
+                return 0       # built into the kernel: nothing to load
+            fi
+            log "module $name is not in $kver (the guest will skip what needs it)"
+            return 0
+        fi
+        for d in $(deps_of "$name"); do
+            b=$(basename "$d"); b=${b%%.ko*}
+            visit "$b"
+        done
+        order+=("$name")
+    }
+    for m in "${want[@]}"; do visit "$m"; done
+
+    mkdir -p "$work/modules"
+    : > "$work/modules/order"
+    for name in "${order[@]}"; do
+        src="$moddir/${path_of[$name]}"
+        case "$src" in
+            *.ko.xz)  xz -dc "$src" ;;
+            *.ko.zst) zstd -dcq "$src" ;;
+            *.ko.gz)  gzip -dc "$src" ;;
+            *)        cat "$src" ;;
+        esac > "$work/modules/$name.ko"
+        echo "$name.ko" >> "$work/modules/order"
+    done
+
+    rm -rf "$out/modules" "$out/vmlinux"
+    mv "$work/modules" "$out/modules"
+    mv "$work/vmlinux" "$out/vmlinux"
+    echo "$kver" > "$out/kernel-version"
+    rm -rf "$work"
+    trap - EXIT
+fi
+
+echo "vmlinux: $out/vmlinux"
+echo "modules: $out/modules ($(tr '\n' ' ' < "$out/modules/order"))"
+echo "kernel: $(cat "$out/kernel-version")"
