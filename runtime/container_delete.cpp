@@ -11,6 +11,13 @@ namespace tarn::runtime {
 namespace detail {
 
 void destroy(ContainerDir& dir, const Record& r, const oci::Config* config) {
+    auto cg = open_cgroup(r);
+    if (cg && !cg->exists()) cg.reset();
+    // A frozen task only acts on SIGKILL once thawed: queue the kill, then thaw.
+    if (cg && cg->frozen()) {
+        cg->kill_all(SIGKILL);
+        cg->thaw();
+    }
     UniqueFd pidfd(open_init_pidfd(r));
     if (pidfd) {
         ns::detail::pidfd_send_signal(pidfd.get(), SIGKILL);
@@ -21,10 +28,9 @@ void destroy(ContainerDir& dir, const Record& r, const oci::Config* config) {
         }
         if (!(p.revents & POLLIN)) throw Error("container init " + std::to_string(r.state.pid) + " did not exit after SIGKILL");
     }
-    if (auto cg = open_cgroup(r); cg && cg->exists()) {
+    if (cg) {
         // What else runs in the cgroup (a shared pid namespace, exec'd processes that
-        // outlived init) goes too; a frozen cgroup must thaw for SIGKILL to land.
-        if (cg->frozen()) cg->thaw();
+        // outlived init) goes too.
         cg->kill_all(SIGKILL);
         for (int i = 0; i < 1000 && !cg->pids().empty(); ++i) ::usleep(2000);
         cg->destroy();

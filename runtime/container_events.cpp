@@ -52,14 +52,22 @@ int events(const GlobalOptions& g, const std::string& id, bool stats_once, const
         // OOM kills are checked often; stats go out at the interval.
         uint64_t ooms = cg->oom_kill_count();
         auto next_stats = std::chrono::steady_clock::now();
+        auto report_ooms = [&] {
+            if (!cg->exists()) return;
+            uint64_t now_ooms = cg->oom_kill_count();
+            for (; ooms < now_ooms; ++ooms) emit({{"type", "oom"}, {"id", id}});
+        };
         for (;;) {
+            // The kill that stops a container may be the OOM killer's: report it first.
+            report_ooms();
             if (!detail::ContainerDir::exists(g.root, id) || !cg->exists()) return 0;
             detail::ContainerDir dir = detail::ContainerDir::open(g.root, id);
             detail::Record rec = dir.load();
-            if (detail::current_status(dir, rec) == oci::Status::stopped) return 0;
+            if (detail::current_status(dir, rec) == oci::Status::stopped) {
+                report_ooms();
+                return 0;
+            }
             dir.unlock();
-            uint64_t now_ooms = cg->oom_kill_count();
-            for (; ooms < now_ooms; ++ooms) emit({{"type", "oom"}, {"id", id}});
             if (std::chrono::steady_clock::now() >= next_stats) {
                 emit(cgroups::to_runc_json(cg->stats(), id));
                 next_stats += every;

@@ -10,9 +10,9 @@
 #   OUTDIR/modules/order    their file names in load (dependency) order
 #   OUTDIR/kernel-version   e.g. 6.1.0-56-amd64
 #
-# Host tools (qemu-system-x86, busybox-static, cpio, xz-utils, zstd) are installed with
-# apt-get when missing. A second run with everything in place does nothing but print the
-# paths (the kernel package name is looked up again, so a new Debian kernel is picked up).
+# Host tools (qemu-system-x86, busybox-static, cpio, xz-utils, zstd, kmod) are installed
+# with apt-get when missing. A second run with everything in place does nothing but print
+# the paths (in about 0.2 s); TARN_GUEST_REFRESH=1 makes it look for a newer kernel.
 set -euo pipefail
 
 [ $# -eq 1 ] || { echo "usage: $0 OUTDIR" >&2; exit 2; }
@@ -42,17 +42,23 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 # --- kernel package -----------------------------------------------------------------
-# linux-image-amd64 is a metapackage; its dependency names the real image package.
+# linux-image-amd64 is a metapackage; its dependency names the real image package. A
+# prepared kernel is kept (tests should not change kernels under anyone's feet, and the
+# look-up costs a second): TARN_GUEST_REFRESH=1 looks again and picks up a newer one.
 kpkg_name() {
     apt-cache depends linux-image-amd64 2>/dev/null |
         sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1
 }
-kpkg=$(kpkg_name)
+kpkg=""
+if [ -s "$out/kernel-version" ] && [ "${TARN_GUEST_REFRESH:-0}" != 1 ]; then
+    kpkg=linux-image-$(cat "$out/kernel-version")
+fi
+[ -n "$kpkg" ] || kpkg=$(kpkg_name)
 if [ -z "$kpkg" ]; then
     apt_update
     kpkg=$(kpkg_name)
 fi
-if [ -z "$kpkg" ] && [ -f "$out/kernel-version" ]; then
+if [ -z "$kpkg" ] && [ -s "$out/kernel-version" ]; then
     kpkg=linux-image-$(cat "$out/kernel-version")   # offline: keep what is cached
 fi
 [ -n "$kpkg" ] || { echo "$0: cannot find the kernel package behind linux-image-amd64" >&2; exit 1; }
@@ -65,7 +71,7 @@ else
     log "preparing kernel $kver"
     work=$(mktemp -d "$out/.work.XXXXXX")
     trap 'rm -rf "$work"' EXIT
-    deb=$(ls "$out"/"${kpkg}"_*.deb 2>/dev/null | head -n1 || true)
+    deb=$(find "$out" -maxdepth 1 -name "${kpkg}_*.deb" | head -n1)
     if [ -z "$deb" ]; then
         (cd "$work" && apt-get download -qq "$kpkg" 2>/dev/null) || {
             apt_update
@@ -73,7 +79,7 @@ else
         }
         rm -f "$out"/linux-image-*.deb
         mv "$work"/"${kpkg}"_*.deb "$out"/
-        deb=$(ls "$out"/"${kpkg}"_*.deb | head -n1)
+        deb=$(find "$out" -maxdepth 1 -name "${kpkg}_*.deb" | head -n1)
     fi
     dpkg -x "$deb" "$work/root"
     vmlinuz="$work/root/boot/vmlinuz-$kver"
@@ -152,7 +158,7 @@ else
     mv "$work/modules" "$out/modules"
     mv "$work/vmlinux" "$out/vmlinux"
     echo "$kver" > "$out/kernel-version"
-    rm -rf "$work"
+    rm -rf "$work" "$deb"
     trap - EXIT
 fi
 
