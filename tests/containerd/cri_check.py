@@ -223,6 +223,9 @@ def main():
     ap.add_argument("--state-dir", required=True)
     ap.add_argument("--log-dir", required=True)
     ap.add_argument("--tag", required=True)
+    ap.add_argument("--expect-oom", default="-998",
+                    help="the sandbox's oom_score_adj: -998, or containerd's own when "
+                    "restrict_oom_score_adj is on")
     a = ap.parse_args()
     cri = Cri(a.socket)
     P = "f: CRI: "
@@ -255,8 +258,9 @@ def main():
 
     pid = note_bundle(a.state_dir, sb)
     adj = read("/proc/%s/oom_score_adj" % pid).strip() if pid.isdigit() else "<no init.pid>"
-    report(P + "sandbox init has the oomScoreAdj -998 CRI asks for", adj == "-998",
-           ["/proc/%s/oom_score_adj = %s" % (pid, adj)])
+    report(P + "sandbox init has oomScoreAdj %s (CRI asks -998%s)" % (
+        a.expect_oom, "" if a.expect_oom == "-998" else ", restrict_oom_score_adj clamps it"),
+        adj == a.expect_oom, ["/proc/%s/oom_score_adj = %s" % (pid, adj)])
 
     # A container that prints and exits with a status.
     name = "CreateContainer + StartContainer: output reaches the CRI log, exit code 7"
