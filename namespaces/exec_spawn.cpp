@@ -43,9 +43,12 @@ void exec_main(const oci::Process& proc, const ExecOptions& o, SyncSocket& sock)
     detail::apply_umask(proc.user);
     detail::change_cwd(proc.cwd.empty() ? "/" : proc.cwd);
     std::string exe = detail::find_executable(proc.args, proc.env);
+    detail::SeccompFilter filter;
+    if (o.seccomp) filter = detail::build_seccomp(*o.seccomp, proc.no_new_privileges);
     ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
     sock.send(MsgType::ready, {}, &t);
     detail::close_fds_on_exec(o.preserve_fds);
+    detail::load_seccomp(filter);
     detail::exec_process(exe, proc.args, proc.env);
 }
 

@@ -98,6 +98,9 @@ struct InitOptions {
     // A cgroup v2 directory fd: the init is born in it (CLONE_INTO_CGROUP), so not one
     // of its instructions runs outside its limits. -1: place_in_cgroup does it instead.
     int cgroup_fd = -1;
+    // A fresh session keyring named after the container, so it never shares the
+    // caller's keys (--no-new-keyring leaves the caller's). Empty: keep it.
+    std::string session_keyring;
 };
 
 struct Spawned {

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -208,6 +209,10 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     }
     {
         PhaseScope s(t, Phase::process);
+        // KEYCTL_JOIN_SESSION_KEYRING (1); keyrings may be unavailable (ENOSYS) or
+        // refused by a seccomp profile around the runtime: not fatal, as with runc.
+        if (!o.session_keyring.empty())
+            (void)::syscall(SYS_keyctl, 1, o.session_keyring.c_str(), 0, 0, 0);
         detail::apply_oom_score_adj(proc);
         detail::apply_scheduling(proc);
         detail::apply_personality(c);
@@ -223,6 +228,11 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     detail::apply_umask(proc.user);
     detail::change_cwd(proc.cwd);
     std::string exe = detail::find_executable(proc.args, proc.env);
+    detail::SeccompFilter filter;
+    if (c.linux && c.linux->seccomp) {
+        PhaseScope s(t, Phase::seccomp);
+        filter = detail::build_seccomp(*c.linux->seccomp, proc.no_new_privileges);
+    }
     // From here the runtime may exit (create); the init must outlive it.
     ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
     sock.send(MsgType::ready, {}, &t);
@@ -235,6 +245,7 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     }
     if (steps.start_container) steps.start_container(host_pid);
     detail::close_fds_on_exec(o.preserve_fds);
+    detail::load_seccomp(filter);
     detail::exec_process(exe, proc.args, proc.env);
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "namespaces/namespaces.hpp"
@@ -53,6 +54,29 @@ void close_fds_on_exec(unsigned preserve_fds);
 void close_inherited_fds(unsigned preserve_fds, const std::vector<int>& keep);
 [[noreturn]] void exec_process(const std::string& path, const std::vector<std::string>& args,
                                const std::vector<std::string>& env);
+
+// ---- seccomp.cpp
+// Built before the init reports ready (a bad profile fails create), loaded last
+// before execve, so the runtime's own remaining syscalls are not filtered.
+class SeccompFilter {
+public:
+    SeccompFilter() = default;
+    SeccompFilter(SeccompFilter&& o) noexcept : ctx_(std::exchange(o.ctx_, nullptr)) {}
+    SeccompFilter& operator=(SeccompFilter&& o) noexcept {
+        std::swap(ctx_, o.ctx_);
+        return *this;
+    }
+    SeccompFilter(const SeccompFilter&) = delete;
+    SeccompFilter& operator=(const SeccompFilter&) = delete;
+    ~SeccompFilter();
+
+private:
+    friend SeccompFilter build_seccomp(const oci::Seccomp& s, bool no_new_privs);
+    friend void load_seccomp(SeccompFilter& f);
+    void* ctx_ = nullptr;
+};
+SeccompFilter build_seccomp(const oci::Seccomp& s, bool no_new_privs);
+void load_seccomp(SeccompFilter& f);
 
 // ---- console.cpp
 // Opens a new pty in the container's devpts, makes its slave the stdio and controlling

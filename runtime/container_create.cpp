@@ -132,6 +132,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         io.preserve_fds = o.preserve_fds;
         io.want_pty_master = want_pty && cfg.process->terminal;
         io.cgroup_fd = cgroup_fd.get();
+        if (!o.no_new_keyring) io.session_keyring = "_ses." + o.id;
         if (park) {
             io.exec_fifo = dir.fifo_path();
             if (::mkfifo(io.exec_fifo.c_str(), 0600) < 0) throw_errno("mkfifo " + io.exec_fifo);

@@ -14,8 +14,10 @@ int kill(const GlobalOptions& g, const KillOptions& o) {
         oci::Status st = detail::current_status(dir, rec);
         // containerd sends `kill --all ID 9` to clean up containers that already stopped.
         if (o.all && st == oci::Status::stopped) return 0;
-        if (st != oci::Status::created && st != oci::Status::running && st != oci::Status::paused)
-            throw Error("container is " + std::string(oci::to_string(st)) + ", not running");
+        if (st != oci::Status::created && st != oci::Status::running && st != oci::Status::paused) {
+            // containerd's shim matches "container not running" to treat the task as gone.
+            throw Error("container not running (" + std::string(oci::to_string(st)) + ")");
+        }
         if (o.all) {
             if (auto cg = detail::open_cgroup(rec)) {
                 // A frozen task would only see SIGKILL after a thaw.
@@ -25,7 +27,7 @@ int kill(const GlobalOptions& g, const KillOptions& o) {
             }
         }
         UniqueFd pidfd(detail::open_init_pidfd(rec));
-        if (!pidfd) throw Error("container is stopped, not running");
+        if (!pidfd) throw Error("container not running (stopped)");
         // Through the pidfd: the signal reaches the process opened above and no other,
         // even if the pid were reused in between.
         if (ns::detail::pidfd_send_signal(pidfd.get(), sig) < 0) throw_errno("signal " + o.signal);

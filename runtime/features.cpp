@@ -38,6 +38,24 @@ int features() {
         for (char& ch : name) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
         if (name.rfind("CAP_", 0) == 0) f.capabilities.push_back(name);
     }
+    f.seccomp_enabled = true;
+    f.seccomp_actions = {"SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
+                         "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"};
+    f.seccomp_operators = {"SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE",
+                           "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"};
+    for (const char* a : {"SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64",
+                          "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL",
+                          "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64",
+                          "SCMP_ARCH_PPC64LE", "SCMP_ARCH_S390", "SCMP_ARCH_S390X", "SCMP_ARCH_PARISC",
+                          "SCMP_ARCH_PARISC64", "SCMP_ARCH_RISCV64"}) {
+        std::string lower = std::string(a).substr(10);
+        for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+        if (seccomp_arch_resolve_name(lower.c_str())) f.seccomp_archs.push_back(a);
+    }
+    f.seccomp_known_flags = {"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+                             "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"};
+    f.seccomp_supported_flags = {"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
+                                 "SECCOMP_FILTER_FLAG_SPEC_ALLOW"};
     f.annotations["io.github.tarn.version"] = TARN_VERSION;
     const scmp_version* v = seccomp_version();
     f.annotations["io.github.seccomp.libseccomp.version"] =

@@ -279,6 +279,20 @@ def main():
     except Exception as e:  # noqa: BLE001
         report(P + name, False, [grpc_error(e)])
 
+    # Created, never started, then removed: the runtime must kill the parked init.
+    name = "a created container that never started can be removed"
+    try:
+        cid = text(cri.call("CreateContainer", s(1, sb) + s(2, container_config(
+            "unstarted", a.image, ["/bin/true"], "unstarted.log")) + s(3, sb_config)), 1)
+        note_bundle(a.state_dir, cid)
+        state, code, reason, message = container_status(cri, cid)
+        cri.call("RemoveContainer", s(1, cid))
+        gone = not os.path.exists(bundle_dir(a.state_dir, cid))
+        report(P + name, state == CONTAINER_CREATED and gone,
+               ["state before removal=%d, bundle removed=%s" % (state, gone)])
+    except Exception as e:  # noqa: BLE001
+        report(P + name, False, [grpc_error(e)])
+
     # A long-running container: exec into it, update it, stop it.
     long_cmd = ["/bin/sh", "-c", 'trap "exit 0" TERM; /bin/sleep infinity & wait']
     try:

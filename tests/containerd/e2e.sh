@@ -13,7 +13,9 @@
 # line is `N passed, M failed[, K skipped]`; exit status 0 only when M is 0.
 #
 # Environment: E2E_KEEP=1 keeps the scratch dir (its containerd.log, bundles) for
-# debugging; E2E_CTR_TIMEOUT bounds each ctr call (default 60 s).
+# debugging; E2E_CTR_TIMEOUT bounds each ctr call (default 60 s); E2E_RESTRICT_OOM=
+# true|false overrides the CRI restrict_oom_score_adj setting (default: true exactly
+# when this process lacks CAP_SYS_RESOURCE).
 set -u
 export LC_ALL=C DEBIAN_FRONTEND=noninteractive
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
@@ -359,6 +361,7 @@ T0=$(date +%s)
 # containerd must clamp it with restrict_oom_score_adj, as the README says.
 capeff=$(awk '/^CapEff:/ { print $2 }' /proc/self/status)
 if (((0x$capeff >> 24) & 1)); then RESTRICT_OOM=false; else RESTRICT_OOM=true; fi
+RESTRICT_OOM=${E2E_RESTRICT_OOM:-$RESTRICT_OOM}
 install_prereqs
 # Known host paths a stray containerd would use; none may appear because of us.
 DEFAULT_PATHS="/run/containerd /var/lib/containerd /opt/containerd /var/run/containerd"
@@ -417,21 +420,77 @@ check "a: stdin reaches the container (head -c 3)" "$([ "$RC" = 0 ] && [ "$OUT" 
     "exit $RC, output:" "$OUT"
 
 id=a-kill-$TAG
-ctr_ run --rm "${RB[@]}" --rootfs "$ROOTFS" "$id" /bin/sleep infinity >"$S/a-kill.out" 2>&1 &
+# No `timeout` around this ctr: its own SIGKILL would also give 137. A counted wait
+# instead, and a hang is reported as such.
+nsenter -m -t "$CPID" ctr --address "$S/containerd.sock" run --rm "${RB[@]}" --rootfs "$ROOTFS" \
+    "$id" /bin/sleep infinity >"$S/a-kill.out" 2>&1 &
 kpid=$!
 if wait_status default "$id" RUNNING; then
     track default "$id"
     run ctr_ task kill -s SIGKILL "$id"
-    wait "$kpid"
-    RC=$?
-    check "a: a task killed with ctr task kill -s SIGKILL exits 137" "$([ "$RC" = 137 ]; echo $?)" \
-        "ctr run exit $RC, output:" "$(cat "$S/a-kill.out")"
+    for i in $(seq 300); do alive "$kpid" || break; sleep 0.2; done
+    if alive "$kpid"; then
+        kill -KILL "$kpid" 2>/dev/null
+        wait "$kpid" 2>/dev/null
+        fail "a: a task killed with ctr task kill -s SIGKILL exits 137" \
+            "ctr run did not return after the kill (ctr task kill exit $RC: $OUT)"
+    else
+        wait "$kpid"
+        RC=$?
+        check "a: a task killed with ctr task kill -s SIGKILL exits 137" "$([ "$RC" = 137 ]; echo $?)" \
+            "ctr run exit $RC, output:" "$(cat "$S/a-kill.out")"
+    fi
 else
     kill -KILL "$kpid" 2>/dev/null
     wait "$kpid" 2>/dev/null
     fail "a: a task killed with ctr task kill -s SIGKILL exits 137" "task never RUNNING:" \
         "$(cat "$S/a-kill.out")"
 fi
+
+id=a-env-$TAG
+run ctr_ run --rm --env X=from-env --cwd /tmp "${RB[@]}" --rootfs "$ROOTFS" "$id" /bin/sh -c 'echo "$X $(pwd)"'
+check "a: ctr run --env X=... --cwd /tmp: environment and cwd are applied" \
+    "$([ "$RC" = 0 ] && [ "$OUT" = "from-env /tmp" ]; echo $?)" "exit $RC, output:" "$OUT"
+
+id=a-ro-$TAG
+run ctr_ run --rm --read-only "${RB[@]}" --rootfs "$ROOTFS" "$id" \
+    /bin/sh -c 'if touch /e2e-ro-probe 2>/dev/null; then rm -f /e2e-ro-probe; echo writable; else echo read-only; fi'
+check "a: ctr run --read-only gives a read-only rootfs" \
+    "$([ "$RC" = 0 ] && [ "$OUT" = read-only ]; echo $?)" "exit $RC, output:" "$OUT"
+rm -f "$ROOTFS/e2e-ro-probe"
+
+id=a-seccomp-$TAG
+run ctr_ run --rm --seccomp "${RB[@]}" --rootfs "$ROOTFS" "$id" /bin/grep '^Seccomp:' /proc/self/status
+check "a: ctr run --seccomp applies containerd's default profile (Seccomp: 2)" \
+    "$([ "$RC" = 0 ] && printf '%s' "$OUT" | grep -q '^Seccomp:[[:space:]]*2'; echo $?)" "exit $RC, output:" "$OUT"
+
+id=a-priv-$TAG
+host_capeff=$(awk '/^CapEff:/ { print $2 }' /proc/self/status)
+run ctr_ run --rm --privileged "${RB[@]}" --rootfs "$ROOTFS" "$id" /bin/grep '^CapEff:' /proc/self/status
+check "a: ctr run --privileged gets every capability containerd has ($host_capeff)" \
+    "$([ "$RC" = 0 ] && printf '%s' "$OUT" | grep -q "^CapEff:[[:space:]]*$host_capeff"; echo $?)" \
+    "exit $RC, output:" "$OUT"
+
+id=a-nopivot-$TAG
+run ctr_ run --rm --no-pivot "${RB[@]}" --rootfs "$ROOTFS" "$id" /bin/echo no-pivot
+check "a: ctr run --no-pivot (create --no-pivot) runs" "$([ "$RC" = 0 ] && [ "$OUT" = no-pivot ]; echo $?)" \
+    "exit $RC, output:" "$OUT"
+
+id=a-memory-$TAG
+limit=$((64 * 1024 * 1024))
+run ctr_ run -d --memory-limit "$limit" "${RB[@]}" --rootfs "$ROOTFS" "$id" /bin/sleep infinity
+wait_status default "$id" RUNNING
+track default "$id"
+cg=${CGROUPS[${#CGROUPS[@]} - 1]:-}
+got=$(cat "/sys/fs/cgroup/memory$cg/memory.limit_in_bytes" 2>/dev/null ||
+    cat "/sys/fs/cgroup$cg/memory.max" 2>/dev/null)
+check "a: ctr run --memory-limit reaches the task's cgroup ($limit bytes)" \
+    "$([ "$RC" = 0 ] && [ -n "$cg" ] && [ "$got" = "$limit" ]; echo $?)" \
+    "exit $RC, cgroupsPath '$cg', limit read: '$got', output:" "$OUT"
+ctr_ task kill -s SIGKILL "$id" >/dev/null 2>&1
+wait_status default "$id" STOPPED
+ctr_ task rm "$id" >/dev/null 2>&1
+ctr_ containers rm "$id" >/dev/null 2>&1
 
 # --- (b) a terminal -------------------------------------------------------------
 
@@ -467,6 +526,10 @@ fi
 run ctr_ task exec --exec-id x1 "$C" /bin/sh -c 'echo exec-ok; exit 5'
 check "c: ctr task exec runs a command in the task (output, exit code 5)" \
     "$([ "$RC" = 5 ] && [ "$OUT" = exec-ok ]; echo $?)" "exit $RC, output:" "$OUT"
+
+run ctr_ task exec --exec-id xu --user 65534 --cwd /tmp "$C" /bin/sh -c 'echo "$(id -u) $(pwd)"'
+check "c: ctr task exec --user 65534 --cwd /tmp: the process.json user and cwd are applied" \
+    "$([ "$RC" = 0 ] && [ "$OUT" = "65534 /tmp" ]; echo $?)" "exit $RC, output:" "$OUT"
 
 run tmo 90 script -qec "$(quoted nsenter -m -t "$CPID" ctr --address "$S/containerd.sock" \
     task exec -t --exec-id xt "$C" /bin/tty)" /dev/null </dev/null

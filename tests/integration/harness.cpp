@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -103,13 +104,24 @@ Result tarn(const std::vector<std::string>& args, const std::string& root, const
 Result sh(const std::string& script) { return spawn({"/bin/sh", "-c", script}, ".", ""); }
 
 const std::string& busybox_rootfs() {
+    // Built once per tarn binary and shared by every test process (ctest runs each
+    // test in its own): keyed by the binary's path and mtime, guarded by a lock.
     static const std::string dir = [] {
-        std::string d = make_temp_dir("tarn-busybox-");
-        Result r = spawn({"/bin/sh", std::string(TARN_SOURCE_DIR) + "/bundles/busybox-bundle.sh", d, TARN_BINARY}, ".", "");
-        if (r.code != 0) {
-            std::fprintf(stderr, "building the busybox bundle failed: %s%s\n", r.out.c_str(), r.err.c_str());
-            std::abort();
+        struct stat st;
+        if (::stat(TARN_BINARY, &st) < 0) std::abort();
+        std::string key = std::to_string(std::hash<std::string>{}(TARN_BINARY)) + "-" + std::to_string(st.st_mtime);
+        std::string d = "/tmp/tarn-test-busybox-" + key;
+        int lock = ::open((d + ".lock").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+        if (lock < 0 || ::flock(lock, LOCK_EX) < 0) std::abort();
+        if (!path_exists(d + "/config.json")) {
+            std::string tmp = make_temp_dir("tarn-busybox-");
+            Result r = spawn({"/bin/sh", std::string(TARN_SOURCE_DIR) + "/bundles/busybox-bundle.sh", tmp, TARN_BINARY}, ".", "");
+            if (r.code != 0 || ::rename(tmp.c_str(), d.c_str()) < 0) {
+                std::fprintf(stderr, "building the busybox bundle failed: %s%s\n", r.out.c_str(), r.err.c_str());
+                std::abort();
+            }
         }
+        ::close(lock);
         return d + "/rootfs";
     }();
     return dir;

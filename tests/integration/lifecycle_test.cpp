@@ -85,7 +85,7 @@ TEST(CreateStart, CreateParksTheInitUntilStart) {
 
     Result s = b.tarn({"start", "c1"});
     ASSERT_EQ(s.code, 0) << s.err;
-    for (int i = 0; i < 100 && !path_exists(out + "/marker"); ++i) usleep(20000);
+    for (int i = 0; i < 100 && read_text(out + "/marker") != "started\n"; ++i) usleep(20000);
     EXPECT_EQ(read_text(out + "/marker"), "started\n");
     EXPECT_EQ(json::parse(b.tarn({"state", "c1"}).out)["status"], "running");
 

@@ -110,3 +110,15 @@ TEST(Process, SchedulerAndPersonality) {
     Result r = b.cmd("uname -m; cut -d' ' -f19 /proc/self/stat").run();
     EXPECT_EQ(r.out, "i686\n5\n") << r.err;
 }
+
+TEST(Process, SessionKeyringIsTheContainersOwn) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.config["linux"]["maskedPaths"] = json::array();  // /proc/keys is masked by default
+    Result r = b.cmd("grep _ses /proc/keys || echo no-keys-file").run("keyring1");
+    ASSERT_EQ(r.code, 0) << r.err;
+    if (r.out == "no-keys-file\n") GTEST_SKIP() << "no /proc/keys on this kernel";
+    EXPECT_NE(r.out.find("_ses.keyring1"), std::string::npos) << r.out;
+    Result kept = b.cmd("grep -c _ses.keyring2 /proc/keys; true").run("keyring2", {"--no-new-keyring"});
+    EXPECT_EQ(kept.out, "0\n") << kept.out << kept.err;
+}

@@ -1,0 +1,99 @@
+#include <seccomp.h>
+
+#include <cctype>
+#include <cerrno>
+
+#include "namespaces/steps.hpp"
+
+namespace tarn::ns::detail {
+namespace {
+
+uint32_t action_of(const std::string& name, std::optional<uint32_t> errno_ret, const std::string& field) {
+    if (name == "SCMP_ACT_ALLOW") return SCMP_ACT_ALLOW;
+    if (name == "SCMP_ACT_KILL" || name == "SCMP_ACT_KILL_THREAD") return SCMP_ACT_KILL_THREAD;
+    if (name == "SCMP_ACT_KILL_PROCESS") return SCMP_ACT_KILL_PROCESS;
+    if (name == "SCMP_ACT_TRAP") return SCMP_ACT_TRAP;
+    if (name == "SCMP_ACT_LOG") return SCMP_ACT_LOG;
+    // EPERM when errnoRet is absent, as runc and crun do.
+    if (name == "SCMP_ACT_ERRNO") return SCMP_ACT_ERRNO(errno_ret.value_or(EPERM));
+    if (name == "SCMP_ACT_TRACE") return SCMP_ACT_TRACE(errno_ret.value_or(EPERM));
+    if (name == "SCMP_ACT_NOTIFY") throw Error(field + ": SCMP_ACT_NOTIFY is not supported yet");
+    throw Error(field + ": unknown action \"" + name + "\"");
+}
+
+scmp_compare op_of(const std::string& op, const std::string& field) {
+    if (op == "SCMP_CMP_NE") return SCMP_CMP_NE;
+    if (op == "SCMP_CMP_LT") return SCMP_CMP_LT;
+    if (op == "SCMP_CMP_LE") return SCMP_CMP_LE;
+    if (op == "SCMP_CMP_EQ") return SCMP_CMP_EQ;
+    if (op == "SCMP_CMP_GE") return SCMP_CMP_GE;
+    if (op == "SCMP_CMP_GT") return SCMP_CMP_GT;
+    if (op == "SCMP_CMP_MASKED_EQ") return SCMP_CMP_MASKED_EQ;
+    throw Error(field + ": unknown operator \"" + op + "\"");
+}
+
+}  // namespace
+
+SeccompFilter::~SeccompFilter() {
+    if (ctx_) seccomp_release(ctx_);
+}
+
+SeccompFilter build_seccomp(const oci::Seccomp& s, bool no_new_privs) {
+    if (!s.listener_path.empty()) throw Error("linux.seccomp.listenerPath: seccomp notification is not supported yet");
+    SeccompFilter f;
+    f.ctx_ = seccomp_init(action_of(s.default_action, s.default_errno_ret, "linux.seccomp.defaultAction"));
+    if (!f.ctx_) throw Error("linux.seccomp: seccomp_init failed");
+    // Without no_new_privs the filter needs CAP_SYS_ADMIN, which the workload usually
+    // lacks by then; libseccomp would otherwise turn no_new_privs on behind our back.
+    if (!no_new_privs && seccomp_attr_set(f.ctx_, SCMP_FLTATR_CTL_NNP, 0) < 0)
+        throw Error("linux.seccomp: cannot leave no_new_privs off");
+    for (size_t i = 0; i < s.architectures.size(); ++i) {
+        std::string name = s.architectures[i];
+        std::string field = "linux.seccomp.architectures[" + std::to_string(i) + "]";
+        if (name.rfind("SCMP_ARCH_", 0) != 0) throw Error(field + ": unknown architecture \"" + name + "\"");
+        std::string lower = name.substr(10);
+        for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        uint32_t arch = seccomp_arch_resolve_name(lower.c_str());
+        if (!arch) throw Error(field + ": unknown architecture \"" + name + "\"");
+        int r = seccomp_arch_add(f.ctx_, arch);
+        if (r < 0 && r != -EEXIST) throw Error(field + ": add " + name, -r);
+    }
+    for (const std::string& flag : s.flags) {
+        int r;
+        if (flag == "SECCOMP_FILTER_FLAG_LOG") r = seccomp_attr_set(f.ctx_, SCMP_FLTATR_CTL_LOG, 1);
+        else if (flag == "SECCOMP_FILTER_FLAG_SPEC_ALLOW") r = seccomp_attr_set(f.ctx_, SCMP_FLTATR_CTL_SSB, 1);
+        else if (flag == "SECCOMP_FILTER_FLAG_TSYNC") r = seccomp_attr_set(f.ctx_, SCMP_FLTATR_CTL_TSYNC, 1);
+        else throw Error("linux.seccomp.flags: \"" + flag + "\" is not supported by this build");
+        if (r < 0) throw Error("linux.seccomp.flags: " + flag, -r);
+    }
+    uint32_t def = action_of(s.default_action, s.default_errno_ret, "linux.seccomp.defaultAction");
+    for (size_t i = 0; i < s.syscalls.size(); ++i) {
+        const oci::SeccompSyscall& sc = s.syscalls[i];
+        std::string field = "linux.seccomp.syscalls[" + std::to_string(i) + "]";
+        uint32_t act = action_of(sc.action, sc.errno_ret, field + ".action");
+        // A rule with the default action is a no-op that libseccomp refuses.
+        if (act == def) continue;
+        std::vector<scmp_arg_cmp> args;
+        for (const oci::SeccompArg& a : sc.args) {
+            if (a.index > 5) throw Error(field + ".args: index " + std::to_string(a.index) + " out of range");
+            args.push_back({a.index, op_of(a.op, field + ".args"), a.value, a.value_two});
+        }
+        for (const std::string& name : sc.names) {
+            int nr = seccomp_syscall_resolve_name(name.c_str());
+            // Names this libseccomp does not know are skipped, as runc does: profiles
+            // list syscalls of newer kernels and other architectures.
+            if (nr == __NR_SCMP_ERROR) continue;
+            int r = seccomp_rule_add_array(f.ctx_, act, nr, static_cast<unsigned>(args.size()), args.data());
+            if (r < 0) throw Error(field + ": rule for " + name, -r);
+        }
+    }
+    return f;
+}
+
+void load_seccomp(SeccompFilter& f) {
+    if (!f.ctx_) return;
+    int r = seccomp_load(f.ctx_);
+    if (r < 0) throw Error("load seccomp filter", -r);
+}
+
+}  // namespace tarn::ns::detail
