@@ -23,25 +23,7 @@ void exec_main(const oci::Process& proc, const ExecOptions& o, SyncSocket& sock)
         if (o.console_socket >= 0) send_fd(o.console_socket, master.get(), "console");
         if (o.want_pty_master) sock.send(MsgType::pty, {}, nullptr, 0, master.get());
     }
-    {
-        PhaseScope s(t, Phase::rlimits);
-        detail::apply_rlimits(proc);
-    }
-    {
-        PhaseScope s(t, Phase::process);
-        detail::apply_oom_score_adj(proc);
-        detail::apply_scheduling(proc);
-        if (proc.exec_cpu_affinity) detail::apply_cpu_affinity(proc.exec_cpu_affinity->final, "process.execCPUAffinity.final");
-    }
-    {
-        PhaseScope s(t, Phase::capabilities);
-        if (proc.capabilities) detail::drop_bounding(*proc.capabilities);
-        detail::switch_user(proc.user);
-        if (proc.capabilities) detail::apply_capabilities(*proc.capabilities);
-        if (proc.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_errno("set no_new_privs");
-    }
-    detail::apply_umask(proc.user);
-    detail::change_cwd(proc.cwd.empty() ? "/" : proc.cwd);
+    detail::become_workload(proc, t);
     std::string exe = detail::find_executable(proc.args, proc.env);
     detail::SeccompFilter filter;
     if (o.seccomp) filter = detail::build_seccomp(*o.seccomp, proc.no_new_privileges);

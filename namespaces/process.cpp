@@ -205,4 +205,26 @@ void change_cwd(const std::string& cwd) {
         throw Error("cwd " + cwd + ": resolves outside the container root");
 }
 
+void become_workload(const oci::Process& p, Timings& t) {
+    {
+        PhaseScope s(t, Phase::rlimits);
+        apply_rlimits(p);
+    }
+    {
+        PhaseScope s(t, Phase::process);
+        apply_oom_score_adj(p);
+        apply_scheduling(p);
+        if (p.exec_cpu_affinity) apply_cpu_affinity(p.exec_cpu_affinity->final, "process.execCPUAffinity.final");
+    }
+    {
+        PhaseScope s(t, Phase::capabilities);
+        if (p.capabilities) drop_bounding(*p.capabilities);
+        switch_user(p.user);
+        if (p.capabilities) apply_capabilities(*p.capabilities);
+        if (p.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_errno("set no_new_privs");
+    }
+    apply_umask(p.user);
+    change_cwd(p.cwd.empty() ? "/" : p.cwd);
+}
+
 }  // namespace tarn::ns::detail

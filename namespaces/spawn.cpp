@@ -204,29 +204,14 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         if (o.want_pty_master) sock.send(MsgType::pty, {}, nullptr, 0, master.get());
     }
     {
-        PhaseScope s(t, Phase::rlimits);
-        detail::apply_rlimits(proc);
-    }
-    {
         PhaseScope s(t, Phase::process);
         // KEYCTL_JOIN_SESSION_KEYRING (1); keyrings may be unavailable (ENOSYS) or
         // refused by a seccomp profile around the runtime: not fatal, as with runc.
         if (!o.session_keyring.empty())
             (void)::syscall(SYS_keyctl, 1, o.session_keyring.c_str(), 0, 0, 0);
-        detail::apply_oom_score_adj(proc);
-        detail::apply_scheduling(proc);
         detail::apply_personality(c);
-        if (proc.exec_cpu_affinity) detail::apply_cpu_affinity(proc.exec_cpu_affinity->final, "process.execCPUAffinity.final");
     }
-    {
-        PhaseScope s(t, Phase::capabilities);
-        if (proc.capabilities) detail::drop_bounding(*proc.capabilities);
-        detail::switch_user(proc.user);
-        if (proc.capabilities) detail::apply_capabilities(*proc.capabilities);
-        if (proc.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_errno("set no_new_privs");
-    }
-    detail::apply_umask(proc.user);
-    detail::change_cwd(proc.cwd);
+    detail::become_workload(proc, t);
     std::string exe = detail::find_executable(proc.args, proc.env);
     detail::SeccompFilter filter;
     if (c.linux && c.linux->seccomp) {

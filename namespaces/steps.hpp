@@ -37,6 +37,10 @@ void switch_user(const oci::User& u);
 void apply_umask(const oci::User& u);
 void change_cwd(const std::string& cwd);
 
+// The process half shared by the init and `exec`: rlimits, oom score, scheduling,
+// cpu affinity, capabilities around the user switch, no_new_privs, umask and cwd.
+void become_workload(const oci::Process& p, Timings& t);
+
 // ---- capabilities.cpp
 // Capability names ("CAP_SYS_ADMIN") to numbers; unknown names throw naming the field.
 std::vector<int> capability_numbers(const std::vector<std::string>& names, const char* field);

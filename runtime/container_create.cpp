@@ -41,6 +41,15 @@ std::string owner_name(uid_t uid) {
     return std::to_string(uid);
 }
 
+}  // namespace
+
+std::string hook_state(const Record& r, oci::Status status, int pid) {
+    oci::State s = r.state;
+    s.status = status;
+    s.pid = pid;
+    return oci::to_json_text(s, -1);
+}
+
 UniqueFd connect_console_socket(const std::string& path) {
     UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!s) throw_errno("console socket");
@@ -51,15 +60,6 @@ UniqueFd connect_console_socket(const std::string& path) {
     if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
         throw_errno("connect to console socket " + path);
     return s;
-}
-
-}  // namespace
-
-std::string hook_state(const Record& r, oci::Status status, int pid) {
-    oci::State s = r.state;
-    s.status = status;
-    s.pid = pid;
-    return oci::to_json_text(s, -1);
 }
 
 void write_pid_file(const std::string& path, pid_t pid) {

@@ -60,18 +60,6 @@ oci::Process exec_process(const ExecOptions& o, const oci::Config& cfg) {
     return p;
 }
 
-UniqueFd connect_socket(const std::string& path) {
-    UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!s) throw_errno("console socket");
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) throw Error("--console-socket " + path + ": path too long");
-    std::strcpy(addr.sun_path, path.c_str());
-    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-        throw_errno("connect to console socket " + path);
-    return s;
-}
-
 }  // namespace
 
 int exec(const GlobalOptions& g, const ExecOptions& o) {
@@ -92,7 +80,7 @@ int exec(const GlobalOptions& g, const ExecOptions& o) {
         eo.preserve_fds = o.preserve_fds;
         UniqueFd console;
         if (!o.console_socket.empty()) {
-            console = connect_socket(o.console_socket);
+            console = detail::connect_console_socket(o.console_socket);
             eo.console_socket = console.get();
         }
         eo.want_pty_master = proc.terminal && o.console_socket.empty();

@@ -37,4 +37,7 @@ void destroy(ContainerDir& dir, const Record& r, const oci::Config* config);
 
 void write_pid_file(const std::string& path, pid_t pid);
 
+// Connects to the --console-socket the pty master is sent to.
+UniqueFd connect_console_socket(const std::string& path);
+
 }  // namespace tarn::runtime::detail
