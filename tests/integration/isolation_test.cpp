@@ -71,7 +71,6 @@ TEST(Namespaces, UserNamespaceWithIdMaps) {
     b.config["linux"]["namespaces"].push_back({{"type", "user"}});
     b.config["linux"]["uidMappings"] = {{{"containerID", 0}, {"hostID", 100000}, {"size", 65536}}};
     b.config["linux"]["gidMappings"] = {{{"containerID", 0}, {"hostID", 100000}, {"size", 65536}}};
-    // sysfs cannot be mounted from a user namespace over a network namespace it doesn't own... it can: it owns it.
     Result r = b.cmd("cat /proc/self/uid_map /proc/self/gid_map; id -u").run();
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_NE(r.out.find("100000"), std::string::npos) << r.out;
