@@ -10,7 +10,8 @@ namespace rt = tarn::runtime;
 
 namespace {
 
-void add_create_flags(CLI::App* c, rt::CreateOptions& o) {
+void add_create_flags(CLI::App* c, rt::CreateOptions& o, rt::GlobalOptions& g) {
+    c->add_option("--isolation", g.isolation, "container (default) or vm")->check(CLI::IsMember({"container", "vm"}));
     c->add_option("-b,--bundle", o.bundle, "path to the bundle directory");
     c->add_option("--pid-file", o.pid_file, "write the init's pid to this file");
     c->add_option("--console-socket", o.console_socket, "unix socket to send the pty master to");
@@ -38,10 +39,15 @@ int main(int argc, char** argv) {
     app.add_option("--rootless", rootless_value, "true, false or auto")->expected(0, 1);
     (void)rootless_flag;
     app.add_option("--criu", "ignored, for runc compatibility");
+    app.add_option("--isolation", g.isolation, "container (default) or vm: run the bundle in a QEMU microVM")
+        ->check(CLI::IsMember({"container", "vm"}));
+    app.add_option("--vm-kernel", g.vm_kernel, "vm mode: guest kernel (uncompressed vmlinux)");
+    app.add_option("--vm-initrd", g.vm_initrd, "vm mode: initramfs holding tarn-agent");
+    app.add_option("--vm-config", g.vm_config, "vm mode: settings file (default /etc/tarn/vm.json)");
 
     rt::CreateOptions create_o;
     CLI::App* create = app.add_subcommand("create", "create a container from a bundle; it waits for start");
-    add_create_flags(create, create_o);
+    add_create_flags(create, create_o, g);
 
     std::string start_id;
     CLI::App* start = app.add_subcommand("start", "start the workload of a created container");
@@ -49,7 +55,7 @@ int main(int argc, char** argv) {
 
     rt::RunOptions run_o;
     CLI::App* run = app.add_subcommand("run", "create and start a container in the foreground");
-    add_create_flags(run, run_o);
+    add_create_flags(run, run_o, g);
     run->add_flag("-d,--detach", run_o.detach, "do not wait for the container");
     run->add_flag("--keep", run_o.keep, "keep the container's state after it exits");
 
@@ -142,6 +148,14 @@ int main(int argc, char** argv) {
 
     CLI::App* features = app.add_subcommand("features", "print what this runtime supports, as JSON");
 
+    rt::VmSetupOptions vm_setup_o;
+    CLI::App* vm = app.add_subcommand("vm", "VM isolation mode");
+    vm->require_subcommand(1);
+    CLI::App* vm_setup = vm->add_subcommand("setup", "prepare the guest kernel and the initramfs with tarn-agent");
+    vm_setup->add_option("--dir", vm_setup_o.dir, "where to write vmlinux and initrd.cpio (default /var/lib/tarn/vm)");
+    vm_setup->add_option("--from", vm_setup_o.from, "kernel directory (vmlinux, modules/order); default: fetch Debian's");
+    vm_setup->add_option("--agent", vm_setup_o.agent, "tarn-agent binary (default: beside tarn)");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -178,6 +192,7 @@ int main(int argc, char** argv) {
         if (*events) return rt::events(g, events_id, events_stats, events_interval);
         if (*spec) return rt::spec(spec_bundle, spec_rootless);
         if (*features) return rt::features();
+        if (*vm_setup) return rt::vm_setup(vm_setup_o);
     } catch (const std::exception& e) {
         rt::log_error(e.what());
         return 1;

@@ -14,6 +14,7 @@
 #include "runtime/cgroup.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/lifecycle.hpp"
+#include "runtime/vm/vm.hpp"
 
 namespace tarn::runtime::detail {
 namespace {
@@ -82,6 +83,14 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     struct stat st;
     if (::stat(rootfs.c_str(), &st) < 0) throw_errno("root.path " + rootfs);
     if (!S_ISDIR(st.st_mode)) throw Error("root.path " + rootfs + ": not a directory");
+    // VM isolation: the settings are resolved (and their files checked) before
+    // anything is made, so a missing kernel or QEMU leaves nothing to clean up.
+    bool in_vm = vm::selected(g, cfg);
+    std::optional<vm::Settings> vm_settings;
+    if (in_vm) {
+        if (cfg.process->terminal) throw Error("process.terminal: not supported in vm mode yet");
+        vm_settings = vm::resolve(g, cfg);
+    }
     if (cfg.process->terminal && o.console_socket.empty() && !want_pty)
         throw Error("process.terminal is true: a detached container needs --console-socket");
     if (!cfg.process->terminal && !o.console_socket.empty())
@@ -114,13 +123,16 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         rec.state.status = oci::Status::creating;
         // Recorded before it exists, so `delete --force` after a killed create finds it.
         rec.cgroup_path = cgroup_path;
+        rec.vm = in_vm;
         dir.save(rec);
         dir.save_config(text);
 
         cgroup = cgroups::open(cgroup_path, mode);
         cgroup_existed = cgroup->exists();
         cgroup->create(resources);
-        cgroup->apply(resources);
+        // In a VM, linux.resources apply inside the guest (and size the VM): on the
+        // host cgroup, which holds QEMU, a memory limit would OOM-kill the VM itself.
+        if (!in_vm) cgroup->apply(resources);
         if (!cgroup->pending_device_rules().empty())
             log_debug("create " + o.id + ": linux.resources.devices is not enforced on cgroup v2 yet");
         UniqueFd cgroup_fd(cgroup->open_v2_dir_fd());
@@ -160,7 +172,25 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             cs.start_container = [&](pid_t pid) {
                 run_hooks(hooks.start_container, hook_state(rec, oci::Status::created, pid), "startContainer");
             };
-        ns::Spawned sp = ns::spawn_init(cfg, io, ps, cs);
+        ns::Spawned sp;
+        if (in_vm) {
+            vm::Launch vl;
+            vl.id = o.id;
+            vl.state_dir = dir.path();
+            std::vector<std::string> dropped;
+            vl.config = vm::guest_config(text, dropped);
+            for (const std::string& d : dropped) log_debug("create " + o.id + ": vm mode leaves out " + d);
+            char real[PATH_MAX];
+            if (!::realpath(rootfs.c_str(), real)) throw_errno("root.path " + rootfs);
+            vl.rootfs = real;
+            vl.rootfs_readonly = cfg.root->readonly;
+            vl.exec_fifo = io.exec_fifo;
+            vl.settings = *vm_settings;
+            vl.place_in_cgroup = [&](pid_t pid) { cgroup->add_process(pid); };
+            sp = vm::spawn(vl);
+        } else {
+            sp = ns::spawn_init(cfg, io, ps, cs);
+        }
         sp.timings.add(ns::Phase::cgroup, cgroup_time);
         rec.state.pid = sp.pid;
         rec.pid_start = ns::process_start_time(sp.pid);
@@ -171,7 +201,8 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         return Launched{std::move(dir), std::move(rec), std::move(cfg), std::move(sp)};
     } catch (...) {
         try {
-            // spawn_init has killed and reaped the init; the cgroup is empty.
+            // spawn_init has killed and reaped the init (vm::spawn its monitor and QEMU);
+            // the cgroup is empty.
             if (cgroup && !cgroup_existed) cgroup->destroy();
         } catch (const Error& e2) {
             log_warn(e2.what());

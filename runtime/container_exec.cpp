@@ -67,6 +67,7 @@ int exec(const GlobalOptions& g, const ExecOptions& o) {
     try {
         detail::ContainerDir dir = detail::ContainerDir::open(g.root, o.id);
         detail::Record rec = dir.load();
+        if (rec.vm) throw Error("not supported in vm mode yet (the container runs in a VM)");
         oci::Status st = detail::current_status(dir, rec);
         if (st != oci::Status::running && st != oci::Status::created)
             throw Error("cannot exec in a container that is " + std::string(oci::to_string(st)));

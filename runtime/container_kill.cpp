@@ -18,7 +18,10 @@ int kill(const GlobalOptions& g, const KillOptions& o) {
             // containerd's shim matches "container not running" to treat the task as gone.
             throw Error("container not running (" + std::string(oci::to_string(st)) + ")");
         }
-        if (o.all) {
+        // In a VM the cgroup holds the monitor and QEMU, not the workload: the monitor
+        // forwards the signal to the container's init in the guest, whose pid
+        // namespace dies with it.
+        if (o.all && !rec.vm) {
             if (auto cg = detail::open_cgroup(rec)) {
                 // A frozen task would only see SIGKILL after a thaw.
                 cg->kill_all(sig);

@@ -55,6 +55,7 @@ void log_setup(const GlobalOptions& g) {
 }
 
 bool log_debug_enabled() { return logger().debug; }
+int log_file_fd() { return logger().fd; }
 void log_debug(const std::string& msg) {
     if (logger().debug) emit("debug", msg);
 }

@@ -19,6 +19,11 @@ struct GlobalOptions {
     bool debug = false;
     bool systemd_cgroup = false;
     std::optional<bool> rootless;  // unset: auto (euid != 0)
+    // VM isolation mode (runtime/vm/): "vm" or "container"; empty: the bundle's
+    // tarn.isolation annotation or the VM config file decides.
+    std::string isolation;
+    std::string vm_kernel, vm_initrd;  // override the annotation and the config file
+    std::string vm_config;             // empty: /etc/tarn/vm.json (optional)
 };
 
 struct CreateOptions {
@@ -90,6 +95,14 @@ int update(const GlobalOptions& g, const UpdateOptions& o);
 int events(const GlobalOptions& g, const std::string& id, bool stats_once, const std::string& interval);
 int spec(const std::string& bundle, bool rootless);
 int features();
+// `vm setup`: writes <dir>/vmlinux and <dir>/initrd.cpio (tarn-agent + modules) from
+// a kernel directory as tests/guest/prepare.sh leaves it (vmlinux, modules/order).
+struct VmSetupOptions {
+    std::string dir;         // default /var/lib/tarn/vm
+    std::string from;        // kernel directory; empty: run the fetch script into <dir>/kernel
+    std::string agent;       // default: tarn-agent beside this binary
+};
+int vm_setup(const VmSetupOptions& o);
 std::string version_text();
 
 // Parses "SIGKILL", "KILL", "kill" or "9"; errors name the bad value.
@@ -102,5 +115,7 @@ void log_debug(const std::string& msg);
 void log_warn(const std::string& msg);
 void log_error(const std::string& msg);
 bool log_debug_enabled();
+// The --log file's descriptor, -1 without one (processes that outlive the command keep it).
+int log_file_fd();
 
 }  // namespace tarn::runtime

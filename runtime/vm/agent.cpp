@@ -1,0 +1,373 @@
+// tarn-agent: pid 1 of the VM isolation mode's guest. It loads the modules the guest
+// needs, moves onto a tmpfs root, mounts the basics, and then serves the host's
+// requests on the first serial port (protocol.hpp, docs/vm-protocol.md): it mounts
+// the bundle's rootfs shared over virtio-9p, creates the container with the same
+// namespaces and cgroups libraries tarn uses on a host, forwards stdio and signals,
+// and reports the exit status. When the workload is gone it powers the guest off.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "cgroups/cgroups.hpp"
+#include "namespaces/namespaces.hpp"
+#include "namespaces/syscalls.hpp"
+#include "runtime/vm/protocol.hpp"
+
+namespace tarn::vm {
+namespace {
+
+using nlohmann::json;
+
+constexpr const char* kSerial = "/dev/ttyS0";
+constexpr const char* kRootfs = "/run/tarn/rootfs";
+constexpr const char* kFifo = "/run/tarn/exec.fifo";
+
+double boottime_ms() {
+    timespec ts;
+    ::clock_gettime(CLOCK_BOOTTIME, &ts);
+    return static_cast<double>(ts.tv_sec) * 1000.0 + static_cast<double>(ts.tv_nsec) / 1e6;
+}
+
+// Until the serial line is ours, errors go to the console the kernel gave pid 1.
+[[noreturn]] void die(const std::string& msg) {
+    std::string line = "tarn-agent: " + msg + "\n";
+    (void)!::write(2, line.data(), line.size());
+    ::sync();
+    ::reboot(RB_POWER_OFF);
+    ::_exit(1);
+}
+
+void mount_or_throw(const char* source, const char* target, const char* type, unsigned long flags, const char* data) {
+    ::mkdir(target, 0755);
+    if (::mount(source, target, type, flags, data) < 0)
+        throw_errno(std::string("mount ") + type + " on " + target);
+}
+
+// Modules listed in /lib/modules/order, dependencies first (tarn vm setup writes it).
+void load_modules() {
+    std::string order;
+    try {
+        order = read_file("/lib/modules/order");
+    } catch (const Error&) {
+        return;  // a kernel with everything built in
+    }
+    size_t pos = 0;
+    while (pos < order.size()) {
+        size_t nl = order.find('\n', pos);
+        std::string name = order.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        pos = nl == std::string::npos ? order.size() : nl + 1;
+        if (name.empty()) continue;
+        std::string path = "/lib/modules/" + name;
+        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (!fd) throw_errno("open " + path);
+        if (::syscall(SYS_finit_module, fd.get(), "", 0) < 0 && errno != EEXIST) throw_errno("load module " + path);
+        ::unlink(path.c_str());  // the initramfs is memory: give it back
+    }
+}
+
+// pivot_root(2) refuses to move the initial rootfs, and the container's init pivots:
+// the agent moves onto a tmpfs first, as switch_root does.
+void leave_initramfs() {
+    mount_or_throw("tmpfs", "/newroot", "tmpfs", MS_NOSUID, "mode=0755");
+    if (::chdir("/newroot") < 0) throw_errno("chdir /newroot");
+    if (::mount(".", "/", nullptr, MS_MOVE, nullptr) < 0) throw_errno("move /newroot to /");
+    if (::chroot(".") < 0) throw_errno("chroot");
+    if (::chdir("/") < 0) throw_errno("chdir /");
+}
+
+void mount_basics() {
+    mount_or_throw("devtmpfs", "/dev", "devtmpfs", MS_NOSUID, "mode=0755");
+    mount_or_throw("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+    mount_or_throw("sysfs", "/sys", "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr);
+    // What a systemd host has: the unified hierarchy, with nsdelegate.
+    mount_or_throw("cgroup2", "/sys/fs/cgroup", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, "nsdelegate");
+    mount_or_throw("tmpfs", "/run", "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755");
+    mount_or_throw("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777");
+    ::mkdir("/run/tarn", 0700);
+    // Kernel messages share the serial line with the protocol: only emergencies now.
+    try {
+        write_file("/proc/sys/kernel/printk", "1 4 1 7");
+    } catch (const Error&) {
+    }
+}
+
+UniqueFd open_serial() {
+    UniqueFd fd(::open(kSerial, O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!fd) throw_errno(std::string("open ") + kSerial);
+    termios t;
+    if (::tcgetattr(fd.get(), &t) < 0) throw_errno(std::string("tcgetattr ") + kSerial);
+    // Raw: no echo of the host's requests, no CR/LF translation, no signal characters.
+    ::cfmakeraw(&t);
+    if (::tcsetattr(fd.get(), TCSANOW, &t) < 0) throw_errno(std::string("tcsetattr ") + kSerial);
+    return fd;
+}
+
+void set_stdio(int in, int out, int err) {
+    ::dup2(in, 0);
+    ::dup2(out, 1);
+    ::dup2(err, 2);
+}
+
+struct Pipe {
+    UniqueFd r, w;
+    Pipe() {
+        int p[2];
+        if (::pipe2(p, O_CLOEXEC) < 0) throw_errno("pipe");
+        r.reset(p[0]);
+        w.reset(p[1]);
+    }
+};
+
+class Agent {
+public:
+    Agent(UniqueFd serial, UniqueFd devnull) : serial_(std::move(serial)), devnull_(std::move(devnull)) {}
+    void ready(double boot_ms, double init_ms) { send({{"t", "ready"}, {"boot_ms", boot_ms}, {"init_ms", init_ms}}); }
+    [[noreturn]] void serve();
+
+private:
+    void send(const json& msg) {
+        std::string line = encode(msg);
+        std::string_view rest = line;
+        while (!rest.empty()) {
+            ssize_t n = ::write(serial_.get(), rest.data(), rest.size());
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                power_off();
+            }
+            rest.remove_prefix(static_cast<size_t>(n));
+        }
+    }
+    void request(const json& msg);
+    void create(const json& msg);
+    void start();
+    void forward_output(UniqueFd& fd, int which);
+    void flush_stdin();
+    void reap();
+    [[noreturn]] void power_off() {
+        ::sync();
+        ::reboot(RB_POWER_OFF);
+        ::_exit(0);
+    }
+
+    UniqueFd serial_, devnull_, sigchld_;
+    LineReader reader_;
+    pid_t pid_ = -1;
+    UniqueFd pidfd_, in_, out_, err_;
+    std::string in_pending_;
+    bool in_eof_ = false;
+    std::unique_ptr<cgroups::Manager> cgroup_;
+};
+
+void Agent::create(const json& msg) {
+    if (pid_ > 0) throw Error("a container already runs in this guest");
+    std::string id = msg.value("id", "");
+    oci::Config cfg = oci::parse_config(msg.value("config", ""), "config.json");
+
+    // The 9p device can show up a moment after its driver loads: retry for a while.
+    ::mkdir(kRootfs, 0755);
+    std::string opts = "trans=virtio,version=9p2000.L,msize=262144";
+    unsigned long flags = cfg.root && cfg.root->readonly ? MS_RDONLY : 0;
+    for (int i = 0;; ++i) {
+        if (::mount("rootfs", kRootfs, "9p", flags, opts.c_str()) == 0) break;
+        if (i >= 500) throw_errno("mount the shared rootfs (9p tag rootfs) on " + std::string(kRootfs));
+        ::usleep(10000);
+    }
+
+    const oci::Resources none;
+    const oci::Resources& res = cfg.linux && cfg.linux->resources ? *cfg.linux->resources : none;
+    cgroup_ = cgroups::open(cgroups::resolve_path(cfg.linux ? cfg.linux->cgroups_path : "", id), cgroups::detect());
+    cgroup_->create(res);
+    cgroup_->apply(res);
+    UniqueFd cgroup_fd(cgroup_->open_v2_dir_fd());
+
+    if (::mkfifo(kFifo, 0600) < 0) throw_errno(std::string("mkfifo ") + kFifo);
+    ns::InitOptions io;
+    io.rootfs = kRootfs;
+    io.exec_fifo = kFifo;
+    io.cgroup_fd = cgroup_fd.get();
+    io.session_keyring = "_ses." + id;
+    ns::ParentSteps ps;
+    ps.place_in_cgroup = [&](pid_t p) { cgroup_->add_process(p); };
+    Pipe in, out, err;
+    set_stdio(in.r.get(), out.w.get(), err.w.get());
+    ns::Spawned sp;
+    try {
+        sp = ns::spawn_init(cfg, io, ps, ns::ChildSteps{});
+    } catch (...) {
+        set_stdio(devnull_.get(), devnull_.get(), devnull_.get());
+        throw;
+    }
+    set_stdio(devnull_.get(), devnull_.get(), devnull_.get());
+    pid_ = sp.pid;
+    pidfd_ = std::move(sp.pidfd);
+    in_ = std::move(in.w);
+    out_ = std::move(out.r);
+    err_ = std::move(err.r);
+    for (int fd : {in_.get(), out_.get(), err_.get()}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    send({{"t", "created"}, {"pid", pid_}, {"timings", sp.timings.report()}});
+}
+
+void Agent::start() {
+    if (pid_ <= 0) throw Error("no container to start");
+    UniqueFd fifo(::open(kFifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+    if (!fifo) throw_errno("open exec.fifo (is the container init still waiting?)");
+    if (::write(fifo.get(), "0", 1) != 1) throw_errno("release container init");
+    // The init's end closes on exec: POLLERR means the workload runs.
+    pollfd p[2] = {{fifo.get(), 0, 0}, {pidfd_.get(), POLLIN, 0}};
+    while (::poll(p, 2, -1) < 0 && errno == EINTR) {
+    }
+    ::unlink(kFifo);
+    if ((p[1].revents & POLLIN) && !(p[0].revents & POLLERR))
+        throw Error("container init exited before the workload started");
+    send({{"t", "started"}});
+}
+
+void Agent::request(const json& msg) {
+    std::string op = msg.value("op", "");
+    try {
+        if (op == "create") {
+            create(msg);
+        } else if (op == "start") {
+            start();
+        } else if (op == "stdin") {
+            if (msg.contains("data")) in_pending_ += base64_decode(msg.value("data", ""));
+            if (msg.value("eof", false)) in_eof_ = true;
+            flush_stdin();
+        } else if (op == "signal") {
+            if (pidfd_) ns::detail::pidfd_send_signal(pidfd_.get(), msg.value("sig", SIGTERM));
+        } else {
+            send({{"t", "log"}, {"msg", "unknown request \"" + op + "\" ignored"}});
+        }
+    } catch (const std::exception& e) {
+        send({{"t", "error"}, {"msg", e.what()}});
+    }
+}
+
+void Agent::flush_stdin() {
+    while (in_ && !in_pending_.empty()) {
+        ssize_t n = ::write(in_.get(), in_pending_.data(), in_pending_.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) return;
+            in_pending_.clear();  // the workload closed its stdin
+            break;
+        }
+        in_pending_.erase(0, static_cast<size_t>(n));
+    }
+    if (in_eof_ && in_pending_.empty()) in_.reset();
+}
+
+void Agent::forward_output(UniqueFd& fd, int which) {
+    char buf[4096];
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n > 0) {
+        send({{"t", "out"}, {"fd", which}, {"data", base64_encode(std::string_view(buf, static_cast<size_t>(n)))}});
+    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        fd.reset();
+    }
+}
+
+void Agent::reap() {
+    int status = 0;
+    pid_t p;
+    while ((p = ::waitpid(-1, &status, WNOHANG)) > 0) {
+        if (p != pid_) continue;  // an orphan the guest's pid 1 inherited
+        // The init was pid 1 of its pid namespace: the kernel kills the rest, so the
+        // pipes reach EOF soon. Forward what is left before the exit status.
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+        while ((out_ || err_) && std::chrono::steady_clock::now() < deadline) {
+            pollfd q[2] = {{out_ ? out_.get() : -1, POLLIN, 0}, {err_ ? err_.get() : -1, POLLIN, 0}};
+            if (::poll(q, 2, 100) <= 0) continue;
+            if (q[0].revents & (POLLIN | POLLHUP)) forward_output(out_, 1);
+            if (q[1].revents & (POLLIN | POLLHUP)) forward_output(err_, 2);
+        }
+        json exit = {{"t", "exit"}};
+        if (WIFSIGNALED(status)) exit["signal"] = WTERMSIG(status);
+        else exit["code"] = WEXITSTATUS(status);
+        send(exit);
+        ::tcdrain(serial_.get());
+        power_off();
+    }
+}
+
+void Agent::serve() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigchld_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
+    for (;;) {
+        pollfd p[5] = {
+            {serial_.get(), POLLIN, 0},
+            {sigchld_.get(), POLLIN, 0},
+            {out_ ? out_.get() : -1, POLLIN, 0},
+            {err_ ? err_.get() : -1, POLLIN, 0},
+            {in_ && !in_pending_.empty() ? in_.get() : -1, POLLOUT, 0},
+        };
+        if (::poll(p, 5, -1) < 0) {
+            if (errno == EINTR) continue;
+            power_off();
+        }
+        if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            char buf[65536];
+            ssize_t n = ::read(serial_.get(), buf, sizeof buf);
+            if (n == 0 || (n < 0 && errno != EINTR && errno != EAGAIN)) power_off();  // the host is gone
+            if (n > 0) reader_.feed(std::string_view(buf, static_cast<size_t>(n)));
+            while (auto line = reader_.next())
+                if (auto msg = decode(*line)) request(*msg);
+        }
+        if (p[2].revents & (POLLIN | POLLHUP)) forward_output(out_, 1);
+        if (p[3].revents & (POLLIN | POLLHUP)) forward_output(err_, 2);
+        if (p[4].revents & (POLLOUT | POLLERR)) flush_stdin();
+        if (p[1].revents & POLLIN) {
+            signalfd_siginfo si;
+            while (::read(sigchld_.get(), &si, sizeof si) == sizeof si) {
+            }
+            reap();
+        }
+    }
+}
+
+}  // namespace
+}  // namespace tarn::vm
+
+int main() {
+    using namespace tarn;
+    double boot_ms = vm::boottime_ms();
+    if (::getpid() != 1) {
+        std::fprintf(stderr, "tarn-agent: runs as pid 1 of a tarn VM guest (see docs/vm-protocol.md)\n");
+        return 2;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    ::sigprocmask(SIG_BLOCK, &set, nullptr);
+    try {
+        vm::load_modules();
+        vm::leave_initramfs();
+        vm::mount_basics();
+        UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
+        if (!devnull) throw_errno("open /dev/null");
+        UniqueFd serial = vm::open_serial();
+        vm::set_stdio(devnull.get(), devnull.get(), devnull.get());
+        vm::Agent agent(std::move(serial), std::move(devnull));
+        agent.ready(boot_ms, vm::boottime_ms() - boot_ms);
+        agent.serve();
+    } catch (const std::exception& e) {
+        vm::die(e.what());
+    }
+}

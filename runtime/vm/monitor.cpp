@@ -1,0 +1,424 @@
+// The VM monitor: a process forked by create/run that starts QEMU, talks to the
+// guest agent over the serial line (protocol.hpp), and stands for the workload on the
+// host. Its pid is the container's pid: signals sent to it go to the workload, it
+// copies stdio between its fds and the guest, and it exits with the workload's code.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <set>
+
+#include "namespaces/syscalls.hpp"
+#include "runtime/vm/protocol.hpp"
+#include "runtime/vm/vm.hpp"
+
+namespace tarn::runtime::vm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// Signals the monitor never forwards: its own plumbing.
+bool forwarded(int sig) { return sig != SIGCHLD && sig != SIGPIPE && sig != SIGWINCH && sig != SIGURG; }
+
+void write_all(int fd, std::string_view data) {
+    while (!data.empty()) {
+        ssize_t n = ::write(fd, data.data(), data.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return;  // the reader is gone: the workload's output has nowhere to go
+        }
+        data.remove_prefix(static_cast<size_t>(n));
+    }
+}
+
+// Closes every fd except those in `keep` (the state dir's lock above all: the
+// monitor outlives create, and an inherited flock would block every later command).
+void close_other_fds(std::set<int> keep) {
+    unsigned from = 0;
+    for (int fd : keep) {
+        if (fd < 0) continue;
+        if (static_cast<unsigned>(fd) > from) ::close_range(from, static_cast<unsigned>(fd) - 1, 0);
+        from = static_cast<unsigned>(fd) + 1;
+    }
+    ::close_range(from, ~0U, 0);
+}
+
+class Monitor {
+public:
+    Monitor(const Launch& l, int ctl) : l_(l), ctl_(ctl) {}
+    [[noreturn]] void run();
+
+private:
+    // Boot and create; throws with the message create reports.
+    json boot_and_create();
+    // Reads the serial line until a message with t == `want` (or "error"), QEMU's exit
+    // or the deadline.
+    json await(const std::string& want, Clock::time_point deadline, const std::string& waiting_for);
+    bool read_serial();  // false on EOF
+    void send(const json& msg);
+    void flush_outbox();
+    void handle(const json& msg);
+    void stop_qemu();
+    std::string console_tail() const;
+    std::string qemu_log_tail() const;
+    [[noreturn]] void finish();
+
+    const Launch& l_;
+    int ctl_;
+    UniqueFd serial_, qemu_pidfd_, signals_, fifo_;
+    pid_t qemu_pid_ = -1;
+    tarn::vm::LineReader reader_;
+    std::deque<json> inbox_;
+    std::deque<std::string> console_;  // the last lines that were not messages
+    std::string outbox_;
+    bool started_ = false, stdin_open_ = true, exited_ = false;
+    int exit_code_ = 255;
+    Clock::time_point t_spawn_, t_ready_, t_created_, t_started_;
+};
+
+void Monitor::send(const json& msg) {
+    outbox_ += tarn::vm::encode(msg);
+    flush_outbox();
+}
+
+void Monitor::flush_outbox() {
+    while (!outbox_.empty()) {
+        ssize_t n = ::write(serial_.get(), outbox_.data(), outbox_.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) return;  // polled for POLLOUT
+            outbox_.clear();              // QEMU is gone; its pidfd says so next
+            return;
+        }
+        outbox_.erase(0, static_cast<size_t>(n));
+    }
+}
+
+bool Monitor::read_serial() {
+    char buf[65536];
+    ssize_t n = ::read(serial_.get(), buf, sizeof buf);
+    if (n < 0) return errno == EINTR || errno == EAGAIN;
+    if (n == 0) return false;
+    reader_.feed(std::string_view(buf, static_cast<size_t>(n)));
+    while (auto line = reader_.next()) {
+        if (auto msg = tarn::vm::decode(*line)) {
+            inbox_.push_back(std::move(*msg));
+        } else if (!line->empty()) {
+            log_debug("vm " + l_.id + ": console: " + *line);
+            console_.push_back(*line);
+            if (console_.size() > 8) console_.pop_front();
+        }
+    }
+    return true;
+}
+
+std::string Monitor::console_tail() const {
+    std::string s;
+    for (const std::string& line : console_) s += (s.empty() ? "" : " | ") + line;
+    return s;
+}
+
+std::string Monitor::qemu_log_tail() const {
+    try {
+        std::string text = read_file(l_.state_dir + "/qemu.log");
+        while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+        size_t nl = text.rfind('\n');
+        return nl == std::string::npos ? text : text.substr(nl + 1);
+    } catch (const Error&) {
+        return "";
+    }
+}
+
+void Monitor::stop_qemu() {
+    if (qemu_pid_ <= 0) return;
+    ns::detail::pidfd_send_signal(qemu_pidfd_.get(), SIGKILL);
+    while (::waitpid(qemu_pid_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    qemu_pid_ = -1;
+}
+
+json Monitor::await(const std::string& want, Clock::time_point deadline, const std::string& waiting_for) {
+    for (;;) {
+        while (!inbox_.empty()) {
+            json msg = std::move(inbox_.front());
+            inbox_.pop_front();
+            std::string t = msg.value("t", "");
+            if (t == want) return msg;
+            if (t == "error") throw Error("guest: " + msg.value("msg", "unknown error"));
+            handle(msg);
+        }
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+        if (left <= 0) {
+            std::string tail = console_tail();
+            throw Error(waiting_for + (tail.empty() ? std::string() : "; guest console: " + tail));
+        }
+        pollfd p[2] = {{serial_.get(), static_cast<short>(POLLIN | (outbox_.empty() ? 0 : POLLOUT)), 0},
+                       {qemu_pidfd_.get(), POLLIN, 0}};
+        if (::poll(p, 2, static_cast<int>(std::min<long long>(left, 1000))) < 0 && errno != EINTR)
+            throw_errno("poll");
+        if (p[0].revents & POLLOUT) flush_outbox();
+        if (p[0].revents & (POLLIN | POLLHUP)) read_serial();
+        if ((p[1].revents & POLLIN) && inbox_.empty()) {
+            int status = 0;
+            ::waitpid(qemu_pid_, &status, 0);
+            qemu_pid_ = -1;
+            std::string why = qemu_log_tail();
+            if (why.empty()) why = console_tail();
+            throw Error("qemu " + l_.settings.qemu + " exited (" +
+                        (WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
+                                           : "signal " + std::to_string(WTERMSIG(status))) +
+                        ") before the guest " + (want == "ready" ? "agent answered" : "reported \"" + want + "\"") +
+                        (why.empty() ? std::string() : ": " + why));
+        }
+    }
+}
+
+json Monitor::boot_and_create() {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
+    serial_.reset(sv[0]);
+    UniqueFd guest_end(sv[1]);
+    std::string log_path = l_.state_dir + "/qemu.log";
+    UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!log) throw_errno("open " + log_path);
+
+    std::vector<std::string> args = qemu_argv(l_.settings, l_.rootfs, l_.rootfs_readonly);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    log_debug("vm " + l_.id + ": " + [&] {
+        std::string s;
+        for (const std::string& a : args) s += (s.empty() ? "" : " ") + a;
+        return s;
+    }());
+
+    pid_t self = ::getpid();
+    t_spawn_ = Clock::now();
+    qemu_pid_ = ::fork();
+    if (qemu_pid_ < 0) throw_errno("fork qemu");
+    if (qemu_pid_ == 0) {
+        // QEMU dies with the monitor: `kill -9` of the container's pid powers it off.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        if (::getppid() != self) ::_exit(1);
+        ::dup2(guest_end.get(), 0);
+        ::dup2(guest_end.get(), 1);
+        ::dup2(log.get(), 2);
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::execv(argv[0], argv.data());
+        std::string msg = std::string("exec ") + argv[0] + ": " + Error::errno_text(errno) + "\n";
+        (void)!::write(2, msg.data(), msg.size());
+        ::_exit(127);
+    }
+    guest_end.reset();
+    qemu_pidfd_.reset(ns::detail::pidfd_open(qemu_pid_));
+    if (!qemu_pidfd_) throw_errno("pidfd_open qemu");
+    ::fcntl(serial_.get(), F_SETFL, ::fcntl(serial_.get(), F_GETFL) | O_NONBLOCK);
+
+    const Settings& s = l_.settings;
+    auto deadline = t_spawn_ + std::chrono::seconds(s.timeout_seconds);
+    json ready = await("ready", deadline,
+                       "the guest agent did not answer within " + std::to_string(s.timeout_seconds) + " s (kernel " +
+                           s.kernel + ", initrd " + s.initrd + ", " + (s.kvm ? "KVM" : "TCG") + ")");
+    t_ready_ = Clock::now();
+    send({{"op", "create"}, {"id", l_.id}, {"config", l_.config}});
+    json created = await("created", Clock::now() + std::chrono::seconds(60), "the guest agent did not create the container within 60 s");
+    t_created_ = Clock::now();
+    if (l_.exec_fifo.empty()) {
+        send({{"op", "start"}});
+        await("started", Clock::now() + std::chrono::seconds(60), "the guest agent did not start the workload within 60 s");
+        t_started_ = Clock::now();
+        started_ = true;
+    }
+    double host_boot = ms_between(t_spawn_, t_ready_);
+    double guest_boot = ready.value("boot_ms", 0.0), agent_init = ready.value("init_ms", 0.0);
+    return {{"accel", s.kvm ? "kvm" : "tcg"},
+            {"qemu_start_ms", std::max(0.0, host_boot - guest_boot - agent_init)},
+            {"kernel_boot_ms", guest_boot},
+            {"agent_init_ms", agent_init},
+            {"create_ms", ms_between(t_ready_, t_created_)},
+            {"start_ms", started_ ? ms_between(t_created_, t_started_) : 0.0},
+            {"guest_setup", created.value("timings", "")}};
+}
+
+void Monitor::handle(const json& msg) {
+    std::string t = msg.value("t", "");
+    if (t == "out") {
+        int fd = msg.value("fd", 1) == 2 ? 2 : 1;
+        try {
+            write_all(fd, tarn::vm::base64_decode(msg.value("data", "")));
+        } catch (const Error& e) {
+            log_warn("vm " + l_.id + ": " + e.what());
+        }
+    } else if (t == "started") {
+        t_started_ = Clock::now();
+        started_ = true;
+        fifo_.reset();  // `start` polls the fifo for POLLERR: no reader left means "running"
+    } else if (t == "exit") {
+        exited_ = true;
+        if (msg.contains("signal")) exit_code_ = 128 + msg.value("signal", 0);
+        else exit_code_ = msg.value("code", 255);
+    } else if (t == "error") {
+        log_error("vm " + l_.id + ": guest: " + msg.value("msg", ""));
+    }
+}
+
+void Monitor::finish() {
+    // After "exit" the agent powers the guest off; give it a moment, then pull the plug.
+    if (qemu_pid_ > 0) {
+        pollfd p{qemu_pidfd_.get(), POLLIN, 0};
+        ::poll(&p, 1, 2000);
+        stop_qemu();
+    }
+    if (started_)
+        log_debug("vm " + l_.id + ": workload " + std::to_string(ms_between(t_started_, Clock::now())) +
+                  " ms, exit code " + std::to_string(exit_code_));
+    ::_exit(exit_code_);
+}
+
+void Monitor::run() {
+    // Every signal is the workload's: they arrive through the signalfd and go to the guest.
+    sigset_t all;
+    sigfillset(&all);
+    ::sigprocmask(SIG_BLOCK, &all, nullptr);
+    ::setsid();  // a terminal's ^C reaches `run`, which forwards it once, not us too
+    close_other_fds({0, 1, 2, ctl_, log_file_fd()});
+    try {
+        char go[8];
+        if (::recv(ctl_, go, sizeof go, 0) <= 0) ::_exit(1);
+        signals_.reset(::signalfd(-1, &all, SFD_CLOEXEC | SFD_NONBLOCK));
+        if (!signals_) throw_errno("signalfd");
+        if (!l_.exec_fifo.empty()) {
+            // Held open until the workload runs, like a parked container init's.
+            fifo_.reset(::open(l_.exec_fifo.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK));
+            if (!fifo_) throw_errno("open " + l_.exec_fifo);
+        }
+        std::string ok = "ok " + boot_and_create().dump();
+        (void)!::send(ctl_, ok.data(), ok.size(), MSG_NOSIGNAL);
+    } catch (const std::exception& e) {
+        stop_qemu();
+        std::string msg = std::string("error ") + e.what();
+        (void)!::send(ctl_, msg.data(), msg.size(), MSG_NOSIGNAL);
+        ::_exit(1);
+    }
+    ::close(ctl_);
+    if (::fcntl(0, F_GETFD) < 0) stdin_open_ = false;
+
+    for (;;) {
+        while (!inbox_.empty()) {
+            json msg = std::move(inbox_.front());
+            inbox_.pop_front();
+            handle(msg);
+            if (exited_) finish();
+        }
+        bool want_stdin = started_ && stdin_open_ && outbox_.size() < (1u << 20);
+        pollfd p[5] = {
+            {serial_.get(), static_cast<short>(POLLIN | (outbox_.empty() ? 0 : POLLOUT)), 0},
+            {qemu_pidfd_.get(), POLLIN, 0},
+            {signals_.get(), POLLIN, 0},
+            {fifo_ ? fifo_.get() : -1, POLLIN, 0},
+            {want_stdin ? 0 : -1, POLLIN, 0},
+        };
+        if (::poll(p, 5, -1) < 0) {
+            if (errno == EINTR) continue;
+            ::_exit(255);
+        }
+        if (p[0].revents & POLLOUT) flush_outbox();
+        if (p[0].revents & (POLLIN | POLLHUP)) read_serial();
+        if (p[2].revents & POLLIN) {
+            signalfd_siginfo si;
+            while (::read(signals_.get(), &si, sizeof si) == sizeof si)
+                if (forwarded(static_cast<int>(si.ssi_signo))) send({{"op", "signal"}, {"sig", si.ssi_signo}});
+        }
+        if (p[3].revents & POLLIN) {
+            char b;
+            if (::read(fifo_.get(), &b, 1) == 1) send({{"op", "start"}});
+        }
+        if (p[4].revents & (POLLIN | POLLHUP | POLLERR)) {
+            char buf[16384];
+            ssize_t n = ::read(0, buf, sizeof buf);
+            if (n > 0) {
+                send({{"op", "stdin"}, {"data", tarn::vm::base64_encode(std::string_view(buf, static_cast<size_t>(n)))}});
+            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+                stdin_open_ = false;
+                send({{"op", "stdin"}, {"eof", true}});
+            }
+        }
+        if ((p[1].revents & POLLIN) && inbox_.empty() && !(p[0].revents & POLLIN)) {
+            int status = 0;
+            ::waitpid(qemu_pid_, &status, 0);
+            qemu_pid_ = -1;
+            std::string why = qemu_log_tail();
+            if (why.empty()) why = console_tail();
+            log_error("vm " + l_.id + ": qemu exited before the workload did" + (why.empty() ? "" : ": " + why));
+            ::_exit(255);
+        }
+    }
+}
+
+}  // namespace
+
+ns::Spawned spawn(const Launch& l) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
+    UniqueFd ctl(sv[0]), child_end(sv[1]);
+    pid_t pid = ::fork();
+    if (pid < 0) throw_errno("fork vm monitor");
+    if (pid == 0) {
+        ctl.reset();
+        Monitor(l, child_end.get()).run();
+    }
+    child_end.reset();
+    ns::Spawned sp;
+    sp.pid = pid;
+    sp.pidfd.reset(ns::detail::pidfd_open(pid));
+    auto abandon = [&] {
+        ::kill(pid, SIGKILL);
+        while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+        }
+    };
+    std::string reply(65536, '\0');
+    ssize_t n = -1;
+    try {
+        if (!sp.pidfd) throw_errno("pidfd_open vm monitor");
+        if (l.place_in_cgroup) l.place_in_cgroup(pid);
+        if (::send(ctl.get(), "go", 2, MSG_NOSIGNAL) < 0) throw_errno("start vm monitor");
+        while ((n = ::recv(ctl.get(), reply.data(), reply.size(), 0)) < 0 && errno == EINTR) {
+        }
+    } catch (...) {
+        abandon();
+        throw;
+    }
+    reply.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    if (reply.rfind("ok ", 0) != 0) {
+        abandon();
+        if (reply.rfind("error ", 0) == 0) throw Error(reply.substr(6));
+        throw Error("the vm monitor exited without a word");
+    }
+    json t = json::parse(reply.substr(3), nullptr, false);
+    if (!t.is_discarded())
+        log_debug("create " + l.id + ": vm (" + t.value("accel", "") + ") qemu start " +
+                  std::to_string(t.value("qemu_start_ms", 0.0)) + " ms, kernel boot " +
+                  std::to_string(t.value("kernel_boot_ms", 0.0)) + " ms, agent init " +
+                  std::to_string(t.value("agent_init_ms", 0.0)) + " ms, create " +
+                  std::to_string(t.value("create_ms", 0.0)) + " ms, start " + std::to_string(t.value("start_ms", 0.0)) +
+                  " ms; guest phases: " + t.value("guest_setup", ""));
+    return sp;
+}
+
+}  // namespace tarn::runtime::vm

@@ -1,0 +1,41 @@
+// The line protocol between tarn (the host's VM monitor) and tarn-agent (pid 1 in the
+// guest), shared by both sides. One JSON object per line, over the guest's first
+// serial port; docs/vm-protocol.md describes every message.
+//
+// Lines that are not JSON objects (kernel messages on the same port) are skipped by
+// the reader, so the channel needs no framing beyond '\n'.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace tarn::vm {
+
+// Standard base64 (RFC 4648, with padding): stdio bytes travel as JSON strings.
+std::string base64_encode(std::string_view bytes);
+// Throws tarn::Error on a character outside the alphabet.
+std::string base64_decode(std::string_view text);
+
+// Encodes one message as a line ("...}\n").
+std::string encode(const nlohmann::json& msg);
+
+// Splits a byte stream into lines. feed() appends bytes; next() returns the next
+// complete line without its '\n' (and a trailing '\r'), or nothing yet.
+class LineReader {
+public:
+    void feed(std::string_view bytes) { buf_.append(bytes); }
+    std::optional<std::string> next();
+    // Bytes of an unfinished line (for error messages when the peer goes away).
+    const std::string& pending() const { return buf_; }
+
+private:
+    std::string buf_;
+};
+
+// A line as a message: the object when it is one with a string "t" (event) or "op"
+// (request) member, else nothing (a kernel message, noise).
+std::optional<nlohmann::json> decode(std::string_view line);
+
+}  // namespace tarn::vm

@@ -1,0 +1,234 @@
+// Which bundles run in a VM, and the VM's settings: kernel, initramfs, QEMU, size.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <nlohmann/json.hpp>
+
+#include "runtime/vm/vm.hpp"
+
+namespace tarn::runtime::vm {
+namespace {
+
+// Kernel and agent overhead on top of the workload's memory limit: Debian's kernel
+// with the agent runs in about 60 MiB; the rest is page cache for the 9p root.
+constexpr unsigned kOverheadMib = 96;
+constexpr unsigned kMinMemoryMib = 128;
+
+nlohmann::json load_config_file(const GlobalOptions& g, std::string& path) {
+    path = g.vm_config.empty() ? std::string(kDefaultConfigFile) : g.vm_config;
+    std::string text;
+    try {
+        text = read_file(path);
+    } catch (const Error& e) {
+        // The default file is optional; one named with --vm-config is not.
+        if (e.code() == ENOENT && g.vm_config.empty()) return nlohmann::json::object();
+        throw;
+    }
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) throw Error("vm config " + path + ": not a JSON object");
+    return j;
+}
+
+std::string string_key(const nlohmann::json& j, const std::string& key, const std::string& path) {
+    if (!j.contains(key)) return "";
+    if (!j[key].is_string()) throw Error("vm config " + path + ": " + key + ": expected string");
+    return j[key].get<std::string>();
+}
+
+unsigned unsigned_key(const nlohmann::json& j, const std::string& key, const std::string& path, unsigned dflt) {
+    if (!j.contains(key)) return dflt;
+    if (!j[key].is_number_unsigned() || j[key].get<uint64_t>() == 0 || j[key].get<uint64_t>() > 1u << 20)
+        throw Error("vm config " + path + ": " + key + ": expected a positive integer");
+    return j[key].get<unsigned>();
+}
+
+std::string annotation(const oci::Config& cfg, const std::string& key) {
+    auto it = cfg.annotations.find(key);
+    return it == cfg.annotations.end() ? std::string() : it->second;
+}
+
+std::string find_in_path(const std::string& name) {
+    if (name.find('/') != std::string::npos) return name;
+    const char* path = std::getenv("PATH");
+    std::string dirs = path && *path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+    size_t pos = 0;
+    while (pos <= dirs.size()) {
+        size_t colon = dirs.find(':', pos);
+        std::string dir = dirs.substr(pos, colon == std::string::npos ? std::string::npos : colon - pos);
+        std::string candidate = (dir.empty() ? "." : dir) + "/" + name;
+        if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+        if (colon == std::string::npos) break;
+        pos = colon + 1;
+    }
+    return "";
+}
+
+void require_file(const std::string& what, const std::string& path, const std::string& hint) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) < 0) throw Error(what + " " + path + ": " + Error::errno_text(errno) + hint);
+    if (!S_ISREG(st.st_mode)) throw Error(what + " " + path + ": not a regular file");
+}
+
+unsigned host_cpus() {
+    long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? static_cast<unsigned>(n) : 1;
+}
+
+unsigned host_tsc_khz() {
+    // "cpu MHz : 2994.374": the guest's early TSC calibration is unreliable under TCG
+    // (a microvm guest can hang at "Marking TSC unstable" without it).
+    try {
+        std::string text = read_file("/proc/cpuinfo");
+        size_t pos = text.find("cpu MHz");
+        if (pos == std::string::npos) return 0;
+        size_t colon = text.find(':', pos);
+        if (colon == std::string::npos) return 0;
+        return static_cast<unsigned>(std::strtod(text.c_str() + colon + 1, nullptr) * 1000);
+    } catch (const Error&) {
+        return 0;
+    }
+}
+
+}  // namespace
+
+bool selected(const GlobalOptions& g, const oci::Config& cfg) {
+    std::string mode = g.isolation, source = "--isolation";
+    if (mode.empty()) {
+        mode = annotation(cfg, "tarn.isolation");
+        source = "annotation tarn.isolation";
+    }
+    if (mode.empty()) {
+        std::string path;
+        nlohmann::json file = load_config_file(g, path);
+        mode = string_key(file, "isolation", path);
+        source = "vm config " + path + ": isolation";
+    }
+    if (mode.empty() || mode == "container") return false;
+    if (mode == "vm") return true;
+    throw Error(source + ": expected \"vm\" or \"container\", got \"" + mode + "\"");
+}
+
+unsigned memory_mib_for(const oci::Config& cfg, unsigned default_mib) {
+    if (cfg.linux && cfg.linux->resources && cfg.linux->resources->memory && cfg.linux->resources->memory->limit) {
+        int64_t limit = *cfg.linux->resources->memory->limit;
+        if (limit > 0) {
+            uint64_t mib = (static_cast<uint64_t>(limit) + (1 << 20) - 1) >> 20;
+            return std::max<unsigned>(static_cast<unsigned>(std::min<uint64_t>(mib, 1 << 20)) + kOverheadMib,
+                                      kMinMemoryMib);
+        }
+    }
+    return std::max(default_mib, kMinMemoryMib);
+}
+
+unsigned cpus_for(const oci::Config& cfg, unsigned default_cpus, unsigned host) {
+    unsigned n = default_cpus;
+    if (cfg.linux && cfg.linux->resources && cfg.linux->resources->cpu) {
+        const oci::Cpu& c = *cfg.linux->resources->cpu;
+        if (c.quota && *c.quota > 0 && c.period && *c.period > 0)
+            n = static_cast<unsigned>((static_cast<uint64_t>(*c.quota) + *c.period - 1) / *c.period);
+    }
+    return std::clamp(n, 1u, std::max(host, 1u));
+}
+
+Settings resolve(const GlobalOptions& g, const oci::Config& cfg) {
+    std::string path;
+    nlohmann::json file = load_config_file(g, path);
+    std::string dir = string_key(file, "dir", path);
+    if (dir.empty()) dir = kDefaultDir;
+    const std::string setup_hint = " (run `tarn vm setup`, or name one with --vm-kernel/--vm-initrd)";
+
+    Settings s;
+    s.kernel = !g.vm_kernel.empty() ? g.vm_kernel : annotation(cfg, "tarn.vm.kernel");
+    if (s.kernel.empty()) s.kernel = string_key(file, "kernel", path);
+    if (s.kernel.empty()) s.kernel = dir + "/vmlinux";
+    s.initrd = !g.vm_initrd.empty() ? g.vm_initrd : annotation(cfg, "tarn.vm.initrd");
+    if (s.initrd.empty()) s.initrd = string_key(file, "initrd", path);
+    if (s.initrd.empty()) s.initrd = dir + "/initrd.cpio";
+    require_file("vm kernel", s.kernel, setup_hint);
+    require_file("vm initrd", s.initrd, setup_hint);
+
+    std::string qemu = string_key(file, "qemu", path);
+    if (qemu.empty()) qemu = "qemu-system-x86_64";
+    s.qemu = find_in_path(qemu);
+    if (s.qemu.empty() || ::access(s.qemu.c_str(), X_OK) < 0)
+        throw Error("qemu " + qemu + ": not found (install Debian's qemu-system-x86, or set \"qemu\" in " + path + ")");
+
+    s.timeout_seconds = unsigned_key(file, "timeout_seconds", path, s.timeout_seconds);
+    if (std::string t = annotation(cfg, "tarn.vm.timeout"); !t.empty()) {
+        char* end = nullptr;
+        unsigned long v = std::strtoul(t.c_str(), &end, 10);
+        if (*end || v == 0 || v > 3600)
+            throw Error("annotation tarn.vm.timeout: expected seconds (1-3600), got \"" + t + "\"");
+        s.timeout_seconds = static_cast<unsigned>(v);
+    }
+    s.memory_mib = memory_mib_for(cfg, unsigned_key(file, "memory_mib", path, s.memory_mib));
+    s.cpus = cpus_for(cfg, unsigned_key(file, "cpus", path, s.cpus), host_cpus());
+    int kvm = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    s.kvm = kvm >= 0;
+    if (kvm >= 0) ::close(kvm);
+    if (!s.kvm) log_debug("vm: /dev/kvm is not usable (" + Error::errno_text(errno) + "): QEMU emulates the CPU (TCG), which is slow");
+    s.tsc_khz = host_tsc_khz();
+    return s;
+}
+
+std::string guest_config(const std::string& config_text, std::vector<std::string>& dropped) {
+    nlohmann::json j = nlohmann::json::parse(config_text, nullptr, false);
+    if (j.is_discarded() || !j.is_object()) throw Error("config.json: not a JSON object");
+    j["root"]["path"] = std::string(kGuestRootfs);
+    if (j.contains("mounts") && j["mounts"].is_array()) {
+        nlohmann::json kept = nlohmann::json::array();
+        for (const nlohmann::json& m : j["mounts"]) {
+            bool bind = m.value("type", "") == "bind";
+            if (m.contains("options") && m["options"].is_array())
+                for (const auto& o : m["options"])
+                    if (o == "bind" || o == "rbind") bind = true;
+            if (bind) {
+                dropped.push_back("mount " + m.value("source", "") + " on " + m.value("destination", "") +
+                                  " (a host path)");
+                continue;
+            }
+            kept.push_back(m);
+        }
+        j["mounts"] = kept;
+    }
+    if (j.contains("hooks")) {
+        dropped.push_back("hooks (host programs)");
+        j.erase("hooks");
+    }
+    return j.dump();
+}
+
+std::vector<std::string> qemu_argv(const Settings& s, const std::string& rootfs, bool rootfs_readonly) {
+    // The kernel command line and device set are kept minimal for boot time: one
+    // serial port (also the agent's channel), no PCI, virtio-mmio found through ACPI.
+    std::string append =
+        "console=ttyS0 panic=-1 quiet loglevel=1 cryptomgr.notests tsc=reliable no_timer_check mitigations=off "
+        "8250.nr_uarts=1 random.trust_cpu=on pci=off";
+    if (s.tsc_khz > 0) append += " tsc_early_khz=" + std::to_string(s.tsc_khz);
+    std::vector<std::string> a = {s.qemu,
+                                  "-accel", s.kvm ? "kvm" : "tcg",
+                                  "-M", "microvm",
+                                  "-cpu", s.kvm ? "host" : "qemu64",
+                                  "-smp", std::to_string(s.cpus),
+                                  "-m", std::to_string(s.memory_mib),
+                                  "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+                                  "-chardev", "stdio,id=agent,signal=off",
+                                  "-serial", "chardev:agent",
+                                  "-kernel", s.kernel,
+                                  "-initrd", s.initrd,
+                                  "-append", append};
+    // A comma in a path would split QEMU's option string: QEMU escapes it as ",,".
+    std::string escaped;
+    for (char c : rootfs) {
+        escaped += c;
+        if (c == ',') escaped += ',';
+    }
+    a.insert(a.end(), {"-fsdev",
+                       "local,id=rootfs,path=" + escaped + ",security_model=none" + (rootfs_readonly ? ",readonly=on" : ""),
+                       "-device", "virtio-9p-device,fsdev=rootfs,mount_tag=rootfs"});
+    return a;
+}
+
+}  // namespace tarn::runtime::vm

@@ -1,0 +1,76 @@
+// The VM isolation mode, host side: which bundles run in a microVM, the VM's
+// settings, the guest's view of the config, QEMU's command line, and the monitor
+// process that owns QEMU for the container's life. Internal to runtime/.
+//
+// The monitor is what `state` sees as the container's pid: it lives exactly as long
+// as the workload in the guest, forwards the signals it gets to it, copies stdio
+// between its own fds and the guest, and exits with the workload's exit code.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "namespaces/namespaces.hpp"
+#include "oci/oci.hpp"
+#include "runtime/runtime.hpp"
+
+namespace tarn::runtime::vm {
+
+inline constexpr std::string_view kDefaultConfigFile = "/etc/tarn/vm.json";
+inline constexpr std::string_view kDefaultDir = "/var/lib/tarn/vm";
+
+// --isolation, else the tarn.isolation annotation, else the config file's
+// "isolation"; "container" unless one of them says "vm". Other values are errors.
+bool selected(const GlobalOptions& g, const oci::Config& cfg);
+
+struct Settings {
+    std::string qemu;     // absolute path of qemu-system-x86_64
+    std::string kernel;   // uncompressed vmlinux (PVH entry)
+    std::string initrd;   // initramfs holding tarn-agent as /init
+    bool kvm = false;     // /dev/kvm opens read-write
+    unsigned memory_mib = 256;
+    unsigned cpus = 1;
+    unsigned timeout_seconds = 60;  // boot to agent ready
+    unsigned tsc_khz = 0;           // host TSC rate for the guest's early calibration; 0: unknown
+};
+
+// Flags, then annotations (tarn.vm.kernel, tarn.vm.initrd, tarn.vm.timeout), then the
+// config file (--vm-config, default /etc/tarn/vm.json, optional), then defaults under
+// /var/lib/tarn/vm. Memory and vCPUs come from linux.resources. Every file named is
+// checked here, so a missing one is an error that names it before anything starts.
+Settings resolve(const GlobalOptions& g, const oci::Config& cfg);
+
+// The pure parts of resolve(), separated for tests.
+unsigned memory_mib_for(const oci::Config& cfg, unsigned default_mib);
+unsigned cpus_for(const oci::Config& cfg, unsigned default_cpus, unsigned host_cpus);
+
+// The config.json the agent runs, from the bundle's: the root is the 9p share at
+// /run/tarn/rootfs; bind mounts of host paths and hooks (host programs) cannot run in
+// the guest and are dropped, each named in `dropped`.
+std::string guest_config(const std::string& config_text, std::vector<std::string>& dropped);
+
+// Where the guest mounts the shared rootfs.
+inline constexpr std::string_view kGuestRootfs = "/run/tarn/rootfs";
+
+std::vector<std::string> qemu_argv(const Settings& s, const std::string& rootfs, bool rootfs_readonly);
+
+struct Launch {
+    std::string id;
+    std::string state_dir;    // qemu.log goes here
+    std::string config;       // guest_config()
+    std::string rootfs;       // host path shared as the guest's root
+    bool rootfs_readonly = false;
+    std::string exec_fifo;    // empty: start at once (run)
+    Settings settings;
+    std::function<void(pid_t)> place_in_cgroup;
+};
+
+// Forks the monitor, which starts QEMU, waits for the agent and has it create the
+// container; returns when the workload is parked (or running, without exec_fifo).
+// On failure the monitor and QEMU are gone and the error says what failed.
+ns::Spawned spawn(const Launch& l);
+
+}  // namespace tarn::runtime::vm
