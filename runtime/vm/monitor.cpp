@@ -196,7 +196,7 @@ json Monitor::boot_and_create() {
     UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!log) throw_errno("open " + log_path);
 
-    std::vector<std::string> args = qemu_argv(l_.settings, l_.rootfs, l_.rootfs_readonly);
+    std::vector<std::string> args = qemu_argv(l_.settings, l_.id, l_.rootfs, l_.rootfs_readonly);
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

@@ -200,7 +200,8 @@ std::string guest_config(const std::string& config_text, std::vector<std::string
     return j.dump();
 }
 
-std::vector<std::string> qemu_argv(const Settings& s, const std::string& rootfs, bool rootfs_readonly) {
+std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, const std::string& rootfs,
+                                   bool rootfs_readonly) {
     // The kernel command line and device set are kept minimal for boot time: one
     // serial port (also the agent's channel), no PCI, virtio-mmio found through ACPI.
     std::string append =
@@ -208,6 +209,7 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& rootfs,
         "8250.nr_uarts=1 random.trust_cpu=on pci=off";
     if (s.tsc_khz > 0) append += " tsc_early_khz=" + std::to_string(s.tsc_khz);
     std::vector<std::string> a = {s.qemu,
+                                  "-name", "tarn-vm:" + id,
                                   "-accel", s.kvm ? "kvm" : "tcg",
                                   "-M", "microvm",
                                   "-cpu", s.kvm ? "host" : "qemu64",

@@ -55,7 +55,9 @@ std::string guest_config(const std::string& config_text, std::vector<std::string
 // Where the guest mounts the shared rootfs.
 inline constexpr std::string_view kGuestRootfs = "/run/tarn/rootfs";
 
-std::vector<std::string> qemu_argv(const Settings& s, const std::string& rootfs, bool rootfs_readonly);
+// `id` names the QEMU process (-name tarn-vm:ID) for ps and for tests.
+std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, const std::string& rootfs,
+                                   bool rootfs_readonly);
 
 struct Launch {
     std::string id;

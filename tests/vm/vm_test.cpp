@@ -1,0 +1,228 @@
+// The VM isolation mode end to end: the busybox bundle runs in Debian's kernel under
+// QEMU (TCG here, KVM where /dev/kvm exists) through the real tarn and tarn-agent.
+// TARN_VM_DIR names a directory with vmlinux and initrd.cpio (tests/vm/setup.sh makes
+// it; ctest runs that first), TARN_VM_KERNEL_DIR the kernel directory it came from.
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <cstdlib>
+
+#include "../integration/harness.hpp"
+
+using namespace tarn::test;
+using nlohmann::json;
+
+namespace {
+
+std::string vm_dir() { return TARN_VM_DIR; }
+
+#define REQUIRE_VM()                                                                              \
+    do {                                                                                          \
+        REQUIRE_ROOT();                                                                           \
+        if (vm_dir().empty() || !path_exists(vm_dir() + "/initrd.cpio"))                          \
+            GTEST_SKIP() << "TARN_VM_DIR has no vmlinux and initrd.cpio (run tests/vm/setup.sh)"; \
+    } while (0)
+
+// A bundle that asks for a VM through its annotations, as containerd passes them.
+void vm_annotations(Bundle& b) {
+    b.config["annotations"]["tarn.isolation"] = "vm";
+    b.config["annotations"]["tarn.vm.kernel"] = vm_dir() + "/vmlinux";
+    b.config["annotations"]["tarn.vm.initrd"] = vm_dir() + "/initrd.cpio";
+}
+
+// Global flags selecting the VM mode, for tests that go the flag way.
+std::vector<std::string> vm_flags(std::vector<std::string> rest) {
+    std::vector<std::string> a = {"--isolation", "vm", "--vm-kernel", vm_dir() + "/vmlinux", "--vm-initrd",
+                                  vm_dir() + "/initrd.cpio"};
+    a.insert(a.end(), rest.begin(), rest.end());
+    return a;
+}
+
+// Nothing of container `id` is left: no state, no QEMU, no cgroup.
+void expect_nothing_left(const Bundle& b, const std::string& id) {
+    EXPECT_FALSE(path_exists(b.root() + "/" + id)) << "state dir left behind";
+    EXPECT_TRUE(processes_matching("tarn-vm:" + id).empty()) << "a QEMU process is left";
+    Result cg = sh("ls -d /sys/fs/cgroup/*/tarn/" + id + " /sys/fs/cgroup/tarn/" + id + " 2>/dev/null");
+    EXPECT_EQ(cg.out, "") << "cgroup left behind";
+}
+
+std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+
+}  // namespace
+
+TEST(VmRun, WorkloadSeesTheGuestKernelAndQemuCpu) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    b.cmd("uname -r; grep -m1 'model name' /proc/cpuinfo");
+    Result r = b.run("vmkernel");
+    ASSERT_EQ(r.code, 0) << r.err;
+    utsname u;
+    ::uname(&u);
+    EXPECT_NE(first_line(r.out), std::string(u.release)) << r.out;
+    EXPECT_NE(first_line(r.out), "");
+    EXPECT_NE(r.out.find("QEMU"), std::string::npos) << r.out;
+    expect_nothing_left(b, "vmkernel");
+}
+
+TEST(VmRun, ExitCodeComesBack) {
+    REQUIRE_VM();
+    Bundle b;
+    b.cmd("echo to stderr >&2; exit 7");
+    Result r = b.tarn(vm_flags({"run", "--bundle", b.dir(), "vmexit"}));
+    EXPECT_EQ(r.code, 7) << r.err;
+    EXPECT_NE(r.err.find("to stderr"), std::string::npos) << r.err;
+    expect_nothing_left(b, "vmexit");
+}
+
+TEST(VmRun, StdinReachesTheWorkload) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    b.cmd("read line; echo \"got: $line\"; wc -c");
+    Result r = b.tarn({"run", "--bundle", b.dir(), "vmstdin"}, "hello vm\n0123456789\n");
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "got: hello vm\n11\n");
+}
+
+TEST(VmRun, ResourcesSizeTheVmAndApplyInside) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    b.config["linux"]["resources"]["memory"]["limit"] = 64 * 1024 * 1024;
+    b.config["linux"]["resources"]["cpu"] = {{"quota", 150000}, {"period", 100000}};
+    b.cmd("grep -c ^processor /proc/cpuinfo; grep MemTotal /proc/meminfo; cat /sys/fs/cgroup/memory.max");
+    Result r = b.run("vmres");
+    ASSERT_EQ(r.code, 0) << r.err;
+    // 1.5 CPUs round up to 2 vCPUs (at most the host's); 64 MiB + 96 MiB overhead of VM.
+    unsigned want_cpus = std::min(2L, sysconf(_SC_NPROCESSORS_ONLN));
+    EXPECT_EQ(first_line(r.out), std::to_string(want_cpus)) << r.out;
+    long kb = 0;
+    std::sscanf(r.out.c_str() + r.out.find("MemTotal:"), "MemTotal: %ld", &kb);
+    EXPECT_GT(kb, 100 * 1024) << r.out;
+    EXPECT_LT(kb, 161 * 1024) << r.out;
+    EXPECT_NE(r.out.find("\n67108864\n"), std::string::npos) << "memory.max in the guest: " << r.out;
+}
+
+TEST(VmLifecycle, CreateStartKillDelete) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    std::string out = b.scratch("out") + "/create.out";
+    b.cmd("echo started; trap 'echo got TERM; exit 3' TERM; while :; do sleep 1; done");
+    b.write();
+    std::string tarn = std::string(TARN_BINARY) + " --root " + b.root();
+    // The monitor keeps create's stdout: send it to a file, as a shim would to a fifo.
+    Result c = sh(tarn + " create --bundle " + b.dir() + " vmlife > " + out + " 2>&1 < /dev/null");
+    ASSERT_EQ(c.code, 0) << read_text(out);
+    json st = json::parse(b.tarn({"state", "vmlife"}).out);
+    EXPECT_EQ(st["status"], "created");
+    pid_t pid = st["pid"];
+    EXPECT_TRUE(alive(pid));
+    EXPECT_EQ(processes_matching("tarn-vm:vmlife").size(), 1u);
+
+    ASSERT_EQ(b.tarn({"start", "vmlife"}).code, 0);
+    EXPECT_EQ(json::parse(b.tarn({"state", "vmlife"}).out)["status"], "running");
+    for (int i = 0; i < 200 && read_text(out).find("started") == std::string::npos; ++i) usleep(50000);
+    EXPECT_NE(read_text(out).find("started"), std::string::npos) << read_text(out);
+
+    // SIGTERM reaches the shell inside the guest, whose trap answers.
+    ASSERT_EQ(b.tarn({"kill", "vmlife", "TERM"}).code, 0);
+    std::string status;
+    for (int i = 0; i < 300 && status != "stopped"; ++i) {
+        usleep(50000);
+        status = json::parse(b.tarn({"state", "vmlife"}).out)["status"];
+    }
+    EXPECT_EQ(status, "stopped");
+    EXPECT_NE(read_text(out).find("got TERM"), std::string::npos) << read_text(out);
+    EXPECT_TRUE(processes_matching("tarn-vm:vmlife").empty()) << "QEMU outlived the workload";
+
+    ASSERT_EQ(b.tarn({"delete", "vmlife"}).code, 0);
+    expect_nothing_left(b, "vmlife");
+}
+
+TEST(VmLifecycle, DeleteForceStopsARunningVm) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    b.cmd("sleep infinity");
+    b.write();
+    Result c = sh(std::string(TARN_BINARY) + " --root " + b.root() + " create --bundle " + b.dir() +
+                  " vmforce > /dev/null 2>&1 < /dev/null");
+    ASSERT_EQ(c.code, 0);
+    ASSERT_EQ(b.tarn({"start", "vmforce"}).code, 0);
+    EXPECT_EQ(processes_matching("tarn-vm:vmforce").size(), 1u);
+    Result d = b.tarn({"delete", "--force", "vmforce"});
+    EXPECT_EQ(d.code, 0) << d.err;
+    for (int i = 0; i < 100 && !processes_matching("tarn-vm:vmforce").empty(); ++i) usleep(20000);
+    expect_nothing_left(b, "vmforce");
+}
+
+TEST(VmLifecycle, ExecSaysItIsNotSupported) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    b.cmd("sleep infinity");
+    b.write();
+    ASSERT_EQ(sh(std::string(TARN_BINARY) + " --root " + b.root() + " create --bundle " + b.dir() +
+                 " vmexec > /dev/null 2>&1 < /dev/null").code, 0);
+    Result e = b.tarn({"exec", "vmexec", "true"});
+    EXPECT_NE(e.code, 0);
+    EXPECT_NE(e.err.find("not supported in vm mode"), std::string::npos) << e.err;
+    EXPECT_EQ(b.tarn({"delete", "--force", "vmexec"}).code, 0);
+    expect_nothing_left(b, "vmexec");
+}
+
+// ---- failures: each names what is missing, and leaves nothing behind ----------------
+
+TEST(VmErrors, MissingKernelIsNamed) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    b.config["annotations"]["tarn.vm.kernel"] = "/nonexistent/tarn/vmlinux";
+    Result r = b.run("vmnokernel");
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("vm kernel /nonexistent/tarn/vmlinux: no such file or directory"), std::string::npos) << r.err;
+    expect_nothing_left(b, "vmnokernel");
+}
+
+TEST(VmErrors, MissingQemuIsNamed) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    std::string cfg = b.scratch("etc") + "/vm.json";
+    write_text(cfg, R"({"qemu": "/nonexistent/qemu-system-x86_64"})");
+    Result r = b.tarn({"--vm-config", cfg, "run", "--bundle", b.dir(), "vmnoqemu"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("qemu /nonexistent/qemu-system-x86_64: not found"), std::string::npos) << r.err;
+    expect_nothing_left(b, "vmnoqemu");
+}
+
+TEST(VmErrors, KernelQemuCannotLoadIsReported) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    std::string bogus = b.scratch("k") + "/vmlinux";
+    write_text(bogus, "not a kernel\n");
+    b.config["annotations"]["tarn.vm.kernel"] = bogus;
+    Result r = b.run("vmbadkernel");
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("exited (status 1) before the guest agent answered"), std::string::npos) << r.err;
+    expect_nothing_left(b, "vmbadkernel");
+}
+
+TEST(VmErrors, AgentThatNeverAnswersTimesOut) {
+    REQUIRE_VM();
+    // An initramfs whose /init is busybox's init: it boots, and never speaks the protocol.
+    Bundle b;
+    std::string dir = b.scratch("silent");
+    Result s = tarn::test::tarn({"vm", "setup", "--dir", dir, "--from", TARN_VM_KERNEL_DIR, "--agent", "/bin/busybox"}, b.root());
+    ASSERT_EQ(s.code, 0) << s.err;
+    vm_annotations(b);
+    b.config["annotations"]["tarn.vm.initrd"] = dir + "/initrd.cpio";
+    b.config["annotations"]["tarn.vm.timeout"] = "5";
+    Result r = b.run("vmsilent");
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("the guest agent did not answer within 5 s"), std::string::npos) << r.err;
+    expect_nothing_left(b, "vmsilent");
+}
