@@ -15,7 +15,8 @@
 # Environment: E2E_KEEP=1 keeps the scratch dir (its containerd.log, bundles) for
 # debugging; E2E_CTR_TIMEOUT bounds each ctr call (default 60 s); E2E_RESTRICT_OOM=
 # true|false overrides the CRI restrict_oom_score_adj setting (default: true exactly
-# when this process lacks CAP_SYS_RESOURCE).
+# when this process lacks CAP_SYS_RESOURCE); E2E_VM_DIR (vmlinux and initrd.cpio from
+# `tarn vm setup`) adds the VM isolation mode checks (h).
 set -u
 export LC_ALL=C DEBIAN_FRONTEND=noninteractive
 PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
@@ -660,6 +661,29 @@ check "e: a missing executable is reported with its path" \
 note "ctr said: $(printf '%s' "$OUT" | grep 'OCI runtime' | head -n 1)"
 check "e: ... and leaves nothing behind" "$(no_leftover "$id"; echo $?)" \
     "containers: $(ctr_ containers ls -q 2>&1)" "runtime state: $(ls -A "$S/run/containerd/runc/default" 2>&1)"
+
+# --- (h) VM isolation mode through the shim ------------------------------------------
+# E2E_VM_DIR holds vmlinux and initrd.cpio (tests/vm/setup.sh); the bundle asks for a VM
+# with annotations, which is all a containerd user can pass to the runtime.
+
+if [ -n "${E2E_VM_DIR:-}" ] && [ -s "$E2E_VM_DIR/initrd.cpio" ] && [ -s "$E2E_VM_DIR/vmlinux" ]; then
+    VM=(--annotation tarn.isolation=vm --annotation "tarn.vm.kernel=$E2E_VM_DIR/vmlinux"
+        --annotation "tarn.vm.initrd=$E2E_VM_DIR/initrd.cpio")
+    id=h-vm-$TAG
+    run ctr_ run --rm "${RB[@]}" "${VM[@]}" --rootfs "$ROOTFS" "$id" /bin/sh -c 'uname -r; exit 5'
+    check "h: ctr run with annotation tarn.isolation=vm runs in the guest's kernel, exit code 5 comes back" \
+        "$([ "$RC" = 5 ] && [ -n "$OUT" ] && [ "$OUT" != "$(uname -r)" ]; echo $?)" \
+        "exit $RC, output (host kernel $(uname -r)):" "$OUT"
+    id=h-vm-stdin-$TAG
+    OUT=$(printf 'abcdef' | ctr_ run --rm "${RB[@]}" "${VM[@]}" --rootfs "$ROOTFS" "$id" /bin/head -c 3 2>&1)
+    RC=$?
+    check "h: stdin reaches a VM-mode container (head -c 3)" "$([ "$RC" = 0 ] && [ "$OUT" = abc ]; echo $?)" \
+        "exit $RC, output:" "$OUT"
+    check "h: no QEMU is left after the VM-mode tasks" "$(pgrep -f "tarn-vm:h-vm-" >/dev/null; [ $? = 1 ]; echo $?)" \
+        "$(pgrep -af "tarn-vm:h-vm-")"
+else
+    skip "h: VM isolation mode through containerd" "E2E_VM_DIR has no vmlinux and initrd.cpio"
+fi
 
 # --- (f) the config.toml runtime entry ----------------------------------------------
 
