@@ -31,6 +31,12 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
+std::string ms(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f ms", v);
+    return buf;
+}
+
 // Signals the monitor never forwards: its own plumbing.
 bool forwarded(int sig) { return sig != SIGCHLD && sig != SIGPIPE && sig != SIGWINCH && sig != SIGURG; }
 
@@ -286,8 +292,8 @@ void Monitor::finish() {
         stop_qemu();
     }
     if (started_)
-        log_debug("vm " + l_.id + ": workload " + std::to_string(ms_between(t_started_, Clock::now())) +
-                  " ms, exit code " + std::to_string(exit_code_));
+        log_debug("vm " + l_.id + ": workload " + ms(ms_between(t_started_, Clock::now())) + ", exit code " +
+                  std::to_string(exit_code_));
     ::_exit(exit_code_);
 }
 
@@ -413,11 +419,9 @@ ns::Spawned spawn(const Launch& l) {
     json t = json::parse(reply.substr(3), nullptr, false);
     if (!t.is_discarded())
         log_debug("create " + l.id + ": vm (" + t.value("accel", "") + ") qemu start " +
-                  std::to_string(t.value("qemu_start_ms", 0.0)) + " ms, kernel boot " +
-                  std::to_string(t.value("kernel_boot_ms", 0.0)) + " ms, agent init " +
-                  std::to_string(t.value("agent_init_ms", 0.0)) + " ms, create " +
-                  std::to_string(t.value("create_ms", 0.0)) + " ms, start " + std::to_string(t.value("start_ms", 0.0)) +
-                  " ms; guest phases: " + t.value("guest_setup", ""));
+                  ms(t.value("qemu_start_ms", 0.0)) + ", kernel boot " + ms(t.value("kernel_boot_ms", 0.0)) +
+                  ", agent init " + ms(t.value("agent_init_ms", 0.0)) + ", create " + ms(t.value("create_ms", 0.0)) +
+                  ", start " + ms(t.value("start_ms", 0.0)) + "; guest phases: " + t.value("guest_setup", ""));
     return sp;
 }
 

@@ -94,6 +94,11 @@ int vm_setup(const VmSetupOptions& o) {
         }
         for (char& c : kept)
             if (c == '\n') c = ' ';
+        try {
+            write_file_atomic(dir + "/kernel-version", read_file(from + "/kernel-version"), 0644);
+        } catch (const Error&) {
+            // A kernel directory made by hand need not say.
+        }
         std::cout << "kernel: " << vmlinux << "\ninitrd: " << dir << "/initrd.cpio (tarn-agent, modules: "
                   << (kept.empty() ? std::string("none") : kept.substr(0, kept.size() - 1)) << ")\n";
         return 0;
