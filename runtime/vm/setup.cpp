@@ -87,7 +87,10 @@ int vm_setup(const VmSetupOptions& o) {
 
         std::string vmlinux = dir + "/vmlinux";
         if (std::filesystem::absolute(from + "/vmlinux") != std::filesystem::absolute(vmlinux)) {
-            std::filesystem::copy_file(from + "/vmlinux", vmlinux + ".tmp", std::filesystem::copy_options::overwrite_existing, ec);
+            // A hard link where it can be (the kernel is 60+ MiB), else a copy.
+            std::filesystem::remove(vmlinux + ".tmp", ec);
+            std::filesystem::create_hard_link(from + "/vmlinux", vmlinux + ".tmp", ec);
+            if (ec) std::filesystem::copy_file(from + "/vmlinux", vmlinux + ".tmp", std::filesystem::copy_options::overwrite_existing, ec);
             if (ec) throw Error("copy " + from + "/vmlinux", ec.value());
             std::filesystem::rename(vmlinux + ".tmp", vmlinux, ec);
             if (ec) throw Error("rename " + vmlinux, ec.value());
