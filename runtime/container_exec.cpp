@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "runtime/lifecycle.hpp"
+#include "runtime/vm/vm.hpp"
 
 namespace tarn::runtime {
 namespace detail {
@@ -67,12 +68,18 @@ int exec(const GlobalOptions& g, const ExecOptions& o) {
     try {
         detail::ContainerDir dir = detail::ContainerDir::open(g.root, o.id);
         detail::Record rec = dir.load();
-        if (rec.vm) throw Error("not supported in vm mode yet (the container runs in a VM)");
         oci::Status st = detail::current_status(dir, rec);
         if (st != oci::Status::running && st != oci::Status::created)
             throw Error("cannot exec in a container that is " + std::string(oci::to_string(st)));
         oci::Config cfg = dir.load_config();
         oci::Process proc = exec_process(o, cfg);
+        if (rec.vm) {
+            if (!o.console_socket.empty() || o.preserve_fds)
+                throw Error("--console-socket and --preserve-fds: not supported in vm mode yet");
+            std::string state_dir = dir.path();
+            dir.unlock();
+            return vm::exec(state_dir, o.id, proc, o.detach, o.pid_file);
+        }
         if (proc.terminal && o.detach && o.console_socket.empty())
             throw Error("--tty with --detach needs --console-socket");
         UniqueFd pidfd(detail::open_init_pidfd(rec));

@@ -17,7 +17,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <functional>
+#include <optional>
+#include <vector>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -133,6 +137,16 @@ struct Pipe {
     }
 };
 
+// A process of the container whose stdio the agent forwards: the init (n 0) or one
+// started by an "exec" request (n 1, 2, ...: the host's numbering).
+struct Proc {
+    int n = 0;
+    pid_t pid = -1;
+    UniqueFd pidfd, in, out, err;
+    std::string in_pending;
+    bool in_eof = false;
+};
+
 class Agent {
 public:
     Agent(UniqueFd serial, UniqueFd devnull) : serial_(std::move(serial)), devnull_(std::move(devnull)) {}
@@ -140,7 +154,8 @@ public:
     [[noreturn]] void serve();
 
 private:
-    void send(const json& msg) {
+    void send(json msg, int n = 0) {
+        if (n != 0) msg["n"] = n;
         std::string line = encode(msg);
         std::string_view rest = line;
         while (!rest.empty()) {
@@ -155,8 +170,12 @@ private:
     void request(const json& msg);
     void create(const json& msg);
     void start();
-    void forward_output(UniqueFd& fd, int which);
-    void flush_stdin();
+    void exec(int n, const json& msg);
+    // Runs `spawn` with the new process's stdio on pipes, and registers it.
+    Proc& with_pipes(int n, const std::function<ns::Spawned()>& spawn);
+    Proc* find(int n);
+    void forward_output(Proc& p, UniqueFd& fd, int which);
+    void flush_stdin(Proc& p);
     void reap();
     [[noreturn]] void power_off() {
         ::sync();
@@ -166,15 +185,43 @@ private:
 
     UniqueFd serial_, devnull_, sigchld_;
     LineReader reader_;
-    pid_t pid_ = -1;
-    UniqueFd pidfd_, in_, out_, err_;
-    std::string in_pending_;
-    bool in_eof_ = false;
+    std::vector<std::unique_ptr<Proc>> procs_;  // [0] is the init once created
+    std::optional<oci::Config> config_;
+    pid_t init_pid_ = -1;
     std::unique_ptr<cgroups::Manager> cgroup_;
 };
 
+Proc* Agent::find(int n) {
+    for (auto& p : procs_)
+        if (p->n == n) return p.get();
+    return nullptr;
+}
+
+Proc& Agent::with_pipes(int n, const std::function<ns::Spawned()>& spawn) {
+    Pipe in, out, err;
+    set_stdio(in.r.get(), out.w.get(), err.w.get());
+    ns::Spawned sp;
+    try {
+        sp = spawn();
+    } catch (...) {
+        set_stdio(devnull_.get(), devnull_.get(), devnull_.get());
+        throw;
+    }
+    set_stdio(devnull_.get(), devnull_.get(), devnull_.get());
+    auto p = std::make_unique<Proc>();
+    p->n = n;
+    p->pid = sp.pid;
+    p->pidfd = std::move(sp.pidfd);
+    p->in = std::move(in.w);
+    p->out = std::move(out.r);
+    p->err = std::move(err.r);
+    for (int fd : {p->in.get(), p->out.get(), p->err.get()}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    procs_.push_back(std::move(p));
+    return *procs_.back();
+}
+
 void Agent::create(const json& msg) {
-    if (pid_ > 0) throw Error("a container already runs in this guest");
+    if (config_) throw Error("a container already runs in this guest");
     std::string id = msg.value("id", "");
     oci::Config cfg = oci::parse_config(msg.value("config", ""), "config.json");
 
@@ -203,32 +250,25 @@ void Agent::create(const json& msg) {
     io.session_keyring = "_ses." + id;
     ns::ParentSteps ps;
     ps.place_in_cgroup = [&](pid_t p) { cgroup_->add_process(p); };
-    Pipe in, out, err;
-    set_stdio(in.r.get(), out.w.get(), err.w.get());
-    ns::Spawned sp;
-    try {
-        sp = ns::spawn_init(cfg, io, ps, ns::ChildSteps{});
-    } catch (...) {
-        set_stdio(devnull_.get(), devnull_.get(), devnull_.get());
-        throw;
-    }
-    set_stdio(devnull_.get(), devnull_.get(), devnull_.get());
-    pid_ = sp.pid;
-    pidfd_ = std::move(sp.pidfd);
-    in_ = std::move(in.w);
-    out_ = std::move(out.r);
-    err_ = std::move(err.r);
-    for (int fd : {in_.get(), out_.get(), err_.get()}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
-    send({{"t", "created"}, {"pid", pid_}, {"timings", sp.timings.report()}});
+    ns::Spawned timings;
+    Proc& init = with_pipes(0, [&] {
+        ns::Spawned sp = ns::spawn_init(cfg, io, ps, ns::ChildSteps{});
+        timings.timings = sp.timings;
+        return sp;
+    });
+    init_pid_ = init.pid;
+    config_ = std::move(cfg);
+    send({{"t", "created"}, {"pid", init.pid}, {"timings", timings.timings.report()}});
 }
 
 void Agent::start() {
-    if (pid_ <= 0) throw Error("no container to start");
+    Proc* init = find(0);
+    if (!init) throw Error("no container to start");
     UniqueFd fifo(::open(kFifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC));
     if (!fifo) throw_errno("open exec.fifo (is the container init still waiting?)");
     if (::write(fifo.get(), "0", 1) != 1) throw_errno("release container init");
     // The init's end closes on exec: POLLERR means the workload runs.
-    pollfd p[2] = {{fifo.get(), 0, 0}, {pidfd_.get(), POLLIN, 0}};
+    pollfd p[2] = {{fifo.get(), 0, 0}, {init->pidfd.get(), POLLIN, 0}};
     while (::poll(p, 2, -1) < 0 && errno == EINTR) {
     }
     ::unlink(kFifo);
@@ -237,71 +277,99 @@ void Agent::start() {
     send({{"t", "started"}});
 }
 
+void Agent::exec(int n, const json& msg) {
+    Proc* init = find(0);
+    if (!init || !config_) throw Error("no container to exec in");
+    if (n <= 0 || find(n)) throw Error("exec: bad process number " + std::to_string(n));
+    oci::Process proc = oci::parse_process(msg.value("process", json::object()).dump(), "process");
+    if (proc.terminal) throw Error("process.terminal: not supported in vm mode yet");
+    ns::ExecOptions eo;
+    if (config_->linux)
+        for (const oci::Namespace& ns : config_->linux->namespaces) eo.namespaces.push_back(ns.type);
+    if (config_->linux) eo.seccomp = config_->linux->seccomp;
+    Proc& p = with_pipes(n, [&] {
+        return ns::spawn_exec(init->pidfd.get(), init_pid_, proc, eo,
+                              [&](pid_t pid) { cgroup_->add_process(pid); });
+    });
+    send({{"t", "started"}, {"pid", p.pid}}, n);
+}
+
 void Agent::request(const json& msg) {
     std::string op = msg.value("op", "");
+    int n = msg.value("n", 0);
     try {
         if (op == "create") {
             create(msg);
         } else if (op == "start") {
             start();
+        } else if (op == "exec") {
+            exec(n, msg);
         } else if (op == "stdin") {
-            if (msg.contains("data")) in_pending_ += base64_decode(msg.value("data", ""));
-            if (msg.value("eof", false)) in_eof_ = true;
-            flush_stdin();
+            Proc* p = find(n);
+            if (!p) return;
+            if (msg.contains("data")) p->in_pending += base64_decode(msg.value("data", ""));
+            if (msg.value("eof", false)) p->in_eof = true;
+            flush_stdin(*p);
         } else if (op == "signal") {
-            if (pidfd_) ns::detail::pidfd_send_signal(pidfd_.get(), msg.value("sig", SIGTERM));
+            if (Proc* p = find(n)) ns::detail::pidfd_send_signal(p->pidfd.get(), msg.value("sig", SIGTERM));
         } else {
             send({{"t", "log"}, {"msg", "unknown request \"" + op + "\" ignored"}});
         }
     } catch (const std::exception& e) {
-        send({{"t", "error"}, {"msg", e.what()}});
+        send({{"t", "error"}, {"msg", e.what()}}, n);
     }
 }
 
-void Agent::flush_stdin() {
-    while (in_ && !in_pending_.empty()) {
-        ssize_t n = ::write(in_.get(), in_pending_.data(), in_pending_.size());
-        if (n < 0) {
+void Agent::flush_stdin(Proc& p) {
+    while (p.in && !p.in_pending.empty()) {
+        ssize_t w = ::write(p.in.get(), p.in_pending.data(), p.in_pending.size());
+        if (w < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN) return;
-            in_pending_.clear();  // the workload closed its stdin
+            p.in_pending.clear();  // the process closed its stdin
             break;
         }
-        in_pending_.erase(0, static_cast<size_t>(n));
+        p.in_pending.erase(0, static_cast<size_t>(w));
     }
-    if (in_eof_ && in_pending_.empty()) in_.reset();
+    if (p.in_eof && p.in_pending.empty()) p.in.reset();
 }
 
-void Agent::forward_output(UniqueFd& fd, int which) {
+void Agent::forward_output(Proc& p, UniqueFd& fd, int which) {
     char buf[4096];
-    ssize_t n = ::read(fd.get(), buf, sizeof buf);
-    if (n > 0) {
-        send({{"t", "out"}, {"fd", which}, {"data", base64_encode(std::string_view(buf, static_cast<size_t>(n)))}});
-    } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+    ssize_t r = ::read(fd.get(), buf, sizeof buf);
+    if (r > 0) {
+        send({{"t", "out"}, {"fd", which}, {"data", base64_encode(std::string_view(buf, static_cast<size_t>(r)))}},
+             p.n);
+    } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
         fd.reset();
     }
 }
 
 void Agent::reap() {
     int status = 0;
-    pid_t p;
-    while ((p = ::waitpid(-1, &status, WNOHANG)) > 0) {
-        if (p != pid_) continue;  // an orphan the guest's pid 1 inherited
-        // The init was pid 1 of its pid namespace: the kernel kills the rest, so the
-        // pipes reach EOF soon. Forward what is left before the exit status.
+    pid_t pid;
+    while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+        auto it = std::find_if(procs_.begin(), procs_.end(), [&](const auto& p) { return p->pid == pid; });
+        if (it == procs_.end()) continue;  // an orphan the guest's pid 1 inherited
+        Proc& p = **it;
+        // Forward what is left before the exit status. For the init, the kernel kills
+        // the rest of its pid namespace, so its pipes reach EOF soon.
         auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
-        while ((out_ || err_) && std::chrono::steady_clock::now() < deadline) {
-            pollfd q[2] = {{out_ ? out_.get() : -1, POLLIN, 0}, {err_ ? err_.get() : -1, POLLIN, 0}};
+        while ((p.out || p.err) && std::chrono::steady_clock::now() < deadline) {
+            pollfd q[2] = {{p.out ? p.out.get() : -1, POLLIN, 0}, {p.err ? p.err.get() : -1, POLLIN, 0}};
             if (::poll(q, 2, 100) <= 0) continue;
-            if (q[0].revents & (POLLIN | POLLHUP)) forward_output(out_, 1);
-            if (q[1].revents & (POLLIN | POLLHUP)) forward_output(err_, 2);
+            if (q[0].revents & (POLLIN | POLLHUP)) forward_output(p, p.out, 1);
+            if (q[1].revents & (POLLIN | POLLHUP)) forward_output(p, p.err, 2);
         }
         json exit = {{"t", "exit"}};
         if (WIFSIGNALED(status)) exit["signal"] = WTERMSIG(status);
         else exit["code"] = WEXITSTATUS(status);
-        send(exit);
-        ::tcdrain(serial_.get());
-        power_off();
+        send(exit, p.n);
+        if (p.n == 0) {
+            ::tcdrain(serial_.get());
+            power_off();
+        }
+        procs_.erase(it);
     }
 }
 
@@ -311,17 +379,24 @@ void Agent::serve() {
     sigaddset(&set, SIGCHLD);
     sigchld_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
     for (;;) {
-        pollfd p[5] = {
-            {serial_.get(), POLLIN, 0},
-            {sigchld_.get(), POLLIN, 0},
-            {out_ ? out_.get() : -1, POLLIN, 0},
-            {err_ ? err_.get() : -1, POLLIN, 0},
-            {in_ && !in_pending_.empty() ? in_.get() : -1, POLLOUT, 0},
-        };
-        if (::poll(p, 5, -1) < 0) {
+        // serial, SIGCHLD, then out, err, in of each process.
+        std::vector<pollfd> p = {{serial_.get(), POLLIN, 0}, {sigchld_.get(), POLLIN, 0}};
+        for (const auto& pr : procs_) {
+            p.push_back({pr->out ? pr->out.get() : -1, POLLIN, 0});
+            p.push_back({pr->err ? pr->err.get() : -1, POLLIN, 0});
+            p.push_back({pr->in && !pr->in_pending.empty() ? pr->in.get() : -1, POLLOUT, 0});
+        }
+        if (::poll(p.data(), p.size(), -1) < 0) {
             if (errno == EINTR) continue;
             power_off();
         }
+        for (size_t i = 0; i < procs_.size(); ++i) {
+            Proc& pr = *procs_[i];
+            if (p[2 + 3 * i].revents & (POLLIN | POLLHUP)) forward_output(pr, pr.out, 1);
+            if (p[3 + 3 * i].revents & (POLLIN | POLLHUP)) forward_output(pr, pr.err, 2);
+            if (p[4 + 3 * i].revents & (POLLOUT | POLLERR)) flush_stdin(pr);
+        }
+        // Requests and exits last: they may add or remove processes.
         if (p[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             char buf[65536];
             ssize_t n = ::read(serial_.get(), buf, sizeof buf);
@@ -330,9 +405,6 @@ void Agent::serve() {
             while (auto line = reader_.next())
                 if (auto msg = decode(*line)) request(*msg);
         }
-        if (p[2].revents & (POLLIN | POLLHUP)) forward_output(out_, 1);
-        if (p[3].revents & (POLLIN | POLLHUP)) forward_output(err_, 2);
-        if (p[4].revents & (POLLOUT | POLLERR)) flush_stdin();
         if (p[1].revents & POLLIN) {
             signalfd_siginfo si;
             while (::read(sigchld_.get(), &si, sizeof si) == sizeof si) {

@@ -15,7 +15,9 @@
 #include <chrono>
 #include <cstdio>
 #include <deque>
+#include <memory>
 #include <set>
+#include <vector>
 
 #include "namespaces/syscalls.hpp"
 #include "runtime/vm/protocol.hpp"
@@ -63,6 +65,13 @@ void close_other_fds(std::set<int> keep) {
     ::close_range(from, ~0U, 0);
 }
 
+// An `exec` client on the monitor's socket; its process in the guest has number n.
+struct ExecClient {
+    int n;
+    UniqueFd fd;
+    tarn::vm::LineReader reader;
+};
+
 class Monitor {
 public:
     Monitor(const Launch& l, int ctl) : l_(l), ctl_(ctl) {}
@@ -79,13 +88,19 @@ private:
     void flush_outbox();
     void handle(const json& msg);
     void stop_qemu();
+    void accept_client();
+    // False when the client is gone.
+    bool from_client(ExecClient& c);
+    void to_client(const json& msg);
     std::string console_tail() const;
     std::string qemu_log_tail() const;
     [[noreturn]] void finish();
 
     const Launch& l_;
     int ctl_;
-    UniqueFd serial_, qemu_pidfd_, signals_, fifo_;
+    UniqueFd serial_, qemu_pidfd_, signals_, fifo_, listener_;
+    std::vector<std::unique_ptr<ExecClient>> clients_;
+    int next_n_ = 1;
     pid_t qemu_pid_ = -1;
     tarn::vm::LineReader reader_;
     std::deque<json> inbox_;
@@ -262,7 +277,49 @@ json Monitor::boot_and_create() {
             {"guest_setup", created.value("timings", "")}};
 }
 
+void Monitor::accept_client() {
+    UniqueFd fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!fd) return;
+    clients_.push_back(std::make_unique<ExecClient>(ExecClient{next_n_++, std::move(fd), {}}));
+    log_debug("vm " + l_.id + ": exec client " + std::to_string(clients_.back()->n));
+}
+
+bool Monitor::from_client(ExecClient& c) {
+    char buf[65536];
+    ssize_t n = ::read(c.fd.get(), buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+    if (n <= 0) {
+        // The host side of an exec'd process is gone (killed, most likely): so goes
+        // the process.
+        send({{"op", "signal"}, {"n", c.n}, {"sig", SIGKILL}});
+        return false;
+    }
+    c.reader.feed(std::string_view(buf, static_cast<size_t>(n)));
+    while (auto line = c.reader.next()) {
+        auto msg = tarn::vm::decode(*line);
+        if (!msg) continue;
+        std::string op = msg->value("op", "");
+        if (op != "exec" && op != "stdin" && op != "signal") continue;
+        (*msg)["n"] = c.n;
+        send(*msg);
+    }
+    return true;
+}
+
+void Monitor::to_client(const json& msg) {
+    int n = msg.value("n", 0);
+    auto it = std::find_if(clients_.begin(), clients_.end(), [&](const auto& c) { return c->n == n; });
+    if (it == clients_.end()) return;
+    write_all((*it)->fd.get(), tarn::vm::encode(msg));
+    std::string t = msg.value("t", "");
+    if (t == "exit" || t == "error") clients_.erase(it);
+}
+
 void Monitor::handle(const json& msg) {
+    if (msg.value("n", 0) != 0) {
+        to_client(msg);
+        return;
+    }
     std::string t = msg.value("t", "");
     if (t == "out") {
         int fd = msg.value("fd", 1) == 2 ? 2 : 1;
@@ -281,6 +338,8 @@ void Monitor::handle(const json& msg) {
         else exit_code_ = msg.value("code", 255);
     } else if (t == "error") {
         log_error("vm " + l_.id + ": guest: " + msg.value("msg", ""));
+    } else if (t == "log") {
+        log_debug("vm " + l_.id + ": guest: " + msg.value("msg", ""));
     }
 }
 
@@ -314,7 +373,9 @@ void Monitor::run() {
             fifo_.reset(::open(l_.exec_fifo.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK));
             if (!fifo_) throw_errno("open " + l_.exec_fifo);
         }
-        std::string ok = "ok " + boot_and_create().dump();
+        json timings = boot_and_create();
+        listener_ = monitor_socket(l_.state_dir, true);
+        std::string ok = "ok " + timings.dump();
         (void)!::send(ctl_, ok.data(), ok.size(), MSG_NOSIGNAL);
     } catch (const std::exception& e) {
         stop_qemu();
@@ -333,17 +394,23 @@ void Monitor::run() {
             if (exited_) finish();
         }
         bool want_stdin = started_ && stdin_open_ && outbox_.size() < (1u << 20);
-        pollfd p[5] = {
+        std::vector<pollfd> p = {
             {serial_.get(), static_cast<short>(POLLIN | (outbox_.empty() ? 0 : POLLOUT)), 0},
             {qemu_pidfd_.get(), POLLIN, 0},
             {signals_.get(), POLLIN, 0},
             {fifo_ ? fifo_.get() : -1, POLLIN, 0},
             {want_stdin ? 0 : -1, POLLIN, 0},
+            {listener_.get(), POLLIN, 0},
         };
-        if (::poll(p, 5, -1) < 0) {
+        for (const auto& c : clients_) p.push_back({outbox_.size() < (1u << 20) ? c->fd.get() : -1, POLLIN, 0});
+        if (::poll(p.data(), p.size(), -1) < 0) {
             if (errno == EINTR) continue;
             ::_exit(255);
         }
+        for (size_t i = clients_.size(); i-- > 0;)
+            if ((p[6 + i].revents & (POLLIN | POLLHUP | POLLERR)) && !from_client(*clients_[i]))
+                clients_.erase(clients_.begin() + static_cast<long>(i));
+        if (p[5].revents & POLLIN) accept_client();
         if (p[0].revents & POLLOUT) flush_outbox();
         if (p[0].revents & (POLLIN | POLLHUP)) read_serial();
         if (p[2].revents & POLLIN) {

@@ -75,4 +75,17 @@ struct Launch {
 // On failure the monitor and QEMU are gone and the error says what failed.
 ns::Spawned spawn(const Launch& l);
 
+// The monitor's socket, in the state dir: `exec` talks to the guest through it.
+inline constexpr std::string_view kMonitorSocket = "monitor.sock";
+
+// `exec` in a VM-mode container: the process runs in the guest, started by the agent
+// with the namespaces library's spawn_exec; this process stands for it on the host
+// (stdio, signals, exit code). With `detach`, a forked child does, and its pid goes to
+// `pid_file`. Returns the exit code (0 when detached).
+int exec(const std::string& state_dir, const std::string& id, const oci::Process& process, bool detach,
+         const std::string& pid_file);
+
+// Connects to (or, with `listen`, binds) <dir>/monitor.sock, however long <dir> is.
+UniqueFd monitor_socket(const std::string& dir, bool listen);
+
 }  // namespace tarn::runtime::vm

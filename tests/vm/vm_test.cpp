@@ -2,6 +2,7 @@
 // QEMU (TCG here, KVM where /dev/kvm exists) through the real tarn and tarn-agent.
 // TARN_VM_DIR names a directory with vmlinux and initrd.cpio (tests/vm/setup.sh makes
 // it; ctest runs that first), TARN_VM_KERNEL_DIR the kernel directory it came from.
+#include <signal.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -158,17 +159,44 @@ TEST(VmLifecycle, DeleteForceStopsARunningVm) {
     expect_nothing_left(b, "vmforce");
 }
 
-TEST(VmLifecycle, ExecSaysItIsNotSupported) {
+TEST(VmLifecycle, ExecRunsInTheGuestContainer) {
     REQUIRE_VM();
     Bundle b;
     vm_annotations(b);
-    b.cmd("sleep infinity");
+    b.cmd("echo $$ > /dev/null; exec sleep infinity");
     b.write();
     ASSERT_EQ(sh(std::string(TARN_BINARY) + " --root " + b.root() + " create --bundle " + b.dir() +
                  " vmexec > /dev/null 2>&1 < /dev/null").code, 0);
-    Result e = b.tarn({"exec", "vmexec", "true"});
-    EXPECT_NE(e.code, 0);
-    EXPECT_NE(e.err.find("not supported in vm mode"), std::string::npos) << e.err;
+    ASSERT_EQ(b.tarn({"start", "vmexec"}).code, 0);
+
+    // Foreground: stdio both ways, the exit code, and the container's pid namespace.
+    Result e = b.tarn({"exec", "vmexec", "sh", "-c", "cat; echo err >&2; ps -o pid,comm | grep -c sleep; exit 4"},
+                      "through stdin\n");
+    EXPECT_EQ(e.code, 4) << e.err;
+    EXPECT_EQ(e.out, "through stdin\n1\n");
+    EXPECT_NE(e.err.find("err"), std::string::npos);
+
+    Result missing = b.tarn({"exec", "vmexec", "/no/such/binary"});
+    EXPECT_NE(missing.code, 0);
+    EXPECT_NE(missing.err.find("/no/such/binary"), std::string::npos) << missing.err;
+
+    // Detached, as containerd's shim does it: the pid file names a host process that
+    // stands for the one in the guest; killing it kills that one.
+    std::string pid_file = b.scratch("exec") + "/pid";
+    ASSERT_EQ(b.tarn({"exec", "-d", "--pid-file", pid_file, "vmexec", "sleep", "12345"}).code, 0);
+    pid_t pid = std::stoi(read_text(pid_file));
+    EXPECT_TRUE(alive(pid));
+    Result ps = b.tarn({"exec", "vmexec", "ps", "-o", "args"});
+    EXPECT_NE(ps.out.find("sleep 12345"), std::string::npos) << ps.out;
+    ::kill(pid, SIGKILL);
+    std::string after;
+    for (int i = 0; i < 50; ++i) {
+        usleep(100000);
+        after = b.tarn({"exec", "vmexec", "ps", "-o", "args"}).out;
+        if (after.find("sleep 12345") == std::string::npos) break;
+    }
+    EXPECT_EQ(after.find("sleep 12345"), std::string::npos) << after;
+
     EXPECT_EQ(b.tarn({"delete", "--force", "vmexec"}).code, 0);
     expect_nothing_left(b, "vmexec");
 }

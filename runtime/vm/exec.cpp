@@ -1,0 +1,153 @@
+// `exec` into a VM-mode container: a client of the monitor's socket. The monitor
+// numbers the client's process and relays between it and the guest agent.
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "runtime/vm/protocol.hpp"
+#include "runtime/vm/vm.hpp"
+
+namespace tarn::runtime::vm {
+namespace {
+
+using nlohmann::json;
+
+void write_all(int fd, std::string_view data) {
+    while (!data.empty()) {
+        ssize_t n = ::write(fd, data.data(), data.size());
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return;
+        }
+        data.remove_prefix(static_cast<size_t>(n));
+    }
+}
+
+class Client {
+public:
+    explicit Client(UniqueFd sock) : sock_(std::move(sock)) {}
+    json next();  // the next message; throws when the monitor goes away
+    void send(const json& msg) { write_all(sock_.get(), tarn::vm::encode(msg)); }
+    int relay();  // stdio and signals until the exit message; returns the exit code
+
+private:
+    UniqueFd sock_;
+    tarn::vm::LineReader reader_;
+};
+
+json Client::next() {
+    for (;;) {
+        while (auto line = reader_.next())
+            if (auto msg = tarn::vm::decode(*line)) return *msg;
+        char buf[65536];
+        ssize_t n = ::read(sock_.get(), buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) throw Error("the vm monitor went away (the container stopped)");
+        reader_.feed(std::string_view(buf, static_cast<size_t>(n)));
+    }
+}
+
+int Client::relay() {
+    sigset_t all;
+    sigfillset(&all);
+    ::sigprocmask(SIG_BLOCK, &all, nullptr);
+    UniqueFd sfd(::signalfd(-1, &all, SFD_CLOEXEC | SFD_NONBLOCK));
+    bool stdin_open = ::fcntl(0, F_GETFD) >= 0;
+    for (;;) {
+        pollfd p[3] = {{sock_.get(), POLLIN, 0}, {sfd.get(), POLLIN, 0}, {stdin_open ? 0 : -1, POLLIN, 0}};
+        if (::poll(p, 3, -1) < 0) {
+            if (errno == EINTR) continue;
+            return 255;
+        }
+        if (p[0].revents & (POLLIN | POLLHUP)) {
+            char buf[65536];
+            ssize_t n = ::read(sock_.get(), buf, sizeof buf);
+            if (n <= 0) return 255;  // the container stopped under us
+            reader_.feed(std::string_view(buf, static_cast<size_t>(n)));
+            while (auto line = reader_.next()) {
+                auto msg = tarn::vm::decode(*line);
+                if (!msg) continue;
+                std::string t = msg->value("t", "");
+                if (t == "out") {
+                    write_all(msg->value("fd", 1) == 2 ? 2 : 1, tarn::vm::base64_decode(msg->value("data", "")));
+                } else if (t == "exit") {
+                    return msg->contains("signal") ? 128 + msg->value("signal", 0) : msg->value("code", 255);
+                } else if (t == "error") {
+                    log_error("exec: guest: " + msg->value("msg", ""));
+                }
+            }
+        }
+        if (p[1].revents & POLLIN) {
+            signalfd_siginfo si;
+            while (::read(sfd.get(), &si, sizeof si) == sizeof si) {
+                int sig = static_cast<int>(si.ssi_signo);
+                if (sig != SIGCHLD && sig != SIGPIPE && sig != SIGWINCH && sig != SIGURG)
+                    send({{"op", "signal"}, {"sig", sig}});
+            }
+        }
+        if (p[2].revents & (POLLIN | POLLHUP | POLLERR)) {
+            char buf[16384];
+            ssize_t n = ::read(0, buf, sizeof buf);
+            if (n > 0) {
+                send({{"op", "stdin"}, {"data", tarn::vm::base64_encode(std::string_view(buf, static_cast<size_t>(n)))}});
+            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+                stdin_open = false;
+                send({{"op", "stdin"}, {"eof", true}});
+            }
+        }
+    }
+}
+
+}  // namespace
+
+UniqueFd monitor_socket(const std::string& dir, bool listen) {
+    // sun_path holds 108 bytes; a state dir can be longer. Through an O_PATH fd on
+    // the dir the address is always short.
+    UniqueFd dfd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dfd) throw_errno("open " + dir);
+    std::string path = "/proc/self/fd/" + std::to_string(dfd.get()) + "/" + std::string(kMonitorSocket);
+    UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!s) throw_errno("socket");
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    if (listen) {
+        ::unlink(path.c_str());
+        if (::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+            throw_errno("bind " + dir + "/" + std::string(kMonitorSocket));
+        if (::listen(s.get(), 16) < 0) throw_errno("listen");
+    } else if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
+        throw_errno("connect to the vm monitor at " + dir + "/" + std::string(kMonitorSocket));
+    }
+    return s;
+}
+
+int exec(const std::string& state_dir, const std::string& id, const oci::Process& process, bool detach,
+         const std::string& pid_file) {
+    if (process.terminal) throw Error("process.terminal: not supported in vm mode yet");
+    Client c(monitor_socket(state_dir, false));
+    c.send({{"op", "exec"}, {"process", oci::to_json(process)}});
+    json first = c.next();
+    if (first.value("t", "") == "error") throw Error("guest: " + first.value("msg", ""));
+    if (first.value("t", "") != "started") throw Error("the vm monitor answered \"" + first.value("t", "") + "\"");
+    log_debug("exec " + id + ": pid " + std::to_string(first.value("pid", 0)) + " in the guest");
+    if (!detach) return c.relay();
+    // The shim waits on the pid it is given: a process here that lives as long as the
+    // one in the guest and exits with its code.
+    pid_t pid = ::fork();
+    if (pid < 0) throw_errno("fork");
+    if (pid == 0) {
+        ::setsid();
+        ::_exit(c.relay());
+    }
+    if (!pid_file.empty()) write_file_atomic(pid_file, std::to_string(pid), 0644);
+    return 0;
+}
+
+}  // namespace tarn::runtime::vm
