@@ -19,13 +19,13 @@
 
 #include <algorithm>
 #include <chrono>
-#include <functional>
-#include <optional>
-#include <vector>
 #include <cstdio>
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "cgroups/cgroups.hpp"
 #include "namespaces/namespaces.hpp"
@@ -56,7 +56,8 @@ double boottime_ms() {
     ::_exit(1);
 }
 
-void mount_or_throw(const char* source, const char* target, const char* type, unsigned long flags, const char* data) {
+void mount_or_throw(const char* source, const char* target, const char* type, unsigned long flags,
+                    const char* data) {
     ::mkdir(target, 0755);
     if (::mount(source, target, type, flags, data) < 0)
         throw_errno(std::string("mount ") + type + " on " + target);
@@ -79,7 +80,8 @@ void load_modules() {
         std::string path = "/lib/modules/" + name;
         UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
         if (!fd) throw_errno("open " + path);
-        if (::syscall(SYS_finit_module, fd.get(), "", 0) < 0 && errno != EEXIST) throw_errno("load module " + path);
+        if (::syscall(SYS_finit_module, fd.get(), "", 0) < 0 && errno != EEXIST)
+            throw_errno("load module " + path);
         ::unlink(path.c_str());  // the initramfs is memory: give it back
     }
 }
@@ -150,7 +152,9 @@ struct Proc {
 class Agent {
 public:
     Agent(UniqueFd serial, UniqueFd devnull) : serial_(std::move(serial)), devnull_(std::move(devnull)) {}
-    void ready(double boot_ms, double init_ms) { send({{"t", "ready"}, {"boot_ms", boot_ms}, {"init_ms", init_ms}}); }
+    void ready(double boot_ms, double init_ms) {
+        send({{"t", "ready"}, {"boot_ms", boot_ms}, {"init_ms", init_ms}});
+    }
     [[noreturn]] void serve();
 
 private:
@@ -215,7 +219,8 @@ Proc& Agent::with_pipes(int n, const std::function<ns::Spawned()>& spawn) {
     p->in = std::move(in.w);
     p->out = std::move(out.r);
     p->err = std::move(err.r);
-    for (int fd : {p->in.get(), p->out.get(), p->err.get()}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    for (int fd : {p->in.get(), p->out.get(), p->err.get()})
+        ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
     procs_.push_back(std::move(p));
     return *procs_.back();
 }
@@ -237,7 +242,8 @@ void Agent::create(const json& msg) {
 
     const oci::Resources none;
     const oci::Resources& res = cfg.linux && cfg.linux->resources ? *cfg.linux->resources : none;
-    cgroup_ = cgroups::open(cgroups::resolve_path(cfg.linux ? cfg.linux->cgroups_path : "", id), cgroups::detect());
+    cgroup_ =
+        cgroups::open(cgroups::resolve_path(cfg.linux ? cfg.linux->cgroups_path : "", id), cgroups::detect());
     cgroup_->create(res);
     cgroup_->apply(res);
     UniqueFd cgroup_fd(cgroup_->open_v2_dir_fd());
@@ -338,7 +344,9 @@ void Agent::forward_output(Proc& p, UniqueFd& fd, int which) {
     char buf[4096];
     ssize_t r = ::read(fd.get(), buf, sizeof buf);
     if (r > 0) {
-        send({{"t", "out"}, {"fd", which}, {"data", base64_encode(std::string_view(buf, static_cast<size_t>(r)))}},
+        send({{"t", "out"},
+              {"fd", which},
+              {"data", base64_encode(std::string_view(buf, static_cast<size_t>(r)))}},
              p.n);
     } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
         fd.reset();
@@ -362,8 +370,10 @@ void Agent::reap() {
             if (q[1].revents & (POLLIN | POLLHUP)) forward_output(p, p.err, 2);
         }
         json exit = {{"t", "exit"}};
-        if (WIFSIGNALED(status)) exit["signal"] = WTERMSIG(status);
-        else exit["code"] = WEXITSTATUS(status);
+        if (WIFSIGNALED(status))
+            exit["signal"] = WTERMSIG(status);
+        else
+            exit["code"] = WEXITSTATUS(status);
         send(exit, p.n);
         if (p.n == 0) {
             ::tcdrain(serial_.get());

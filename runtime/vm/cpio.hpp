@@ -18,7 +18,8 @@ public:
     std::string finish();
 
 private:
-    void entry(std::string_view path, mode_t mode, std::string_view data, unsigned rmajor = 0, unsigned rminor = 0);
+    void entry(std::string_view path, mode_t mode, std::string_view data, unsigned rmajor = 0,
+               unsigned rminor = 0);
     std::string out_;
     unsigned ino_ = 1;
 };

@@ -75,7 +75,8 @@ int Client::relay() {
                 if (!msg) continue;
                 std::string t = msg->value("t", "");
                 if (t == "out") {
-                    write_all(msg->value("fd", 1) == 2 ? 2 : 1, tarn::vm::base64_decode(msg->value("data", "")));
+                    write_all(msg->value("fd", 1) == 2 ? 2 : 1,
+                              tarn::vm::base64_decode(msg->value("data", "")));
                 } else if (t == "exit") {
                     return msg->contains("signal") ? 128 + msg->value("signal", 0) : msg->value("code", 255);
                 } else if (t == "error") {
@@ -95,7 +96,8 @@ int Client::relay() {
             char buf[16384];
             ssize_t n = ::read(0, buf, sizeof buf);
             if (n > 0) {
-                send({{"op", "stdin"}, {"data", tarn::vm::base64_encode(std::string_view(buf, static_cast<size_t>(n)))}});
+                send({{"op", "stdin"},
+                      {"data", tarn::vm::base64_encode(std::string_view(buf, static_cast<size_t>(n)))}});
             } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
                 stdin_open = false;
                 send({{"op", "stdin"}, {"eof", true}});
@@ -135,7 +137,8 @@ int exec(const std::string& state_dir, const std::string& id, const oci::Process
     c.send({{"op", "exec"}, {"process", oci::to_json(process)}});
     json first = c.next();
     if (first.value("t", "") == "error") throw Error("guest: " + first.value("msg", ""));
-    if (first.value("t", "") != "started") throw Error("the vm monitor answered \"" + first.value("t", "") + "\"");
+    if (first.value("t", "") != "started")
+        throw Error("the vm monitor answered \"" + first.value("t", "") + "\"");
     log_debug("exec " + id + ": pid " + std::to_string(first.value("pid", 0)) + " in the guest");
     if (!detach) return c.relay();
     // The shim waits on the pid it is given: a process here that lives as long as the

@@ -40,7 +40,9 @@ std::string ms(double v) {
 }
 
 // Signals the monitor never forwards: its own plumbing.
-bool forwarded(int sig) { return sig != SIGCHLD && sig != SIGPIPE && sig != SIGWINCH && sig != SIGURG; }
+bool forwarded(int sig) {
+    return sig != SIGCHLD && sig != SIGPIPE && sig != SIGWINCH && sig != SIGURG;
+}
 
 void write_all(int fd, std::string_view data) {
     while (!data.empty()) {
@@ -202,7 +204,8 @@ json Monitor::await(const std::string& want, Clock::time_point deadline, const s
             throw Error("qemu " + l_.settings.qemu + " exited (" +
                         (WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
                                            : "signal " + std::to_string(WTERMSIG(status))) +
-                        ") before the guest " + (want == "ready" ? "agent answered" : "reported \"" + want + "\"") +
+                        ") before the guest " +
+                        (want == "ready" ? "agent answered" : "reported \"" + want + "\"") +
                         (why.empty() ? std::string() : ": " + why));
         }
     }
@@ -253,16 +256,19 @@ json Monitor::boot_and_create() {
 
     const Settings& s = l_.settings;
     auto deadline = t_spawn_ + std::chrono::seconds(s.timeout_seconds);
-    json ready = await("ready", deadline,
-                       "the guest agent did not answer within " + std::to_string(s.timeout_seconds) + " s (kernel " +
-                           s.kernel + ", initrd " + s.initrd + ", " + (s.kvm ? "KVM" : "TCG") + ")");
+    json ready =
+        await("ready", deadline,
+              "the guest agent did not answer within " + std::to_string(s.timeout_seconds) + " s (kernel " +
+                  s.kernel + ", initrd " + s.initrd + ", " + (s.kvm ? "KVM" : "TCG") + ")");
     t_ready_ = Clock::now();
     send({{"op", "create"}, {"id", l_.id}, {"config", l_.config}});
-    json created = await("created", Clock::now() + std::chrono::seconds(60), "the guest agent did not create the container within 60 s");
+    json created = await("created", Clock::now() + std::chrono::seconds(60),
+                         "the guest agent did not create the container within 60 s");
     t_created_ = Clock::now();
     if (l_.exec_fifo.empty()) {
         send({{"op", "start"}});
-        await("started", Clock::now() + std::chrono::seconds(60), "the guest agent did not start the workload within 60 s");
+        await("started", Clock::now() + std::chrono::seconds(60),
+              "the guest agent did not start the workload within 60 s");
         t_started_ = Clock::now();
         started_ = true;
     }
@@ -334,8 +340,10 @@ void Monitor::handle(const json& msg) {
         fifo_.reset();  // `start` polls the fifo for POLLERR: no reader left means "running"
     } else if (t == "exit") {
         exited_ = true;
-        if (msg.contains("signal")) exit_code_ = 128 + msg.value("signal", 0);
-        else exit_code_ = msg.value("code", 255);
+        if (msg.contains("signal"))
+            exit_code_ = 128 + msg.value("signal", 0);
+        else
+            exit_code_ = msg.value("code", 255);
     } else if (t == "error") {
         log_error("vm " + l_.id + ": guest: " + msg.value("msg", ""));
     } else if (t == "log") {
@@ -376,7 +384,11 @@ void Monitor::run() {
         json timings = boot_and_create();
         listener_ = monitor_socket(l_.state_dir, true);
         std::string ok = "ok " + timings.dump();
-        (void)!::send(ctl_, ok.data(), ok.size(), MSG_NOSIGNAL);
+        // Nobody to tell (create was killed): nobody recorded this VM either.
+        if (::send(ctl_, ok.data(), ok.size(), MSG_NOSIGNAL) < 0) {
+            stop_qemu();
+            ::_exit(1);
+        }
     } catch (const std::exception& e) {
         stop_qemu();
         std::string msg = std::string("error ") + e.what();
@@ -402,7 +414,8 @@ void Monitor::run() {
             {want_stdin ? 0 : -1, POLLIN, 0},
             {listener_.get(), POLLIN, 0},
         };
-        for (const auto& c : clients_) p.push_back({outbox_.size() < (1u << 20) ? c->fd.get() : -1, POLLIN, 0});
+        for (const auto& c : clients_)
+            p.push_back({outbox_.size() < (1u << 20) ? c->fd.get() : -1, POLLIN, 0});
         if (::poll(p.data(), p.size(), -1) < 0) {
             if (errno == EINTR) continue;
             ::_exit(255);
@@ -416,7 +429,8 @@ void Monitor::run() {
         if (p[2].revents & POLLIN) {
             signalfd_siginfo si;
             while (::read(signals_.get(), &si, sizeof si) == sizeof si)
-                if (forwarded(static_cast<int>(si.ssi_signo))) send({{"op", "signal"}, {"sig", si.ssi_signo}});
+                if (forwarded(static_cast<int>(si.ssi_signo)))
+                    send({{"op", "signal"}, {"sig", si.ssi_signo}});
         }
         if (p[3].revents & POLLIN) {
             char b;
@@ -426,7 +440,8 @@ void Monitor::run() {
             char buf[16384];
             ssize_t n = ::read(0, buf, sizeof buf);
             if (n > 0) {
-                send({{"op", "stdin"}, {"data", tarn::vm::base64_encode(std::string_view(buf, static_cast<size_t>(n)))}});
+                send({{"op", "stdin"},
+                      {"data", tarn::vm::base64_encode(std::string_view(buf, static_cast<size_t>(n)))}});
             } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
                 stdin_open_ = false;
                 send({{"op", "stdin"}, {"eof", true}});
@@ -438,7 +453,8 @@ void Monitor::run() {
             qemu_pid_ = -1;
             std::string why = qemu_log_tail();
             if (why.empty()) why = console_tail();
-            log_error("vm " + l_.id + ": qemu exited before the workload did" + (why.empty() ? "" : ": " + why));
+            log_error("vm " + l_.id + ": qemu exited before the workload did" +
+                      (why.empty() ? "" : ": " + why));
             ::_exit(255);
         }
     }
@@ -487,8 +503,9 @@ ns::Spawned spawn(const Launch& l) {
     if (!t.is_discarded())
         log_debug("create " + l.id + ": vm (" + t.value("accel", "") + ") qemu start " +
                   ms(t.value("qemu_start_ms", 0.0)) + ", kernel boot " + ms(t.value("kernel_boot_ms", 0.0)) +
-                  ", agent init " + ms(t.value("agent_init_ms", 0.0)) + ", create " + ms(t.value("create_ms", 0.0)) +
-                  ", start " + ms(t.value("start_ms", 0.0)) + "; guest phases: " + t.value("guest_setup", ""));
+                  ", agent init " + ms(t.value("agent_init_ms", 0.0)) + ", create " +
+                  ms(t.value("create_ms", 0.0)) + ", start " + ms(t.value("start_ms", 0.0)) +
+                  "; guest phases: " + t.value("guest_setup", ""));
     return sp;
 }
 

@@ -37,7 +37,8 @@ std::string string_key(const nlohmann::json& j, const std::string& key, const st
     return j[key].get<std::string>();
 }
 
-unsigned unsigned_key(const nlohmann::json& j, const std::string& key, const std::string& path, unsigned dflt) {
+unsigned unsigned_key(const nlohmann::json& j, const std::string& key, const std::string& path,
+                      unsigned dflt) {
     if (!j.contains(key)) return dflt;
     if (!j[key].is_number_unsigned() || j[key].get<uint64_t>() == 0 || j[key].get<uint64_t>() > 1u << 20)
         throw Error("vm config " + path + ": " + key + ": expected a positive integer");
@@ -67,7 +68,8 @@ std::string find_in_path(const std::string& name) {
 
 void require_file(const std::string& what, const std::string& path, const std::string& hint) {
     struct stat st;
-    if (::stat(path.c_str(), &st) < 0) throw Error(what + " " + path + ": " + Error::errno_text(errno) + hint);
+    if (::stat(path.c_str(), &st) < 0)
+        throw Error(what + " " + path + ": " + Error::errno_text(errno) + hint);
     if (!S_ISREG(st.st_mode)) throw Error(what + " " + path + ": not a regular file");
 }
 
@@ -111,7 +113,8 @@ bool selected(const GlobalOptions& g, const oci::Config& cfg) {
 }
 
 unsigned memory_mib_for(const oci::Config& cfg, unsigned default_mib) {
-    if (cfg.linux && cfg.linux->resources && cfg.linux->resources->memory && cfg.linux->resources->memory->limit) {
+    if (cfg.linux && cfg.linux->resources && cfg.linux->resources->memory &&
+        cfg.linux->resources->memory->limit) {
         int64_t limit = *cfg.linux->resources->memory->limit;
         if (limit > 0) {
             uint64_t mib = (static_cast<uint64_t>(limit) + (1 << 20) - 1) >> 20;
@@ -153,7 +156,8 @@ Settings resolve(const GlobalOptions& g, const oci::Config& cfg) {
     if (qemu.empty()) qemu = "qemu-system-x86_64";
     s.qemu = find_in_path(qemu);
     if (s.qemu.empty() || ::access(s.qemu.c_str(), X_OK) < 0)
-        throw Error("qemu " + qemu + ": not found (install Debian's qemu-system-x86, or set \"qemu\" in " + path + ")");
+        throw Error("qemu " + qemu + ": not found (install Debian's qemu-system-x86, or set \"qemu\" in " +
+                    path + ")");
 
     s.timeout_seconds = unsigned_key(file, "timeout_seconds", path, s.timeout_seconds);
     if (std::string t = annotation(cfg, "tarn.vm.timeout"); !t.empty()) {
@@ -168,7 +172,9 @@ Settings resolve(const GlobalOptions& g, const oci::Config& cfg) {
     int kvm = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
     s.kvm = kvm >= 0;
     if (kvm >= 0) ::close(kvm);
-    if (!s.kvm) log_debug("vm: /dev/kvm is not usable (" + Error::errno_text(errno) + "): QEMU emulates the CPU (TCG), which is slow");
+    if (!s.kvm)
+        log_debug("vm: /dev/kvm is not usable (" + Error::errno_text(errno) +
+                  "): QEMU emulates the CPU (TCG), which is slow");
     s.tsc_khz = host_tsc_khz();
     return s;
 }
@@ -205,22 +211,38 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
     // The kernel command line and device set are kept minimal for boot time: one
     // serial port (also the agent's channel), no PCI, virtio-mmio found through ACPI.
     std::string append =
-        "console=ttyS0 panic=-1 quiet loglevel=1 cryptomgr.notests tsc=reliable no_timer_check mitigations=off "
+        "console=ttyS0 panic=-1 quiet loglevel=1 cryptomgr.notests tsc=reliable no_timer_check "
+        "mitigations=off "
         "8250.nr_uarts=1 random.trust_cpu=on pci=off";
     if (s.tsc_khz > 0) append += " tsc_early_khz=" + std::to_string(s.tsc_khz);
     std::vector<std::string> a = {s.qemu,
-                                  "-name", "tarn-vm:" + id,
-                                  "-accel", s.kvm ? "kvm" : "tcg",
-                                  "-M", "microvm",
-                                  "-cpu", s.kvm ? "host" : "qemu64",
-                                  "-smp", std::to_string(s.cpus),
-                                  "-m", std::to_string(s.memory_mib),
-                                  "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-                                  "-chardev", "stdio,id=agent,signal=off",
-                                  "-serial", "chardev:agent",
-                                  "-kernel", s.kernel,
-                                  "-initrd", s.initrd,
-                                  "-append", append};
+                                  "-name",
+                                  "tarn-vm:" + id,
+                                  "-accel",
+                                  s.kvm ? "kvm" : "tcg",
+                                  "-M",
+                                  "microvm",
+                                  "-cpu",
+                                  s.kvm ? "host" : "qemu64",
+                                  "-smp",
+                                  std::to_string(s.cpus),
+                                  "-m",
+                                  std::to_string(s.memory_mib),
+                                  "-nodefaults",
+                                  "-no-user-config",
+                                  "-display",
+                                  "none",
+                                  "-no-reboot",
+                                  "-chardev",
+                                  "stdio,id=agent,signal=off",
+                                  "-serial",
+                                  "chardev:agent",
+                                  "-kernel",
+                                  s.kernel,
+                                  "-initrd",
+                                  s.initrd,
+                                  "-append",
+                                  append};
     // A comma in a path would split QEMU's option string: QEMU escapes it as ",,".
     std::string escaped;
     for (char c : rootfs) {
@@ -228,7 +250,8 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
         if (c == ',') escaped += ',';
     }
     a.insert(a.end(), {"-fsdev",
-                       "local,id=rootfs,path=" + escaped + ",security_model=none" + (rootfs_readonly ? ",readonly=on" : ""),
+                       "local,id=rootfs,path=" + escaped + ",security_model=none" +
+                           (rootfs_readonly ? ",readonly=on" : ""),
                        "-device", "virtio-9p-device,fsdev=rootfs,mount_tag=rootfs"});
     return a;
 }

@@ -15,7 +15,9 @@ namespace {
 
 // The modules the guest loads, in the order the kernel directory lists them; others
 // in that directory (brd, for the cgroup guest tests) stay out of the initramfs.
-bool wanted_module(const std::string& name) { return name != "brd.ko"; }
+bool wanted_module(const std::string& name) {
+    return name != "brd.ko";
+}
 
 std::string self_dir() {
     char buf[PATH_MAX];
@@ -52,18 +54,23 @@ int vm_setup(const VmSetupOptions& o) {
             // Debian's kernel package, unpacked: the script the guest tests use.
             std::string script = std::string(TARN_SOURCE_DIR) + "/tests/guest/prepare.sh";
             if (::access(script.c_str(), X_OK) < 0)
-                throw Error("no --from kernel directory, and " + script +
-                            " (which fetches Debian's kernel) is not here: pass --from DIR holding vmlinux and "
-                            "modules/order");
+                throw Error(
+                    "no --from kernel directory, and " + script +
+                    " (which fetches Debian's kernel) is not here: pass --from DIR holding vmlinux and "
+                    "modules/order");
             from = dir + "/kernel";
             run_fetch_script(script, from);
         }
         std::string agent = o.agent.empty() ? self_dir() + "/tarn-agent" : o.agent;
         std::string agent_bin = read_file(agent);
-        if (agent_bin.compare(0, 4, "\x7f" "ELF") != 0) throw Error("tarn-agent " + agent + ": not an ELF binary");
+        if (agent_bin.compare(0, 4,
+                              "\x7f"
+                              "ELF") != 0)
+            throw Error("tarn-agent " + agent + ": not an ELF binary");
 
         vm::CpioWriter cpio;
-        for (const char* d : {"dev", "proc", "sys", "run", "tmp", "newroot", "lib", "lib/modules"}) cpio.directory(d);
+        for (const char* d : {"dev", "proc", "sys", "run", "tmp", "newroot", "lib", "lib/modules"})
+            cpio.directory(d);
         // The kernel opens /dev/console for pid 1's stdio before devtmpfs is mounted.
         cpio.char_device("dev/console", 5, 1);
         cpio.file("init", agent_bin, 0755);
@@ -90,7 +97,9 @@ int vm_setup(const VmSetupOptions& o) {
             // A hard link where it can be (the kernel is 60+ MiB), else a copy.
             std::filesystem::remove(vmlinux + ".tmp", ec);
             std::filesystem::create_hard_link(from + "/vmlinux", vmlinux + ".tmp", ec);
-            if (ec) std::filesystem::copy_file(from + "/vmlinux", vmlinux + ".tmp", std::filesystem::copy_options::overwrite_existing, ec);
+            if (ec)
+                std::filesystem::copy_file(from + "/vmlinux", vmlinux + ".tmp",
+                                           std::filesystem::copy_options::overwrite_existing, ec);
             if (ec) throw Error("copy " + from + "/vmlinux", ec.value());
             std::filesystem::rename(vmlinux + ".tmp", vmlinux, ec);
             if (ec) throw Error("rename " + vmlinux, ec.value());

@@ -27,10 +27,10 @@ inline constexpr std::string_view kDefaultDir = "/var/lib/tarn/vm";
 bool selected(const GlobalOptions& g, const oci::Config& cfg);
 
 struct Settings {
-    std::string qemu;     // absolute path of qemu-system-x86_64
-    std::string kernel;   // uncompressed vmlinux (PVH entry)
-    std::string initrd;   // initramfs holding tarn-agent as /init
-    bool kvm = false;     // /dev/kvm opens read-write
+    std::string qemu;    // absolute path of qemu-system-x86_64
+    std::string kernel;  // uncompressed vmlinux (PVH entry)
+    std::string initrd;  // initramfs holding tarn-agent as /init
+    bool kvm = false;    // /dev/kvm opens read-write
     unsigned memory_mib = 256;
     unsigned cpus = 1;
     unsigned timeout_seconds = 60;  // boot to agent ready
@@ -61,11 +61,11 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
 
 struct Launch {
     std::string id;
-    std::string state_dir;    // qemu.log goes here
-    std::string config;       // guest_config()
-    std::string rootfs;       // host path shared as the guest's root
+    std::string state_dir;  // qemu.log goes here
+    std::string config;     // guest_config()
+    std::string rootfs;     // host path shared as the guest's root
     bool rootfs_readonly = false;
-    std::string exec_fifo;    // empty: start at once (run)
+    std::string exec_fifo;  // empty: start at once (run)
     Settings settings;
     std::function<void(pid_t)> place_in_cgroup;
 };

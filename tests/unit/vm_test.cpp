@@ -124,7 +124,8 @@ TEST(VmConfig, QemuCommandLineIsLean) {
     std::vector<std::string> a = vm::qemu_argv(s, "c1", "/b/root,fs", true);
     std::string line;
     for (const auto& x : a) line += x + " ";
-    EXPECT_NE(line.find("-accel tcg -M microvm -cpu qemu64 -smp 1 -m 256 -nodefaults"), std::string::npos) << line;
+    EXPECT_NE(line.find("-accel tcg -M microvm -cpu qemu64 -smp 1 -m 256 -nodefaults"), std::string::npos)
+        << line;
     EXPECT_NE(line.find("-name tarn-vm:c1"), std::string::npos);
     EXPECT_NE(line.find("tsc_early_khz=2000000"), std::string::npos);
     EXPECT_NE(line.find("pci=off"), std::string::npos);

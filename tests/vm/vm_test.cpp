@@ -15,7 +15,9 @@ using nlohmann::json;
 
 namespace {
 
-std::string vm_dir() { return TARN_VM_DIR; }
+std::string vm_dir() {
+    return TARN_VM_DIR;
+}
 
 #define REQUIRE_VM()                                                                              \
     do {                                                                                          \
@@ -33,8 +35,8 @@ void vm_annotations(Bundle& b) {
 
 // Global flags selecting the VM mode, for tests that go the flag way.
 std::vector<std::string> vm_flags(std::vector<std::string> rest) {
-    std::vector<std::string> a = {"--isolation", "vm", "--vm-kernel", vm_dir() + "/vmlinux", "--vm-initrd",
-                                  vm_dir() + "/initrd.cpio"};
+    std::vector<std::string> a = {"--isolation",         "vm",          "--vm-kernel",
+                                  vm_dir() + "/vmlinux", "--vm-initrd", vm_dir() + "/initrd.cpio"};
     a.insert(a.end(), rest.begin(), rest.end());
     return a;
 }
@@ -47,7 +49,9 @@ void expect_nothing_left(const Bundle& b, const std::string& id) {
     EXPECT_EQ(cg.out, "") << "cgroup left behind";
 }
 
-std::string first_line(const std::string& s) { return s.substr(0, s.find('\n')); }
+std::string first_line(const std::string& s) {
+    return s.substr(0, s.find('\n'));
+}
 
 }  // namespace
 
@@ -166,12 +170,15 @@ TEST(VmLifecycle, ExecRunsInTheGuestContainer) {
     b.cmd("echo $$ > /dev/null; exec sleep infinity");
     b.write();
     ASSERT_EQ(sh(std::string(TARN_BINARY) + " --root " + b.root() + " create --bundle " + b.dir() +
-                 " vmexec > /dev/null 2>&1 < /dev/null").code, 0);
+                 " vmexec > /dev/null 2>&1 < /dev/null")
+                  .code,
+              0);
     ASSERT_EQ(b.tarn({"start", "vmexec"}).code, 0);
 
     // Foreground: stdio both ways, the exit code, and the container's pid namespace.
-    Result e = b.tarn({"exec", "vmexec", "sh", "-c", "cat; echo err >&2; ps -o pid,comm | grep -c sleep; exit 4"},
-                      "through stdin\n");
+    Result e =
+        b.tarn({"exec", "vmexec", "sh", "-c", "cat; echo err >&2; ps -o pid,comm | grep -c sleep; exit 4"},
+               "through stdin\n");
     EXPECT_EQ(e.code, 4) << e.err;
     EXPECT_EQ(e.out, "through stdin\n1\n");
     EXPECT_NE(e.err.find("err"), std::string::npos);
@@ -210,7 +217,8 @@ TEST(VmErrors, MissingKernelIsNamed) {
     b.config["annotations"]["tarn.vm.kernel"] = "/nonexistent/tarn/vmlinux";
     Result r = b.run("vmnokernel");
     EXPECT_EQ(r.code, 1);
-    EXPECT_NE(r.err.find("vm kernel /nonexistent/tarn/vmlinux: no such file or directory"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("vm kernel /nonexistent/tarn/vmlinux: no such file or directory"), std::string::npos)
+        << r.err;
     expect_nothing_left(b, "vmnokernel");
 }
 
@@ -244,7 +252,8 @@ TEST(VmErrors, AgentThatNeverAnswersTimesOut) {
     // An initramfs whose /init is busybox's init: it boots, and never speaks the protocol.
     Bundle b;
     std::string dir = b.scratch("silent");
-    Result s = tarn::test::tarn({"vm", "setup", "--dir", dir, "--from", TARN_VM_KERNEL_DIR, "--agent", "/bin/busybox"}, b.root());
+    Result s = tarn::test::tarn(
+        {"vm", "setup", "--dir", dir, "--from", TARN_VM_KERNEL_DIR, "--agent", "/bin/busybox"}, b.root());
     ASSERT_EQ(s.code, 0) << s.err;
     vm_annotations(b);
     b.config["annotations"]["tarn.vm.initrd"] = dir + "/initrd.cpio";
