@@ -679,6 +679,21 @@ if [ -n "${E2E_VM_DIR:-}" ] && [ -s "$E2E_VM_DIR/initrd.cpio" ] && [ -s "$E2E_VM
     RC=$?
     check "h: stdin reaches a VM-mode container (head -c 3)" "$([ "$RC" = 0 ] && [ "$OUT" = abc ]; echo $?)" \
         "exit $RC, output:" "$OUT"
+    id=h-vm-exec-$TAG
+    run ctr_ run -d "${RB[@]}" "${VM[@]}" --rootfs "$ROOTFS" "$id" /bin/sleep 600
+    run ctr_ task exec --exec-id e1 "$id" /bin/sh -c 'uname -r; exit 6'
+    check "h: ctr task exec in a VM-mode task runs in the guest (exit code 6)" \
+        "$([ "$RC" = 6 ] && [ -n "$OUT" ] && [ "$OUT" != "$(uname -r)" ]; echo $?)" "exit $RC, output:" "$OUT"
+    run ctr_ task kill -s SIGKILL "$id"
+    for _ in $(seq 1 100); do
+        ctr_ task ls 2>/dev/null | grep -q "^$id .*STOPPED" && break
+        sleep 0.1
+    done
+    run ctr_ task rm "$id"
+    rc_rm=$RC
+    run ctr_ container rm "$id"
+    check "h: ctr task kill + rm of a VM-mode task" "$([ "$rc_rm" = 0 ] && [ "$RC" = 0 ]; echo $?)" \
+        "task rm exit $rc_rm, container rm: exit $RC $OUT"
     check "h: no QEMU is left after the VM-mode tasks" "$(pgrep -f "tarn-vm:h-vm-" >/dev/null; [ $? = 1 ]; echo $?)" \
         "$(pgrep -af "tarn-vm:h-vm-")"
 else

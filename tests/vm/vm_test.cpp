@@ -124,7 +124,11 @@ TEST(VmLifecycle, CreateStartKillDelete) {
     EXPECT_EQ(st["status"], "created");
     pid_t pid = st["pid"];
     EXPECT_TRUE(alive(pid));
-    EXPECT_EQ(processes_matching("tarn-vm:vmlife").size(), 1u);
+    auto qemu = processes_matching("tarn-vm:vmlife");
+    ASSERT_EQ(qemu.size(), 1u);
+    // QEMU lives in the container's host cgroup (default cgroupsPath /tarn/<id>).
+    std::string cg = read_text("/proc/" + std::to_string(qemu[0]) + "/cgroup");
+    EXPECT_NE(cg.find("/tarn/vmlife\n"), std::string::npos) << cg;
 
     ASSERT_EQ(b.tarn({"start", "vmlife"}).code, 0);
     EXPECT_EQ(json::parse(b.tarn({"state", "vmlife"}).out)["status"], "running");
