@@ -72,6 +72,8 @@ std::string format_map(const std::vector<oci::IdMapping>& m) {
     return s;
 }
 
+}  // namespace
+
 void write_id_maps(pid_t pid, const oci::Linux& l) {
     std::string base = "/proc/" + std::to_string(pid) + "/";
     try {
@@ -88,6 +90,8 @@ void write_id_maps(pid_t pid, const oci::Linux& l) {
         throw e.wrapped("linux.gidMappings");
     }
 }
+
+namespace {
 
 // Namespaces to join by path, user first: the others are then joined with the
 // privileges the container's user namespace grants.
@@ -119,12 +123,7 @@ void set_time_offsets(const oci::Linux& l) {
     }
 }
 
-struct Plan {
-    uint64_t new_flags = 0;     // namespaces created by clone3
-    bool intermediate = false;  // joins by path or sets time offsets first
-    bool new_userns = false;
-    bool new_timens = false;
-};
+}  // namespace
 
 Plan make_plan(const oci::Config& c) {
     Plan p;
@@ -157,7 +156,7 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     if (!mount_ns) throw Error("linux.namespaces: a mount namespace is required");
     {
         PhaseScope s(t, Phase::rootfs);
-        detail::prepare_rootfs(c, o.rootfs);
+        detail::prepare_rootfs(c, o.rootfs, o.rootfs_overlay);
     }
     {
         PhaseScope s(t, Phase::mounts);
@@ -212,15 +211,25 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         detail::apply_personality(c);
     }
     detail::become_workload(proc, t);
-    std::string exe = detail::find_executable(proc.args, proc.env);
+    std::vector<std::string> args = proc.args, env = proc.env;
+    std::string exe;
+    // A parked sandbox learns its command only at claim time.
+    if (!o.await_claim) exe = detail::find_executable(args, env);
     detail::SeccompFilter filter;
     if (c.linux && c.linux->seccomp) {
         PhaseScope s(t, Phase::seccomp);
         filter = detail::build_seccomp(*c.linux->seccomp, proc.no_new_privileges);
     }
-    // From here the runtime may exit (create); the init must outlive it.
+    // From here the runtime may exit (create); the init must outlive it. A parked
+    // sandbox needs no death signal: its daemon's end of the socket closing ends it.
     ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
     sock.send(MsgType::ready, {}, &t);
+    if (o.await_claim) {
+        Claim claim;
+        if (!detail::recv_claim(sock.fd(), claim)) ::_exit(0);
+        detail::apply_claim(claim, args, env);
+        exe = detail::find_executable(args, env);
+    }
     if (fifo) {
         char b;
         ssize_t n;
@@ -231,10 +240,8 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     if (steps.start_container) steps.start_container(host_pid);
     detail::close_fds_on_exec(o.preserve_fds);
     detail::load_seccomp(filter);
-    detail::exec_process(exe, proc.args, proc.env);
+    detail::exec_process(exe, args, env);
 }
-
-}  // namespace
 
 void kill_and_reap(int pidfd, pid_t pid) {
     if (pidfd >= 0) detail::pidfd_send_signal(pidfd, SIGKILL);

@@ -92,6 +92,10 @@ int spec(const std::string& bundle, bool rootless);
 int features();
 std::string version_text();
 
+// "512m", "1G", "1024" -> bytes; "-1" stays -1 (unlimited), as runc's flags take it.
+// Errors name the flag.
+int64_t parse_bytes(const std::string& s, const char* flag);
+
 // Parses "SIGKILL", "KILL", "kill" or "9"; errors name the bad value.
 int parse_signal(const std::string& s);
 
