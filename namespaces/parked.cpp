@@ -25,7 +25,7 @@ ParkedInit::ParkedInit(const oci::Config& config, const InitOptions& opts, const
     if (!opts.await_claim) throw Error("a parked init needs await_claim");
     if (config.hooks && *config.hooks != oci::Hooks{})
         throw Error("hooks: a pool template cannot have hooks (a sandbox is made before its request)");
-    Plan plan = make_plan(config);
+    Plan plan = make_plan(config, opts);
     if (plan.intermediate)
         throw Error("linux.namespaces: a pool template cannot join namespaces by path or create a time namespace");
     t0_ = std::chrono::steady_clock::now();
@@ -51,7 +51,7 @@ ParkedInit::ParkedInit(const oci::Config& config, const InitOptions& opts, const
             ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
             parent_end.reset();
             close_inherited_fds(0, {child_end.get()});
-            init_main(config, opts, ChildSteps{}, s, plan.new_userns);
+            init_main(config, opts, ChildSteps{}, s, plan);
         });
     }
     pid_ = pid;

@@ -125,7 +125,7 @@ void set_time_offsets(const oci::Linux& l) {
 
 }  // namespace
 
-Plan make_plan(const oci::Config& c) {
+Plan make_plan(const oci::Config& c, const InitOptions& o) {
     Plan p;
     if (!c.linux) return p;
     for (const oci::Namespace& n : c.linux->namespaces) {
@@ -139,19 +139,25 @@ Plan make_plan(const oci::Config& c) {
             if (n.type == oci::NamespaceType::user) p.new_userns = true;
         }
     }
+    if (o.cgroup_fd < 0 && (p.new_flags & CLONE_NEWCGROUP)) {
+        p.new_flags &= ~static_cast<uint64_t>(CLONE_NEWCGROUP);
+        p.late_cgroupns = true;
+    }
     return p;
 }
 
 // The container's init: every phase after clone, in order.
-void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& steps, SyncSocket& sock, bool userns) {
+void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& steps, SyncSocket& sock, const Plan& plan) {
     Timings t;
     const oci::Process& proc = *c.process;
+    const bool userns = plan.new_userns;
     sock.expect(MsgType::go, "runtime went away");
     if (userns) {
         // Become the container's root (if mapped) so files created below belong to it.
         if (::setresgid(0, 0, 0) < 0 && errno != EINVAL) throw_errno("setgid 0 in user namespace");
         if (::setresuid(0, 0, 0) < 0 && errno != EINVAL) throw_errno("setuid 0 in user namespace");
     }
+    if (plan.late_cgroupns && ::unshare(CLONE_NEWCGROUP) < 0) throw_errno("linux.namespaces: new cgroup namespace");
     bool mount_ns = c.linux && c.linux->find_namespace(oci::NamespaceType::mount);
     if (!mount_ns) throw Error("linux.namespaces: a mount namespace is required");
     {
@@ -260,7 +266,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
                    const ChildSteps& child) {
     if (!config.process) throw Error("process: required to start a container");
     Spawned out;
-    Plan plan = make_plan(config);
+    Plan plan = make_plan(config, opts);
     int sv[2];
     auto t0 = std::chrono::steady_clock::now();
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
@@ -270,7 +276,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         parent_end.reset();
         detail::close_inherited_fds(opts.preserve_fds, {child_end.get(), opts.console_socket});
-        init_main(config, opts, child, s, plan.new_userns);
+        init_main(config, opts, child, s, plan);
     };
 
     int pidfd = -1;

@@ -57,11 +57,15 @@ struct Plan {
     bool intermediate = false;  // joins by path or sets time offsets first
     bool new_userns = false;
     bool new_timens = false;
+    // The init unshares its cgroup namespace itself once the parent has placed it in
+    // its cgroup (no CLONE_INTO_CGROUP: v1 and hybrid hosts), so the namespace's root
+    // is the container's cgroup, not the runtime's.
+    bool late_cgroupns = false;
 };
-Plan make_plan(const oci::Config& c);
+Plan make_plan(const oci::Config& c, const InitOptions& o);
 void write_id_maps(pid_t pid, const oci::Linux& l);
 // The container's init: every phase after clone, in order; returns only by throwing.
-void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& steps, SyncSocket& sock, bool userns);
+void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& steps, SyncSocket& sock, const Plan& plan);
 
 // ---- capabilities.cpp
 // Capability names ("CAP_SYS_ADMIN") to numbers; unknown names throw naming the field.

@@ -62,6 +62,7 @@ RunResult Client::run(const RunRequest& r, int signal_fd) {
         std::string ev = m.value("event", "");
         if (ev == "started") {
             out.pid = m.value("pid", -1);
+            out.sandbox = m.value("sandbox", "");
             out.claim_ms = m.value("claimMs", 0.0);
         } else if (ev == "exit") {
             out.exit_code = m.value("exitCode", 0);

@@ -24,7 +24,8 @@ int run_command(const std::string& socket, const RunRequest& r) {
     ::sigprocmask(SIG_BLOCK, &set, nullptr);
     UniqueFd sfd(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
     RunResult res = Client(socket).run(r, sfd.get());
-    runtime::log_debug("pool run: pid " + std::to_string(res.pid) + " claim " + std::to_string(res.claim_ms) + " ms");
+    runtime::log_debug("pool run: sandbox " + res.sandbox + " pid " + std::to_string(res.pid) + " claim " +
+                       std::to_string(res.claim_ms) + " ms");
     return res.exit_code;
 }
 

@@ -108,6 +108,10 @@ public:
     void run();
 
 private:
+    void setup();
+    void loop();
+    // Removes what the daemon made: spawners, pool cgroups, the socket.
+    void teardown();
     void reap_leftovers();
     void load_pool(const PoolSpec& spec);
     void listen();
@@ -148,6 +152,7 @@ private:
     size_t next_spawner_ = 0;
     unsigned starting_total_ = 0;
     bool stopping_ = false, stop_now_ = false;
+    bool socket_bound_ = false;
     Clock::time_point started_at_ = Clock::now();
 };
 
@@ -271,6 +276,7 @@ void Daemon::listen() {
     int rc = ::bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
     ::umask(old);
     if (rc < 0) throw_errno("bind pool socket " + o_.socket);
+    socket_bound_ = true;
     if (::listen(listener_.get(), 256) < 0) throw_errno("listen on " + o_.socket);
 }
 
@@ -283,7 +289,8 @@ void Daemon::start_sandbox(Pool& p) {
         if (cand->jobs < sp->jobs) sp = cand.get();
     auto sb = std::make_unique<Sandbox>();
     sb->pool = &p;
-    sb->name = p.spec.name + "-" + std::to_string(++p.seq);
+    // The daemon's pid in the name: a restarted daemon never reuses an old name.
+    sb->name = p.spec.name + "-" + std::to_string(::getpid()) + "-" + std::to_string(++p.seq);
     sb->cgroup = p.tmpl.cgroup + "/" + sb->name;
     detail::send_message(sp->sock.get(), json{{"op", "make"}, {"pool", p.spec.name}, {"sandbox", sb->name}});
     ++sp->jobs;
@@ -724,7 +731,7 @@ bool Daemon::drained() const {
     return true;
 }
 
-void Daemon::run() {
+void Daemon::setup() {
     mode_ = cgroups::detect();
     ::signal(SIGPIPE, SIG_IGN);
     sigset_t set;
@@ -736,6 +743,9 @@ void Daemon::run() {
     sigfd_.reset(::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK));
     if (!sigfd_) throw_errno("signalfd");
 
+    // The socket first: a second daemon on the same socket must stop before it
+    // touches the first one's sandboxes. Clients queue until the loop runs.
+    listen();
     reap_leftovers();
     for (const PoolSpec& s : o_.pools) load_pool(s);
     start_spawners();
@@ -753,7 +763,6 @@ void Daemon::run() {
         if (p->failures != failures) throw Error("pool " + n + ": template " + p->spec.bundle + ": " + p->last_error);
     }
     for (auto& sp : spawners_) sp->id = watch(sp->sock.get(), Kind::spawner, sp.get());
-    listen();
     timer_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
     itimerspec its{{0, 100'000'000}, {0, 100'000'000}};
     ::timerfd_settime(timer_.get(), 0, &its, nullptr);
@@ -762,6 +771,9 @@ void Daemon::run() {
     watch(sigfd_.get(), Kind::signal, nullptr);
     log_debug("pool: serving " + std::to_string(pools_.size()) + " pools on " + o_.socket);
 
+}
+
+void Daemon::loop() {
     epoll_event evs[64];
     while (!(stopping_ && drained())) {
         refill();
@@ -795,6 +807,18 @@ void Daemon::run() {
             }
         }
     }
+}
+
+void Daemon::teardown() {
+    for (auto& [n, p] : pools_) {
+        std::vector<Sandbox*> made;
+        for (auto& [sn, sb] : p->sandboxes)
+            if (sb->init) made.push_back(sb.get());
+        for (Sandbox* sb : made) {
+            sb->init->signal(SIGKILL);
+            destroy_sandbox(sb);
+        }
+    }
     // The spawners finish the removals queued to them, then see EOF and exit.
     for (auto& sp : spawners_) {
         sp->sock.reset();
@@ -814,7 +838,19 @@ void Daemon::run() {
     } catch (const Error& e) {
         log_warn(e.what());
     }
-    ::unlink(o_.socket.c_str());
+    if (socket_bound_) ::unlink(o_.socket.c_str());
+}
+
+void Daemon::run() {
+    try {
+        setup();
+        loop();
+    } catch (...) {
+        begin_stop(true);
+        teardown();
+        throw;
+    }
+    teardown();
 }
 
 }  // namespace

@@ -28,7 +28,7 @@ namespace tarn::pool {
 
 inline constexpr const char* kDefaultSocket = "/run/tarn/pool.sock";
 // The largest message either side accepts; larger ones are refused, not truncated.
-inline constexpr size_t kMaxMessage = 256 * 1024;
+inline constexpr size_t kMaxMessage = 160 * 1024;
 
 struct PoolSpec {
     std::string name;
@@ -70,6 +70,7 @@ struct RunRequest {
 
 struct RunResult {
     pid_t pid = -1;     // the workload, as the host sees it
+    std::string sandbox;  // which sandbox ran it (its cgroup's name)
     int exit_code = 0;  // as a shell reports it: 128+N for signal N
     int signal = 0;
     double claim_ms = 0;  // request received → workload exec'd, measured by the daemon
