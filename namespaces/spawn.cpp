@@ -139,7 +139,8 @@ Plan make_plan(const oci::Config& c, const InitOptions& o) {
             if (n.type == oci::NamespaceType::user) p.new_userns = true;
         }
     }
-    if (o.cgroup_fd < 0 && (p.new_flags & CLONE_NEWCGROUP)) {
+    // The intermediate path places the init after clone even on v2.
+    if ((o.cgroup_fd < 0 || p.intermediate) && (p.new_flags & CLONE_NEWCGROUP)) {
         p.new_flags &= ~static_cast<uint64_t>(CLONE_NEWCGROUP);
         p.late_cgroupns = true;
     }

@@ -10,6 +10,7 @@
 #include <sys/timerfd.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <unistd.h>
@@ -49,10 +50,12 @@ struct Pool;
 struct Conn;
 
 struct Sandbox {
-    enum class St { starting, idle, running };
+    // leased: handed to `tarn create` for an OCI bundle (its namespaces and cgroup).
+    enum class St { starting, idle, running, leased };
     Pool* pool = nullptr;
     std::string name;
     std::string cgroup;                    // its cgroup path
+    pid_t spawner = -1;                    // the spawner that made it (and removes it)
     std::unique_ptr<ns::ParkedInit> init;  // null while a spawner makes it
     St st = St::starting;
     uint64_t sync_id = 0, pid_id = 0;  // 0: not watched
@@ -65,7 +68,8 @@ struct Conn {
     UniqueFd fd;
     uint64_t id = 0;
     Pool* pool = nullptr;
-    Sandbox* sb = nullptr;  // running this connection's request
+    Sandbox* sb = nullptr;      // running this connection's request
+    Sandbox* leased = nullptr;  // lent to this connection (OCI path)
     bool waiting = false;   // queued until a sandbox is free
     json req;
     std::vector<UniqueFd> stdio;
@@ -80,7 +84,7 @@ struct Pool {
     std::deque<Sandbox*> idle;
     std::deque<Conn*> waiting;
     unsigned starting = 0, running = 0;
-    uint64_t seq = 0, hits = 0, misses = 0, claims = 0, failures = 0, made = 0;
+    uint64_t seq = 0, hits = 0, misses = 0, claims = 0, failures = 0, made = 0, leases = 0;
     std::vector<double> latencies;  // claim latency (ms), a ring of the last kLatencies
     size_t lat_next = 0;
     std::deque<Clock::time_point> made_recent;  // sandboxes made in the last kRateWindow
@@ -126,13 +130,19 @@ private:
     void on_exit(Sandbox* sb);
     void sandbox_ready(Pool& p, Sandbox* sb);
     void destroy_sandbox(Sandbox* sb);
-    void remove_cgroup(const std::string& path);
+    void tell_spawner(const std::string& path, pid_t spawner, const char* op = "destroy");
     void setup_failed(Pool& p, const std::string& msg);
 
     void on_accept();
     void on_conn(Conn* c);
     void on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds);
     void claim(Pool& p, Sandbox* sb, Conn* c);
+    void on_lease(Conn* c, const json& msg);
+    void end_lease(Conn* c);
+    // The leases file (<socket>.leases): cgroups lent to containers, one per line.
+    std::string leases_file() const { return o_.socket + ".leases"; }
+    void load_leases();
+    void record_lease(const std::string& cgroup);
     void reply(Conn* c, const json& msg);
     void fail(Conn* c, const std::string& msg);
     void close_conn(Conn* c);
@@ -153,25 +163,33 @@ private:
     unsigned starting_total_ = 0;
     bool stopping_ = false, stop_now_ = false;
     bool socket_bound_ = false;
+    std::set<std::string> leased_;  // cgroup paths of containers made from leases
     Clock::time_point started_at_ = Clock::now();
 };
 
 // ---- set-up ----------------------------------------------------------------
 
 void Daemon::reap_leftovers() {
-    // Everything under cgroup_parent belongs to the daemon: sandboxes a crashed
-    // daemon left, workloads still running in them. Their mounts live in their own
-    // mount namespaces and go with their processes.
+    // Everything under cgroup_parent belongs to the daemon — sandboxes a crashed
+    // daemon left, workloads still running in them — except leased cgroups: those
+    // are containers `tarn create` made from a lease, `tarn delete` removes them.
+    // Sandbox mounts live in the sandboxes' own mount namespaces and go with them.
     auto top = cgroups::open(o_.cgroup_parent, mode_);
     if (!top->exists()) return;
-    auto pids = top->pids();
-    if (!pids.empty()) {
-        log_warn("pool: killing " + std::to_string(pids.size()) + " processes a previous daemon left in " +
-                 o_.cgroup_parent);
-        top->kill_all(SIGKILL);
-        for (int i = 0; i < 500 && !top->pids().empty(); ++i) ::usleep(10000);
+    auto parent = cgroups::ResourcePool::open(o_.cgroup_parent, mode_);
+    size_t killed = 0;
+    for (const std::string& pool : parent.sandboxes()) {
+        auto rp = cgroups::ResourcePool::open(o_.cgroup_parent + "/" + pool, mode_);
+        for (const std::string& name : rp.sandboxes()) {
+            auto cg = rp.open_sandbox(name);
+            if (leased_.count(cg->path())) continue;
+            killed += cg->pids().size();
+            cg->kill_all(SIGKILL);
+            for (int i = 0; i < 500 && !cg->pids().empty(); ++i) ::usleep(10000);
+            cg->destroy();
+        }
     }
-    top->destroy();
+    if (killed) log_warn("pool: killed " + std::to_string(killed) + " processes a previous daemon left in " + o_.cgroup_parent);
 }
 
 void Daemon::load_pool(const PoolSpec& spec) {
@@ -292,6 +310,7 @@ void Daemon::start_sandbox(Pool& p) {
     // The daemon's pid in the name: a restarted daemon never reuses an old name.
     sb->name = p.spec.name + "-" + std::to_string(::getpid()) + "-" + std::to_string(++p.seq);
     sb->cgroup = p.tmpl.cgroup + "/" + sb->name;
+    sb->spawner = sp->pid;
     detail::send_message(sp->sock.get(), json{{"op", "make"}, {"pool", p.spec.name}, {"sandbox", sb->name}});
     ++sp->jobs;
     sp->pending.insert(sb->name);
@@ -457,19 +476,24 @@ void Daemon::destroy_sandbox(Sandbox* sb) {
     if (sb->st == Sandbox::St::idle) std::erase(p.idle, sb);
     if (sb->owner) sb->owner->sb = nullptr;
     sb->init.reset();  // kills and reaps it unless released
-    remove_cgroup(sb->cgroup);
+    // A leased sandbox's cgroup is a container's now.
+    if (sb->st != Sandbox::St::leased) tell_spawner(sb->cgroup, sb->spawner);
     p.sandboxes.erase(sb->name);
 }
 
-void Daemon::remove_cgroup(const std::string& path) {
-    // rmdir on every hierarchy is a spawner's job, off the daemon's loop.
-    if (spawners_.empty()) {
+void Daemon::tell_spawner(const std::string& path, pid_t spawner, const char* op) {
+    // rmdir on every hierarchy (and the mount tree's teardown) is the job of the
+    // spawner that made the sandbox, off the daemon's loop.
+    Spawner* sp = nullptr;
+    for (auto& cand : spawners_)
+        if (cand->pid == spawner) sp = cand.get();
+    if (!sp && !spawners_.empty()) sp = spawners_.front().get();
+    if (!sp) {
         log_warn("pool: cgroup " + path + " left behind: no spawner");
         return;
     }
-    Spawner* sp = spawners_[next_spawner_++ % spawners_.size()].get();
     try {
-        detail::send_message(sp->sock.get(), json{{"op", "destroy"}, {"cgroup", path}});
+        detail::send_message(sp->sock.get(), json{{"op", op}, {"cgroup", path}});
     } catch (const Error& e) {
         log_warn("pool: cgroup " + path + " left behind: " + e.what());
     }
@@ -513,6 +537,7 @@ void Daemon::fail(Conn* c, const std::string& msg) {
 
 void Daemon::close_conn(Conn* c) {
     if (c->waiting && c->pool) std::erase(c->pool->waiting, c);
+    if (c->leased) end_lease(c);
     if (Sandbox* sb = c->sb) {
         // Nobody is left to receive the result: the workload goes.
         sb->owner = nullptr;
@@ -549,6 +574,12 @@ void Daemon::on_conn(Conn* c) {
                 if (name.empty() || name == n) pools.push_back(pool_status(*p));
             if (!name.empty() && pools.empty()) throw Error("pool \"" + name + "\": no such pool");
             reply(c, json{{"pools", pools}, {"uptimeSec", ms_since(started_at_) / 1000}});
+        } else if (op == "lease") {
+            on_lease(c, msg);
+        } else if (op == "release") {
+            if (!c->leased) throw Error("release: nothing leased on this connection");
+            end_lease(c);
+            reply(c, json{{"ok", true}});
         } else if (op == "stop") {
             reply(c, json{{"ok", true}});
             begin_stop(msg.value("now", false));
@@ -646,6 +677,90 @@ void Daemon::claim(Pool& p, Sandbox* sb, Conn* c) {
     c->stdio.clear();  // the sandbox has its own copies now
 }
 
+bool valid_container_id(const std::string& id) {
+    if (id.empty() || id.size() > 128 || id == "." || id == "..") return false;
+    for (char ch : id)
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.') return false;
+    return true;
+}
+
+// OCI path: `tarn create` for a bundle annotated with the pool borrows an idle
+// sandbox's namespaces (network, ipc, uts) and cgroup. The sandbox's cgroup becomes
+// the container's (cgroup v2 cannot rename, so it keeps its name) and is recorded
+// in the leases file, so neither this daemon nor a restarted one reaps it; the
+// parked init goes once the caller has opened the namespaces ("release").
+void Daemon::on_lease(Conn* c, const json& msg) {
+    if (c->sb || c->waiting || c->leased) throw Error("one request per connection");
+    if (stopping_) throw Error("the pool daemon is stopping");
+    std::string name = msg.value("pool", "");
+    auto it = pools_.find(name);
+    if (it == pools_.end()) throw Error("pool \"" + name + "\": no such pool");
+    Pool& p = *it->second;
+    std::string id = msg.value("id", "");
+    if (!valid_container_id(id)) throw Error("lease: container id \"" + id + "\": letters, digits, '-', '_' and '.' only");
+    json want = detail::lease_key(p.tmpl.config);
+    json got = msg.value("key", json::object());
+    for (const auto& [k, v] : want.items())
+        if (!got.contains(k) || got[k] != v) throw Error("pool " + name + ": config differs from the template in linux." + k);
+    for (const auto& [k, v] : got.items())
+        if (!want.contains(k)) throw Error("pool " + name + ": config differs from the template in linux." + k);
+    if (p.idle.empty()) {
+        ++p.misses;
+        throw Error("pool " + name + ": no idle sandbox");
+    }
+    Sandbox* sb = p.idle.front();
+    p.idle.pop_front();
+    ++p.hits;
+    record_lease(sb->cgroup);
+    unwatch(sb->init->fd(), sb->sync_id);
+    sb->st = Sandbox::St::leased;
+    sb->owner = c;
+    c->leased = sb;
+    c->pool = &p;
+    detail::send_message(c->fd.get(), json{{"sandbox", sb->name}, {"cgroup", sb->cgroup}, {"pid", sb->init->pid()}},
+                         {sb->init->pidfd()});
+}
+
+void Daemon::load_leases() {
+    std::string text;
+    try {
+        text = read_file(leases_file());
+    } catch (const Error&) {
+        return;
+    }
+    // Containers deleted since are dropped from the file.
+    std::string kept;
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t nl = text.find('\n', pos);
+        std::string path = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        pos = nl == std::string::npos ? text.size() : nl + 1;
+        if (path.empty() || !cgroups::open(path, mode_)->exists()) continue;
+        leased_.insert(path);
+        kept += path + "\n";
+    }
+    write_file_atomic(leases_file(), kept, 0600);
+}
+
+void Daemon::record_lease(const std::string& cgroup) {
+    leased_.insert(cgroup);
+    std::string line = cgroup + "\n";
+    UniqueFd fd(::open(leases_file().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+    if (!fd || ::write(fd.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()))
+        throw_errno("write " + leases_file());
+}
+
+void Daemon::end_lease(Conn* c) {
+    Sandbox* sb = c->leased;
+    c->leased = nullptr;
+    Pool& p = *sb->pool;
+    ++p.leases;
+    sb->owner = nullptr;
+    sb->init.reset();  // killed and reaped: the caller holds the namespaces now
+    tell_spawner(sb->cgroup, sb->spawner, "forget");
+    p.sandboxes.erase(sb->name);
+}
+
 json Daemon::pool_status(Pool& p) const {
     unsigned total = p.total(), allocated = p.running;
     json lat = {{"p50", detail::percentile(p.latencies, 50)},
@@ -680,6 +795,7 @@ json Daemon::pool_status(Pool& p) const {
               {"hits", p.hits},
               {"misses", p.misses},
               {"made", p.made},
+              {"leases", p.leases},
               {"failures", p.failures},
               {"refillPerSec", static_cast<double>(recent) / window},
               {"claimLatencyMs", lat},
@@ -746,6 +862,7 @@ void Daemon::setup() {
     // The socket first: a second daemon on the same socket must stop before it
     // touches the first one's sandboxes. Clients queue until the loop runs.
     listen();
+    load_leases();
     reap_leftovers();
     for (const PoolSpec& s : o_.pools) load_pool(s);
     start_spawners();
@@ -825,16 +942,29 @@ void Daemon::teardown() {
         while (::waitpid(sp->pid, nullptr, 0) < 0 && errno == EINTR) {
         }
     }
+    // Pool cgroups go unless a leased container still lives below them.
+    bool kept = false;
     for (auto& [n, p] : pools_) {
+        for (const std::string& name : p->rp->sandboxes()) {
+            auto cg = p->rp->open_sandbox(name);
+            if (leased_.count(cg->path())) {
+                kept = true;
+                continue;
+            }
+            try {
+                cg->destroy();
+            } catch (const Error& e) {
+                log_warn(e.what());
+            }
+        }
         try {
-            p->rp->destroy();
+            if (p->rp->sandboxes().empty()) p->rp->cgroup().destroy();
         } catch (const Error& e) {
             log_warn(e.what());
         }
     }
     try {
-        auto top = cgroups::open(o_.cgroup_parent, mode_);
-        top->destroy();
+        if (!kept) cgroups::open(o_.cgroup_parent, mode_)->destroy();
     } catch (const Error& e) {
         log_warn(e.what());
     }

@@ -26,7 +26,9 @@ struct Template {
 // removes used sandboxes' cgroups, so none of that blocks the daemon's loop.
 // Requests on `sock`: {"op":"make","pool":P,"sandbox":S} answered by
 // {"made":S,"pid":N,"phases":"..."} with the init's sync socket and pidfd, or
-// {"failed":S,"pid":N,"error":"..."}; {"op":"destroy","cgroup":PATH} unanswered.
+// {"failed":S,"pid":N,"error":"..."}; {"op":"destroy","cgroup":PATH} and
+// {"op":"forget","cgroup":PATH} (a leased sandbox: drop what is held for it) are
+// unanswered. Every sandbox goes to the spawner that made it.
 // Exits when the daemon's end closes.
 [[noreturn]] void spawner_main(int sock, const std::vector<const Template*>& templates);
 
@@ -34,6 +36,11 @@ struct Template {
 void send_message(int sock, const nlohmann::json& msg, const std::vector<int>& fds = {});
 // False on EOF. A message over kMaxMessage, or one that is not a JSON object, throws.
 bool recv_message(int sock, nlohmann::json& msg, std::vector<UniqueFd>* fds = nullptr);
+
+// The parts of a config a leased sandbox has already fixed (namespace types, id
+// maps, sysctl, resources): a bundle is served from a pool only when these equal
+// the template's.
+nlohmann::json lease_key(const oci::Config& c);
 
 // Percentile (0..100) of unsorted samples; 0 when empty.
 double percentile(std::vector<double> v, double p);

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cgroups/cgroups.hpp"
+#include "oci/oci.hpp"
 
 namespace tarn::pool {
 
@@ -91,6 +92,27 @@ public:
 private:
     std::string socket_;
 };
+
+// ---- the OCI path -----------------------------------------------------------
+
+// Annotations that ask `tarn create`/`run` to start a bundle from a pool.
+inline constexpr const char* kPoolAnnotation = "tarn.pool";
+inline constexpr const char* kPoolSocketAnnotation = "tarn.pool.socket";
+
+// What `tarn create` borrows from a pool: a sandbox's cgroup (renamed for the
+// container) and its network, ipc and uts namespaces as open fds.
+struct Lease {
+    std::string sandbox;
+    std::string cgroup;
+    std::vector<std::pair<oci::NamespaceType, UniqueFd>> namespaces;
+};
+
+// Borrows an idle sandbox of `pool` for container `id` with config `c`. Returns
+// nothing, with the reason in `why`, when there is no daemon, the config differs
+// from the pool's template (namespaces, id maps, sysctl, resources) or no sandbox is
+// idle: the caller then starts the container cold.
+std::optional<Lease> lease(const std::string& socket, const std::string& pool, const std::string& id,
+                           const oci::Config& c, std::string& why);
 
 // ---- commands (the CLI's `tarn pool ...`): each returns the exit code -------
 

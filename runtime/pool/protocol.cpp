@@ -6,6 +6,7 @@
 
 #include "runtime/pool/detail.hpp"
 #include "runtime/pool/pool.hpp"
+#include "oci/oci.hpp"
 
 namespace tarn::pool::detail {
 
@@ -61,6 +62,24 @@ bool recv_message(int sock, nlohmann::json& msg, std::vector<UniqueFd>* fds) {
     if (msg.is_discarded() || !msg.is_object()) throw Error("pool message is not a JSON object");
     if (fds) *fds = std::move(got);
     return true;
+}
+
+nlohmann::json lease_key(const oci::Config& c) {
+    nlohmann::json full = oci::to_json(c);
+    nlohmann::json key = nlohmann::json::object();
+    if (!full.contains("linux")) return key;
+    const nlohmann::json& l = full["linux"];
+    std::vector<std::string> types;
+    for (const auto& n : l.value("namespaces", nlohmann::json::array())) {
+        // A namespace joined by path is the bundle's own choice: no lease can match it.
+        if (n.contains("path")) types.push_back(n["type"].get<std::string>() + "=" + n["path"].get<std::string>());
+        else types.push_back(n["type"].get<std::string>());
+    }
+    std::sort(types.begin(), types.end());
+    key["namespaces"] = types;
+    for (const char* k : {"uidMappings", "gidMappings", "sysctl", "resources"})
+        if (l.contains(k)) key[k] = l[k];
+    return key;
 }
 
 double percentile(std::vector<double> v, double p) {

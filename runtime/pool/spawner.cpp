@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -13,6 +14,12 @@ namespace tarn::pool::detail {
 namespace {
 
 using nlohmann::json;
+
+// Mount namespaces of the sandboxes this spawner made, held open until their
+// sandbox is destroyed: the last process leaving a mount namespace unmounts its
+// whole tree before its parent learns it exited, so without this hold that cost
+// would sit between a workload's exit and its exit report. Keyed by cgroup path.
+std::map<std::string, UniqueFd> held_mount_ns;
 
 void make(int sock, const Template& t, std::map<std::string, cgroups::ResourcePool>& pools, const std::string& name) {
     std::unique_ptr<cgroups::Manager> cg;
@@ -40,6 +47,8 @@ void make(int sock, const Template& t, std::map<std::string, cgroups::ResourcePo
             }
         }
         std::string phases = init.timings().report();
+        UniqueFd mnt(::open(("/proc/" + std::to_string(pid) + "/ns/mnt").c_str(), O_RDONLY | O_CLOEXEC));
+        if (mnt) held_mount_ns[cg->path()] = std::move(mnt);
         auto [s, p] = init.take_fds();
         send_message(sock, json{{"made", name}, {"pid", pid}, {"phases", phases}}, {s.get(), p.get()});
     } catch (const std::exception& e) {
@@ -86,7 +95,11 @@ void spawner_main(int sock, const std::vector<const Template*>& templates) {
                 if (it == by_name.end()) continue;
                 make(sock, *it->second, pools, msg.value("sandbox", ""));
             } else if (op == "destroy") {
-                destroy(msg.value("cgroup", ""), templates.empty() ? cgroups::Mode::unified : templates[0]->mode);
+                std::string path = msg.value("cgroup", "");
+                held_mount_ns.erase(path);  // the mount tree goes here, off the daemon's loop
+                destroy(path, templates.empty() ? cgroups::Mode::unified : templates[0]->mode);
+            } else if (op == "forget") {
+                held_mount_ns.erase(msg.value("cgroup", ""));
             }
         }
     } catch (const std::exception& e) {

@@ -480,3 +480,87 @@ TEST_F(PoolTest, ATemplateThatCannotStartFailsServeWithItsReason) {
 
 }  // namespace
 }  // namespace tarn::test
+
+namespace tarn::test {
+namespace {
+
+// The OCI path: `tarn create`/`run` on a bundle annotated with a pool.
+class PoolOciTest : public PoolTest {
+protected:
+    Bundle b;
+
+    void SetUp() override {
+        PoolTest::SetUp();
+        if (IsSkipped()) return;
+        b.config = tmpl.config;
+        b.config["annotations"] = {{"tarn.pool", "p"}, {"tarn.pool.socket", sock}};
+    }
+
+    Result debug_run(const std::string& id) const {
+        b.write();
+        return tarn::test::tarn({"--debug", "run", "--bundle", b.dir(), id}, b.root());
+    }
+};
+
+TEST_F(PoolOciTest, AnAnnotatedBundleRunsInAPooledSandbox) {
+    serve();
+    b.cmd("echo \"pid $$ on $(hostname)\"; ls /proc | grep -c '^[0-9]'; exit 4");
+    Result r = debug_run("oci1");
+    EXPECT_EQ(r.code, 4) << r.err;
+    EXPECT_NE(r.err.find("create oci1: from pool p (sandbox p-"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "pid 1 on " + b.config["hostname"].get<std::string>());
+    EXPECT_LE(std::stoi(r.out.substr(r.out.find('\n') + 1)), 3) << r.out;  // its own pid namespace
+    json st = status();
+    EXPECT_EQ(st["leases"], 1);
+    // The container's cgroup (the sandbox's) went with `run`'s delete.
+    EXPECT_EQ(sandbox_dirs(cgparent + "/p").size(), st["total"].get<size_t>());
+}
+
+TEST_F(PoolOciTest, CreateStartStateKillDeleteWorkAsForAColdContainer) {
+    serve();
+    b.cmd("echo started > /shared/oci2; " + wait_for("never"));
+    b.write();
+    std::string pid_file = b.scratch("pid");
+    Result r = tarn::test::tarn({"--debug", "create", "--bundle", b.dir(), "--pid-file", pid_file + "/pid", "oci2"}, b.root());
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.err.find("from pool p"), std::string::npos) << r.err;
+    pid_t pid = std::stoi(read_text(pid_file + "/pid"));
+    json state = json::parse(b.tarn({"state", "oci2"}).out);
+    EXPECT_EQ(state["status"], "created");
+    EXPECT_EQ(state["pid"], pid);
+    ASSERT_EQ(b.tarn({"start", "oci2"}).code, 0);
+    ASSERT_TRUE(wait_file("oci2"));
+    // A daemon restart leaves the container alone: its cgroup is leased, not a sandbox.
+    pool({"stop", "--now"});
+    daemon->wait();
+    serve();
+    EXPECT_TRUE(alive(pid));
+    EXPECT_EQ(json::parse(b.tarn({"state", "oci2"}).out)["status"], "running");
+    ASSERT_EQ(b.tarn({"kill", "oci2", "KILL"}).code, 0);
+    EXPECT_TRUE(eventually([&] { return json::parse(b.tarn({"state", "oci2"}).out)["status"] == "stopped"; }));
+    ASSERT_EQ(b.tarn({"delete", "oci2"}).code, 0);
+    EXPECT_EQ(sandbox_dirs(cgparent + "/p").size(), status()["total"].get<size_t>()) << "the container's cgroup stayed";
+}
+
+TEST_F(PoolOciTest, ABundleThatDiffersFromTheTemplateStartsCold) {
+    serve();
+    b.config["linux"]["resources"]["pids"] = {{"limit", 50}};
+    b.cmd("true");
+    Result r = debug_run("oci3");
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.err.find("cold start, not from pool p: pool p: config differs from the template in linux.resources"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(status()["leases"], 0);
+}
+
+TEST_F(PoolOciTest, WithoutADaemonTheBundleStartsCold) {
+    b.cmd("echo cold");
+    Result r = debug_run("oci4");
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "cold\n");
+    EXPECT_NE(r.err.find("cold start, not from pool p: no pool daemon at " + sock), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace tarn::test
