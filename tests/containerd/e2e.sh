@@ -742,16 +742,16 @@ ctr_ containers rm "$P" >/dev/null 2>&1
 if [ -n "${POOLPID:-}" ] && "$TARN" pool status --socket "$POOLSOCK" >/dev/null 2>&1; then
     pass "h: a pool daemon serves a template made from containerd's own config"
     id=h-warm-$TAG
-    run ctr_ run --rm "${RB[@]}" --rootfs "$ROOTFS" --annotation tarn.pool=e2e \
-        --annotation "tarn.pool.socket=$POOLSOCK" "$id" /bin/sh -c 'echo warm; exit 6'
+    run ctr_ run --rm "${RB[@]}" --annotation tarn.pool=e2e --annotation "tarn.pool.socket=$POOLSOCK" \
+        --rootfs "$ROOTFS" "$id" /bin/sh -c 'echo warm; exit 6'
     leases=$("$TARN" pool status --json --socket "$POOLSOCK" | /usr/bin/python3 -c \
         'import json,sys; print(json.load(sys.stdin)["pools"][0]["leases"])')
     check "h: ctr run --annotation tarn.pool=e2e starts from the pool (output, exit code 6, 1 lease)" \
         "$([ "$RC" = 6 ] && [ "$OUT" = warm ] && [ "$leases" = 1 ]; echo $?)" \
         "exit $RC, leases $leases, output:" "$OUT" "pool daemon log:" "$(tail -n 5 "$S/pool.log")"
     id=h-cold-$TAG
-    run ctr_ run --rm "${RB[@]}" --rootfs "$ROOTFS" --annotation tarn.pool=e2e \
-        --annotation "tarn.pool.socket=$POOLSOCK" --env X=1 --memory-limit 67108864 "$id" /bin/echo cold
+    run ctr_ run --rm "${RB[@]}" --annotation tarn.pool=e2e --annotation "tarn.pool.socket=$POOLSOCK" \
+        --memory-limit 67108864 --rootfs "$ROOTFS" "$id" /bin/echo cold
     leases=$("$TARN" pool status --json --socket "$POOLSOCK" | /usr/bin/python3 -c \
         'import json,sys; print(json.load(sys.stdin)["pools"][0]["leases"])')
     check "h: a bundle whose resources differ from the template starts cold, as without the pool" \
