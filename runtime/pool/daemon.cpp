@@ -447,11 +447,9 @@ void Daemon::on_exit(Sandbox* sb) {
         si.si_pid == 0)
         return;
     sb->init->release();
-    if (!sb->exec_done) {
-        // The init's error message (if any) is already queued on its socket.
-        sb->error = sb->init->claim_outcome();
-        if (sb->error.empty()) sb->error = "sandbox init died before the workload started";
-    }
+    // The exit can come before the socket's news: an error message (the workload
+    // never started) is already queued there; EOF means it exec'd.
+    if (!sb->exec_done) sb->error = sb->init->claim_outcome();
     if (Conn* c = sb->owner) {
         c->sb = nullptr;
         sb->owner = nullptr;
