@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 
 #include "namespaces/steps.hpp"
 
@@ -65,8 +66,9 @@ void send_claim(int sock, const Claim& c) {
 }
 
 bool recv_claim(int sock, Claim& claim) {
-    std::string buf(kMaxClaimBytes, '\0');
-    iovec iov{buf.data(), buf.size()};
+    // Uninitialised: only the bytes the claim fills are ever touched.
+    std::unique_ptr<char[]> buf(new char[kMaxClaimBytes]);
+    iovec iov{buf.get(), kMaxClaimBytes};
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
@@ -84,7 +86,7 @@ bool recv_claim(int sock, Claim& claim) {
         std::memcpy(claim.stdio.data(), CMSG_DATA(cm), std::min(got, 3) * sizeof(int));
     }
     if (got != 3 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) throw Error("claim: malformed message");
-    Reader r{std::string_view(buf.data(), static_cast<size_t>(n))};
+    Reader r{std::string_view(buf.get(), static_cast<size_t>(n))};
     claim.cwd = r.str();
     for (uint32_t i = 0, k = r.u32(); i < k; ++i) claim.args.push_back(r.str());
     for (uint32_t i = 0, k = r.u32(); i < k; ++i) claim.env.push_back(r.str());

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 #include "runtime/pool/detail.hpp"
 #include "runtime/pool/pool.hpp"
@@ -33,8 +34,9 @@ void send_message(int sock, const nlohmann::json& msg, const std::vector<int>& f
 }
 
 bool recv_message(int sock, nlohmann::json& msg, std::vector<UniqueFd>* fds) {
-    std::string buf(kMaxMessage, '\0');
-    iovec iov{buf.data(), buf.size()};
+    // Uninitialised: only the bytes a message fills are ever touched.
+    std::unique_ptr<char[]> buf(new char[kMaxMessage]);
+    iovec iov{buf.get(), kMaxMessage};
     msghdr m{};
     m.msg_iov = &iov;
     m.msg_iovlen = 1;
@@ -57,8 +59,7 @@ bool recv_message(int sock, nlohmann::json& msg, std::vector<UniqueFd>* fds) {
     if (n == 0 && got.empty()) return false;
     if (m.msg_flags & MSG_TRUNC) throw Error("pool message larger than " + std::to_string(kMaxMessage) + " bytes");
     if (m.msg_flags & MSG_CTRUNC) throw Error("pool message with too many fds");
-    buf.resize(static_cast<size_t>(n));
-    msg = nlohmann::json::parse(buf, nullptr, false);
+    msg = nlohmann::json::parse(buf.get(), buf.get() + n, nullptr, false);
     if (msg.is_discarded() || !msg.is_object()) throw Error("pool message is not a JSON object");
     if (fds) *fds = std::move(got);
     return true;

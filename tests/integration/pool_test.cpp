@@ -362,6 +362,26 @@ TEST_F(PoolTest, APoolNeverExceedsItsMemoryBudget) {
         EXPECT_LE(std::stoll(read_text(pool_dir + "/memory.peak")), 64ll << 20);
 }
 
+TEST_F(PoolTest, AFullPoolMakesAClaimWaitOrFailAsTheCallerChooses) {
+    serve(1, 1);
+    auto busy = run_bg("echo > /shared/up; " + wait_for("go"), "busy");
+    ASSERT_TRUE(wait_file("up"));
+    Result r = pool({"run", "--wait", "0", "p", "--", "true"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("pool p: all 1 sandboxes are in use"), std::string::npos) << r.err;
+    r = pool({"run", "--wait", "300", "p", "--", "true"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("pool p: no sandbox free within 300 ms"), std::string::npos) << r.err;
+    // A patient claim gets the next sandbox once the running one is done.
+    auto patient = run_bg("echo second", "patient", {"--wait", "20000"});
+    std::this_thread::sleep_for(200ms);
+    write_text(shared_file("go"), "");
+    EXPECT_EQ(busy->wait(), 0) << busy->output();
+    EXPECT_EQ(patient->wait(), 0) << patient->output();
+    EXPECT_EQ(patient->output(), "second\n");
+    EXPECT_GE(status()["misses"].get<int>(), 3);
+}
+
 TEST_F(PoolTest, BadRequestsGetClearErrorsAndLeakNothing) {
     serve();
     Result r = pool({"run", "nope", "--", "true"});
