@@ -170,6 +170,7 @@ int main(int argc, char** argv) {
     pool_run->add_option("--cwd", pool_req.cwd, "working directory");
     pool_run->add_option("--memory", run_memory, "this sandbox's memory limit (k/m/g suffixes)");
     pool_run->add_option("--pids", run_pids, "this sandbox's pids limit");
+    pool_run->add_option("--bind", pool_req.binds, "bind mount SOURCE:DESTINATION[:ro]")->allow_extra_args(false);
     pool_run->add_option("--wait", pool_req.wait_ms, "ms to wait for a free sandbox when the pool is full")
         ->capture_default_str();
     pool_run->add_option("pool", pool_req.pool, "pool name")->required();
