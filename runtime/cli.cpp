@@ -4,6 +4,7 @@
 
 #include <iostream>
 
+#include "runtime/pool/pool.hpp"
 #include "runtime/runtime.hpp"
 
 namespace rt = tarn::runtime;
@@ -21,9 +22,64 @@ void add_create_flags(CLI::App* c, rt::CreateOptions& o, rt::GlobalOptions& g) {
     c->add_option("id", o.id, "container id")->required();
 }
 
+// `tarn pool run`: the flags, and the call once parsed.
+struct PoolRun {
+    tarn::pool::RunRequest req;
+    std::string memory;
+    int64_t pids = 0;
+    std::vector<std::string> command;
+
+    int call(const std::string& socket) {
+        req.args = command;
+        if (!memory.empty()) req.memory = rt::parse_bytes(memory, "--memory");
+        if (pids) req.pids = pids;
+        return tarn::pool::run_command(socket, req);
+    }
+};
+
+CLI::App* add_pool_run(CLI::App* pool, PoolRun& o, std::string& socket) {
+    CLI::App* r = pool->add_subcommand("run", "run a command in a sandbox from a pool");
+    r->add_option("--socket", socket, "the daemon's socket")->capture_default_str();
+    r->add_option("-e,--env", o.req.env, "environment variable K=V")->allow_extra_args(false);
+    r->add_option("--cwd", o.req.cwd, "working directory");
+    r->add_option("--memory", o.memory, "this sandbox's memory limit (k/m/g suffixes)");
+    r->add_option("--pids", o.pids, "this sandbox's pids limit");
+    r->add_option("--bind", o.req.binds, "bind mount SOURCE:DESTINATION[:ro]")->allow_extra_args(false);
+    r->add_option("--wait", o.req.wait_ms, "ms to wait for a free sandbox when the pool is full")->capture_default_str();
+    r->add_option("pool", o.req.pool, "pool name")->required();
+    r->add_option("command", o.command, "command and arguments (after --)")->required();
+    return r;
+}
+
+// `tarn pool run ...` is the warm pool's hot path: its parser is built alone, not
+// with every other command's (which costs more than the rest of the client).
+int pool_run_main(int argc, char** argv) {
+    CLI::App app{"tarn: an OCI container runtime"};
+    CLI::App* pool = app.add_subcommand("pool", "the warm pool of pre-created sandboxes");
+    std::string socket = tarn::pool::kDefaultSocket;
+    PoolRun o;
+    add_pool_run(pool, o, socket);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        if (e.get_exit_code() == 0) return app.exit(e);
+        std::cerr << "tarn: " << e.what() << "\nRun 'tarn pool run --help' for usage.\n";
+        return 1;
+    }
+    try {
+        rt::log_setup(rt::GlobalOptions{});
+        return o.call(socket);
+    } catch (const std::exception& e) {
+        rt::log_error(e.what());
+        return 1;
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc > 2 && std::string_view(argv[1]) == "pool" && std::string_view(argv[2]) == "run")
+        return pool_run_main(argc, argv);
     CLI::App app{"tarn: an OCI container runtime"};
     app.set_version_flag("-v,--version", [] { return rt::version_text(); });
     app.require_subcommand(1);
@@ -155,6 +211,37 @@ int main(int argc, char** argv) {
     vm_setup->add_option("--dir", vm_setup_o.dir, "where to write vmlinux and initrd.cpio (default /var/lib/tarn/vm)");
     vm_setup->add_option("--from", vm_setup_o.from, "kernel directory (vmlinux, modules/order); default: fetch Debian's");
     vm_setup->add_option("--agent", vm_setup_o.agent, "tarn-agent binary (default: beside tarn)");
+    // ---- the warm pool
+    CLI::App* pool = app.add_subcommand("pool", "the warm pool of pre-created sandboxes");
+    pool->require_subcommand(1);
+    std::string pool_socket = tarn::pool::kDefaultSocket;
+    std::string serve_config, serve_bundle, serve_name = "default", serve_memory;
+    tarn::pool::PoolSpec serve_spec;
+    int64_t serve_pids = 0;
+    CLI::App* pool_serve = pool->add_subcommand("serve", "run the pool daemon");
+    pool_serve->add_option("--socket", pool_socket, "unix socket to serve")->capture_default_str();
+    pool_serve->add_option("-c,--config", serve_config, "daemon configuration file (JSON)");
+    pool_serve->add_option("--bundle", serve_bundle, "one pool from this template bundle (without --config)");
+    pool_serve->add_option("--name", serve_name, "that pool's name")->capture_default_str();
+    pool_serve->add_option("--min-idle", serve_spec.min_idle, "sandboxes kept ready")->capture_default_str();
+    pool_serve->add_option("--max-total", serve_spec.max_total, "most sandboxes at once")->capture_default_str();
+    pool_serve->add_option("--memory", serve_memory, "the pool's memory budget (k/m/g suffixes)");
+    pool_serve->add_option("--pids", serve_pids, "the pool's pids budget");
+
+    PoolRun pool_run_o;
+    CLI::App* pool_run = add_pool_run(pool, pool_run_o, pool_socket);
+
+    std::string status_pool;
+    bool status_json = false;
+    CLI::App* pool_status = pool->add_subcommand("status", "print each pool's size, use and latencies");
+    pool_status->add_option("--socket", pool_socket, "the daemon's socket")->capture_default_str();
+    pool_status->add_flag("--json", status_json, "as JSON");
+    pool_status->add_option("pool", status_pool, "only this pool");
+
+    bool stop_now = false;
+    CLI::App* pool_stop = pool->add_subcommand("stop", "stop the daemon after running sandboxes finish");
+    pool_stop->add_option("--socket", pool_socket, "the daemon's socket")->capture_default_str();
+    pool_stop->add_flag("--now", stop_now, "kill running sandboxes instead of waiting");
 
     try {
         app.parse(argc, argv);
@@ -193,6 +280,27 @@ int main(int argc, char** argv) {
         if (*spec) return rt::spec(spec_bundle, spec_rootless);
         if (*features) return rt::features();
         if (*vm_setup) return rt::vm_setup(vm_setup_o);
+        if (*pool_serve) {
+            tarn::pool::DaemonOptions d;
+            if (!serve_config.empty()) {
+                if (!serve_bundle.empty()) throw tarn::Error("pool serve: --config and --bundle exclude each other");
+                d = tarn::pool::load_config(serve_config);
+            } else {
+                if (serve_bundle.empty()) throw tarn::Error("pool serve: --config FILE or --bundle DIR required");
+                serve_spec.name = serve_name;
+                serve_spec.bundle = serve_bundle;
+                if (!serve_memory.empty()) serve_spec.budget.memory_max = rt::parse_bytes(serve_memory, "--memory");
+                if (serve_pids) serve_spec.budget.pids_max = serve_pids;
+                if (serve_spec.min_idle > serve_spec.max_total)
+                    throw tarn::Error("pool serve: --min-idle is more than --max-total");
+                d.pools.push_back(serve_spec);
+            }
+            if (pool_serve->count("--socket")) d.socket = pool_socket;
+            return tarn::pool::serve_command(d);
+        }
+        if (*pool_run) return pool_run_o.call(pool_socket);
+        if (*pool_status) return tarn::pool::status_command(pool_socket, status_pool, status_json);
+        if (*pool_stop) return tarn::pool::stop_command(pool_socket, stop_now);
     } catch (const std::exception& e) {
         rt::log_error(e.what());
         return 1;

@@ -105,6 +105,10 @@ struct VmSetupOptions {
 int vm_setup(const VmSetupOptions& o);
 std::string version_text();
 
+// "512m", "1G", "1024" -> bytes; "-1" stays -1 (unlimited), as runc's flags take it.
+// Errors name the flag.
+int64_t parse_bytes(const std::string& s, const char* flag);
+
 // Parses "SIGKILL", "KILL", "kill" or "9"; errors name the bad value.
 int parse_signal(const std::string& s);
 
