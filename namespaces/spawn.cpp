@@ -259,8 +259,14 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
     UniqueFd parent_end(sv[0]), child_end(sv[1]);
 
+    // Without a user namespace, nothing in the container may open our /proc/<pid>/exe or
+    // ptrace us while we set up (a joined pid namespace has other processes in it). In
+    // one, a non-dumpable process's /proc files belong to the host's root and the init
+    // could no longer use its own /proc/self; the sealed binary (reexec_sealed) covers it.
+    bool any_userns = config.linux && config.linux->find_namespace(oci::NamespaceType::user);
     auto child_body = [&](SyncSocket& s) {
         ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        if (!any_userns && ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) throw_errno("prctl dumpable");
         parent_end.reset();
         detail::close_inherited_fds(opts.preserve_fds, {child_end.get(), opts.console_socket});
         init_main(config, opts, child, s, plan.new_userns);

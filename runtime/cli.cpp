@@ -154,6 +154,8 @@ int main(int argc, char** argv) {
     if (!rootless_value.empty() && rootless_value != "auto") g.rootless = rootless_value == "true";
     try {
         rt::log_setup(g);
+        // The commands whose processes enter a container run from a sealed copy of tarn.
+        if (*create || *run || *exec) rt::reexec_sealed(argv);
         if (*create) return rt::create(g, create_o);
         if (*start) return rt::start(g, start_id);
         if (*run) return rt::run(g, run_o);

@@ -92,6 +92,10 @@ int spec(const std::string& bundle, bool rootless);
 int features();
 std::string version_text();
 
+// Re-execs tarn (same argv and environment) from a copy no container can write to,
+// unless it already runs from one (runtime/sealed_exe.cpp, the CVE-2019-5736 class).
+void reexec_sealed(char** argv);
+
 // Parses "SIGKILL", "KILL", "kill" or "9"; errors name the bad value.
 int parse_signal(const std::string& s);
 
