@@ -10,6 +10,7 @@
 #include <array>
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -101,6 +102,11 @@ struct InitOptions {
     // A fresh session keyring named after the container, so it never shares the
     // caller's keys (--no-new-keyring leaves the caller's). Empty: keep it.
     std::string session_keyring;
+    // linux.seccomp.listenerPath, connected by the runtime before the init starts (after
+    // pivot_root the init could not reach the host's path): the init sends the notify fd
+    // and seccomp_state(its host pid) there once the filter is loaded. -1: none.
+    int seccomp_listener = -1;
+    std::function<std::string(pid_t)> seccomp_state;
 };
 
 struct Spawned {
@@ -125,6 +131,9 @@ struct ExecOptions {
     std::vector<oci::NamespaceType> namespaces;
     // Container's rootfs mount is already the root of its mount namespace.
     std::optional<oci::Seccomp> seccomp;
+    // As InitOptions: where the exec'd process's notify fd goes.
+    int seccomp_listener = -1;
+    std::function<std::string(pid_t)> seccomp_state;
 };
 Spawned spawn_exec(int init_pidfd, pid_t init_pid, const oci::Process& process, const ExecOptions& opts,
                    const std::function<void(pid_t)>& place_in_cgroup);

@@ -214,9 +214,12 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     detail::become_workload(proc, t);
     std::string exe = detail::find_executable(proc.args, proc.env);
     detail::SeccompFilter filter;
+    std::string listener_state;
     if (c.linux && c.linux->seccomp) {
         PhaseScope s(t, Phase::seccomp);
         filter = detail::build_seccomp(*c.linux->seccomp, proc.no_new_privileges);
+        // Rendered now: after the filter is loaded, the fewer syscalls the better.
+        if (filter.notifies() && o.seccomp_state) listener_state = o.seccomp_state(host_pid);
     }
     // From here the runtime may exit (create); the init must outlive it.
     ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
@@ -230,7 +233,7 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     }
     if (steps.start_container) steps.start_container(host_pid);
     detail::close_fds_on_exec(o.preserve_fds);
-    detail::load_seccomp(filter);
+    detail::load_seccomp_and_notify(filter, o.seccomp_listener, listener_state);
     detail::exec_process(exe, proc.args, proc.env);
 }
 
@@ -268,7 +271,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         if (!any_userns && ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) throw_errno("prctl dumpable");
         parent_end.reset();
-        detail::close_inherited_fds(opts.preserve_fds, {child_end.get(), opts.console_socket});
+        detail::close_inherited_fds(opts.preserve_fds, {child_end.get(), opts.console_socket, opts.seccomp_listener});
         init_main(config, opts, child, s, plan.new_userns);
     };
 
