@@ -150,7 +150,8 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         cgroup->create(resources);
         cgroup->apply(resources);
         if (!cgroup->pending_device_rules().empty())
-            log_debug("create " + o.id + ": linux.resources.devices is not enforced on cgroup v2 yet");
+            log_warn("create " + o.id + ": linux.resources.devices is not enforced: " + cgroup_path +
+                     " is not on a cgroup2 mount");
         UniqueFd cgroup_fd(cgroup->open_v2_dir_fd());
         auto cgroup_time = std::chrono::steady_clock::now() - t_cgroup;
 
