@@ -23,6 +23,7 @@ void exec_main(const oci::Process& proc, const ExecOptions& o, SyncSocket& sock)
         if (o.console_socket >= 0) send_fd(o.console_socket, master.get(), "console");
         if (o.want_pty_master) sock.send(MsgType::pty, {}, nullptr, 0, master.get());
     }
+    detail::apply_lsm_labels(proc);
     detail::become_workload(proc, t);
     std::string exe = detail::find_executable(proc.args, proc.env);
     detail::SeccompFilter filter;

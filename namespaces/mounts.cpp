@@ -150,7 +150,13 @@ void mount_all(const oci::Config& c, const std::string& rootfs, bool in_userns) 
                     UniqueFd check(open_in_root(root.get(), m.destination, O_PATH | O_DIRECTORY, true));
                     if (!check) throw_errno(m.type + " mount target " + m.destination + " must be a directory");
                 }
-                fs_mount(m.source, target.get(), m.type, o.flags, o.data, m.destination);
+                std::string data = o.data;
+                // linux.mountLabel labels the filesystems the runtime creates for the
+                // container (check_lsm has made sure SELinux is there to read it).
+                if (c.linux && !c.linux->mount_label.empty() &&
+                    (m.type == "tmpfs" || m.type == "devpts" || m.type == "mqueue"))
+                    data += (data.empty() ? "" : ",") + std::string("context=\"") + c.linux->mount_label + "\"";
+                fs_mount(m.source, target.get(), m.type, o.flags, data, m.destination);
             }
             set_propagation(root.get(), m.destination, o.propagation);
         } catch (const Error& e) {

@@ -138,6 +138,13 @@ struct ExecOptions {
 Spawned spawn_exec(int init_pidfd, pid_t init_pid, const oci::Process& process, const ExecOptions& opts,
                    const std::function<void(pid_t)>& place_in_cgroup);
 
+// Linux security modules (lsm.cpp). Whether AppArmor / SELinux is active on this host,
+// and the check create and exec make first: a profile or label the host cannot apply
+// is an error naming the field, never silently dropped.
+bool apparmor_enabled();
+bool selinux_enabled();
+void check_lsm(const oci::Process* p, const oci::Linux* l);
+
 // Sends a fd over a unix socket with SCM_RIGHTS (console socket protocol).
 void send_fd(int sock, int fd, std::string_view name);
 int recv_fd(int sock);

@@ -210,6 +210,7 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         if (!o.session_keyring.empty())
             (void)::syscall(SYS_keyctl, 1, o.session_keyring.c_str(), 0, 0, 0);
         detail::apply_personality(c);
+        detail::apply_lsm_labels(proc);
     }
     detail::become_workload(proc, t);
     std::string exe = detail::find_executable(proc.args, proc.env);

@@ -92,6 +92,12 @@ void send_seccomp_listener(int sock, int notify_fd, const std::string& state_jso
 // Loads the filter last before execve and, with a listener, hands it the notify fd.
 void load_seccomp_and_notify(SeccompFilter& f, int listener, const std::string& state_json);
 
+// ---- lsm.cpp
+// Sets process.apparmorProfile / process.selinuxLabel for the next execve through our
+// own /proc/self/attr (verified to be procfs). Before the user switch: once
+// non-dumpable and unprivileged, those files are no longer ours to write.
+void apply_lsm_labels(const oci::Process& p);
+
 // ---- console.cpp
 // Opens a new pty in the container's devpts, makes its slave the stdio and controlling
 // terminal, and returns the master.

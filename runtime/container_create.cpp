@@ -110,6 +110,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     struct stat st;
     if (::stat(rootfs.c_str(), &st) < 0) throw_errno("root.path " + rootfs);
     if (!S_ISDIR(st.st_mode)) throw Error("root.path " + rootfs + ": not a directory");
+    ns::check_lsm(&*cfg.process, cfg.linux ? &*cfg.linux : nullptr);
     if (cfg.process->terminal && o.console_socket.empty() && !want_pty)
         throw Error("process.terminal is true: a detached container needs --console-socket");
     if (!cfg.process->terminal && !o.console_socket.empty())

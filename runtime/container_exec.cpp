@@ -72,6 +72,7 @@ int exec(const GlobalOptions& g, const ExecOptions& o) {
             throw Error("cannot exec in a container that is " + std::string(oci::to_string(st)));
         oci::Config cfg = dir.load_config();
         oci::Process proc = exec_process(o, cfg);
+        ns::check_lsm(&proc, nullptr);
         if (proc.terminal && o.detach && o.console_socket.empty())
             throw Error("--tty with --detach needs --console-socket");
         UniqueFd pidfd(detail::open_init_pidfd(rec));
