@@ -1,6 +1,12 @@
 #include <seccomp.h>
 
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <cctype>
 #include <cerrno>
@@ -35,6 +41,20 @@ scmp_compare op_of(const std::string& op, const std::string& field) {
     throw Error(field + ": unknown operator \"" + op + "\"");
 }
 
+std::vector<sock_filter> export_bpf(void* ctx) {
+    UniqueFd mem(::memfd_create("seccomp-bpf", MFD_CLOEXEC));
+    if (!mem) throw_errno("linux.seccomp: export the filter");
+    int r = seccomp_export_bpf(ctx, mem.get());
+    if (r < 0) throw Error("linux.seccomp: export the filter", -r);
+    off_t size = ::lseek(mem.get(), 0, SEEK_END);
+    if (size <= 0 || size % static_cast<off_t>(sizeof(sock_filter)) != 0)
+        throw Error("linux.seccomp: export the filter: unexpected size " + std::to_string(size));
+    std::vector<sock_filter> prog(static_cast<size_t>(size) / sizeof(sock_filter));
+    if (::pread(mem.get(), prog.data(), static_cast<size_t>(size), 0) != size)
+        throw_errno("linux.seccomp: read the exported filter");
+    return prog;
+}
+
 }  // namespace
 
 SeccompFilter::~SeccompFilter() {
@@ -63,12 +83,25 @@ SeccompFilter build_seccomp(const oci::Seccomp& s, bool no_new_privs) {
         int r = seccomp_arch_add(f.ctx_, arch);
         if (r < 0 && r != -EEXIST) throw Error(field + ": add " + name, -r);
     }
+    f.no_new_privs_ = no_new_privs;
     for (const std::string& flag : s.flags) {
         int r;
-        if (flag == "SECCOMP_FILTER_FLAG_LOG") r = seccomp_attr_set(f.ctx_, SCMP_FLTATR_CTL_LOG, 1);
-        else if (flag == "SECCOMP_FILTER_FLAG_SPEC_ALLOW") r = seccomp_attr_set(f.ctx_, SCMP_FLTATR_CTL_SSB, 1);
-        else if (flag == "SECCOMP_FILTER_FLAG_TSYNC") r = seccomp_attr_set(f.ctx_, SCMP_FLTATR_CTL_TSYNC, 1);
-        else throw Error("linux.seccomp.flags: \"" + flag + "\" is not supported by this build");
+        if (flag == "SECCOMP_FILTER_FLAG_LOG") {
+            r = seccomp_attr_set(f.ctx_, SCMP_FLTATR_CTL_LOG, 1);
+            f.flags_ |= SECCOMP_FILTER_FLAG_LOG;
+        } else if (flag == "SECCOMP_FILTER_FLAG_SPEC_ALLOW") {
+            r = seccomp_attr_set(f.ctx_, SCMP_FLTATR_CTL_SSB, 1);
+            f.flags_ |= SECCOMP_FILTER_FLAG_SPEC_ALLOW;
+        } else if (flag == "SECCOMP_FILTER_FLAG_TSYNC") {
+            r = seccomp_attr_set(f.ctx_, SCMP_FLTATR_CTL_TSYNC, 1);
+            f.flags_ |= SECCOMP_FILTER_FLAG_TSYNC;
+        } else if (flag == "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV") {
+            // libseccomp 2.5 has no attribute for it: the filter is then loaded by us.
+            r = 0;
+            f.flags_ |= SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+        } else {
+            throw Error("linux.seccomp.flags: \"" + flag + "\" is not supported by this build");
+        }
         if (r < 0) throw Error("linux.seccomp.flags: " + flag, -r);
     }
     for (size_t i = 0; i < s.syscalls.size(); ++i) {
@@ -92,11 +125,29 @@ SeccompFilter build_seccomp(const oci::Seccomp& s, bool no_new_privs) {
             if (r < 0) throw Error(field + ": rule for " + name, -r);
         }
     }
+    if (f.flags_ & SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV) {
+        // The flag only changes how a notifying task waits for its listener; without a
+        // notify rule there is none, and the kernel would refuse it. Otherwise the
+        // program is exported now and loaded with seccomp(2) directly.
+        if (!f.notify_) f.flags_ &= ~SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV;
+        else f.bpf_ = export_bpf(f.ctx_);
+    }
     return f;
 }
 
 UniqueFd load_seccomp(SeccompFilter& f) {
     if (!f.ctx_) return {};
+    if (!f.bpf_.empty()) {
+        // What seccomp_load would do, plus the flags libseccomp 2.5 does not know.
+        if (f.no_new_privs_ && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_errno("set no_new_privs");
+        unsigned long flags = f.flags_ | SECCOMP_FILTER_FLAG_NEW_LISTENER;
+        // TSYNC with a listener: report a thread that cannot sync as ESRCH, not as its tid.
+        if (flags & SECCOMP_FILTER_FLAG_TSYNC) flags |= SECCOMP_FILTER_FLAG_TSYNC_ESRCH;
+        sock_fprog prog{static_cast<unsigned short>(f.bpf_.size()), f.bpf_.data()};
+        long fd = ::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, &prog);
+        if (fd < 0) throw_errno("load seccomp filter");
+        return UniqueFd(static_cast<int>(fd));
+    }
     int r = seccomp_load(f.ctx_);
     if (r < 0) throw Error("load seccomp filter", -r);
     if (!f.notify_) return {};

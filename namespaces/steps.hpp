@@ -3,6 +3,8 @@
 // reuse them through spawn_init.
 #pragma once
 
+#include <linux/filter.h>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -65,10 +67,15 @@ void close_inherited_fds(unsigned preserve_fds, const std::vector<int>& keep);
 class SeccompFilter {
 public:
     SeccompFilter() = default;
-    SeccompFilter(SeccompFilter&& o) noexcept : ctx_(std::exchange(o.ctx_, nullptr)), notify_(o.notify_) {}
+    SeccompFilter(SeccompFilter&& o) noexcept
+        : ctx_(std::exchange(o.ctx_, nullptr)), notify_(o.notify_), no_new_privs_(o.no_new_privs_),
+          flags_(o.flags_), bpf_(std::move(o.bpf_)) {}
     SeccompFilter& operator=(SeccompFilter&& o) noexcept {
         std::swap(ctx_, o.ctx_);
         std::swap(notify_, o.notify_);
+        std::swap(no_new_privs_, o.no_new_privs_);
+        std::swap(flags_, o.flags_);
+        std::swap(bpf_, o.bpf_);
         return *this;
     }
     // Some rule has SCMP_ACT_NOTIFY: loading yields a listener fd.
@@ -82,6 +89,11 @@ private:
     friend UniqueFd load_seccomp(SeccompFilter& f);
     void* ctx_ = nullptr;
     bool notify_ = false;
+    bool no_new_privs_ = true;
+    unsigned long flags_ = 0;  // SECCOMP_FILTER_FLAG_* asked for
+    // The exported program, when it must be loaded with flags libseccomp cannot set
+    // (WAIT_KILLABLE_RECV); empty: seccomp_load.
+    std::vector<sock_filter> bpf_;
 };
 SeccompFilter build_seccomp(const oci::Seccomp& s, bool no_new_privs);
 // Loads the filter into the calling thread; returns the notify fd when it has one.

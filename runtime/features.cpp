@@ -74,12 +74,13 @@ int features() {
     seccomp_release(probe);
     f.seccomp_known_flags = {"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
                              "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"};
-    // WAIT_KILLABLE_RECV is known but needs libseccomp >= 2.6 (this build refuses it with
-    // a clear error). The others are listed when the kernel takes them: loading a NULL
-    // filter fails with EFAULT for a flag it knows and EINVAL for one it does not.
+    // Listed when the kernel takes them: loading a NULL filter fails with EFAULT for flags
+    // it knows and EINVAL otherwise. WAIT_KILLABLE_RECV (5.19) only goes with a listener.
     for (auto [name, flag] : {std::pair{"SECCOMP_FILTER_FLAG_TSYNC", SECCOMP_FILTER_FLAG_TSYNC},
                               {"SECCOMP_FILTER_FLAG_LOG", SECCOMP_FILTER_FLAG_LOG},
-                              {"SECCOMP_FILTER_FLAG_SPEC_ALLOW", SECCOMP_FILTER_FLAG_SPEC_ALLOW}}) {
+                              {"SECCOMP_FILTER_FLAG_SPEC_ALLOW", SECCOMP_FILTER_FLAG_SPEC_ALLOW},
+                              {"SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+                               SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV | SECCOMP_FILTER_FLAG_NEW_LISTENER}}) {
         if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flag, nullptr) < 0 && errno == EFAULT)
             f.seccomp_supported_flags.push_back(name);
     }

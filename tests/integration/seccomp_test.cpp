@@ -183,3 +183,31 @@ TEST(SeccompNotify, NotifyAsDefaultActionIsRefused) {
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.err.find("linux.seccomp.defaultAction"), std::string::npos) << r.err;
 }
+
+// SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 5.19): with it the filter is loaded by
+// tarn itself (libseccomp 2.5 cannot set it); the agent still gets the fd and answers.
+TEST(SeccompNotify, WaitKillableRecvFlagLoadsAndNotifies) {
+    REQUIRE_ROOT();
+    Bundle b;
+    Listener agent(b, 28);
+    b.config["linux"]["seccomp"] = notify_profile(agent.socket());
+    b.config["linux"]["seccomp"]["flags"] = {"SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV", "SECCOMP_FILTER_FLAG_LOG"};
+    Result r = b.cmd("grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; mkdir /newdir 2>&1; echo done").run("wk");
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("Seccomp:\t2"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("NoNewPrivs:\t1"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("No space left on device"), std::string::npos) << r.out;
+    EXPECT_FALSE(agent.state(1).is_null());
+}
+
+// Without a notify rule the flag has nothing to act on and is dropped, not an error.
+TEST(SeccompNotify, WaitKillableRecvWithoutNotifyIsHarmless) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.config["linux"]["seccomp"] = {{"defaultAction", "SCMP_ACT_ALLOW"},
+                                    {"flags", {"SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"}},
+                                    {"syscalls", {{{"names", {"mkdir", "mkdirat"}}, {"action", "SCMP_ACT_ERRNO"}}}}};
+    Result r = b.cmd("mkdir /newdir 2>&1; true").run("wk2");
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("Operation not permitted"), std::string::npos) << r.out;
+}
