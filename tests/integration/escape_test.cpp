@@ -340,3 +340,20 @@ TEST(Escape, DefaultContainerCannotTouchTheKernel) {
     EXPECT_LE(visible, 3) << r.out;
     EXPECT_EQ(read_text("/proc/sys/kernel/sysrq"), sysrq_before);
 }
+
+// CVE-2025-52881 class: a /proc that is not procfs (here a bind of a host directory)
+// must not take the runtime's writes meant for the kernel.
+TEST(Escape, SysctlIsWrittenOnlyToProcfs) {
+    REQUIRE_ROOT();
+    Bundle b;
+    std::string fake = b.scratch("fakeproc");
+    ASSERT_EQ(sh("mkdir -p " + fake + "/sys/net/ipv4 && echo 0 > " + fake + "/sys/net/ipv4/ip_forward").code, 0);
+    for (auto& m : b.config["mounts"])
+        if (m["destination"] == "/proc") m = {{"destination", "/proc"}, {"type", "bind"}, {"source", fake},
+                                              {"options", {"rbind", "rw"}}};
+    b.config["linux"]["sysctl"] = {{"net.ipv4.ip_forward", "1"}};
+    Result r = b.cmd("true").run("fakeproc");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("not on procfs"), std::string::npos) << r.err;
+    EXPECT_EQ(read_text(fake + "/sys/net/ipv4/ip_forward"), "0\n");
+}
