@@ -20,9 +20,35 @@ void add_create_flags(CLI::App* c, rt::CreateOptions& o) {
     c->add_option("id", o.id, "container id")->required();
 }
 
+// The subcommand, found without building the parser: global options that take a value
+// are skipped with it. Empty when unsure (the parser then decides).
+std::string_view subcommand_of(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        if (a == "--") return {};
+        if (a.empty() || a[0] != '-') return a;
+        if (a.find('=') != std::string_view::npos) continue;
+        if (a == "--root" || a == "--log" || a == "--log-format" || a == "--criu") ++i;
+        else if (a == "--rootless" && i + 1 < argc &&
+                 (std::string_view(argv[i + 1]) == "true" || std::string_view(argv[i + 1]) == "false" ||
+                  std::string_view(argv[i + 1]) == "auto"))
+            ++i;
+    }
+    return {};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+    // Re-exec from the sealed binary before anything else: building the parser twice
+    // would double its cost. A failure here is reported after parsing (with --log).
+    std::string_view early = subcommand_of(argc, argv);
+    if (early == "create" || early == "run" || early == "exec") {
+        try {
+            rt::reexec_sealed(argv);
+        } catch (const std::exception&) {
+        }
+    }
     CLI::App app{"tarn: an OCI container runtime"};
     app.set_version_flag("-v,--version", [] { return rt::version_text(); });
     app.require_subcommand(1);
