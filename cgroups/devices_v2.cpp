@@ -20,15 +20,20 @@
 namespace tarn::cgroups::detail {
 namespace {
 
-constexpr uint32_t kAccMknod = BPF_DEVCG_ACC_MKNOD, kAccRead = BPF_DEVCG_ACC_READ, kAccWrite = BPF_DEVCG_ACC_WRITE;
+constexpr uint32_t kAccMknod = BPF_DEVCG_ACC_MKNOD, kAccRead = BPF_DEVCG_ACC_READ,
+                   kAccWrite = BPF_DEVCG_ACC_WRITE;
 constexpr uint32_t kAccAll = kAccMknod | kAccRead | kAccWrite;
 
 uint32_t access_bits(const oci::DeviceCgroupRule& r, const std::string& field) {
     std::string access = r.access.empty() ? "rwm" : r.access;
     uint32_t bits = 0;
     for (size_t i = 0; i < access.size(); ++i) {
-        uint32_t b = access[i] == 'r' ? kAccRead : access[i] == 'w' ? kAccWrite : access[i] == 'm' ? kAccMknod : 0;
-        if (!b || (bits & b)) throw Error(field + ".access: must be a subset of \"rwm\", got \"" + r.access + "\"");
+        uint32_t b = access[i] == 'r'   ? kAccRead
+                     : access[i] == 'w' ? kAccWrite
+                     : access[i] == 'm' ? kAccMknod
+                                        : 0;
+        if (!b || (bits & b))
+            throw Error(field + ".access: must be a subset of \"rwm\", got \"" + r.access + "\"");
         bits |= b;
     }
     return bits;
@@ -64,7 +69,8 @@ void apply_rule(DeviceFilter& f, const oci::DeviceCgroupRule& r, const std::stri
     if (type != "a" && type != "c" && type != "b")
         throw Error(field + ".type: must be \"a\", \"c\" or \"b\", got \"" + r.type + "\"");
     uint32_t access = access_bits(r, field);
-    if ((r.major && (*r.major < 0 || *r.major > UINT32_MAX)) || (r.minor && (*r.minor < 0 || *r.minor > UINT32_MAX)))
+    if ((r.major && (*r.major < 0 || *r.major > UINT32_MAX)) ||
+        (r.minor && (*r.minor < 0 || *r.minor > UINT32_MAX)))
         throw Error(field + ": major and minor must be between 0 and 4294967295");
     std::optional<uint32_t> major, minor;
     if (r.major) major = static_cast<uint32_t>(*r.major);
@@ -80,8 +86,9 @@ void apply_rule(DeviceFilter& f, const oci::DeviceCgroupRule& r, const std::stri
         add_exception(f, {BPF_DEVCG_DEV_BLOCK, major, minor, access}, r.allow);
         return;
     }
-    add_exception(f, {type == "c" ? uint32_t{BPF_DEVCG_DEV_CHAR} : uint32_t{BPF_DEVCG_DEV_BLOCK}, major, minor, access},
-                  r.allow);
+    add_exception(
+        f, {type == "c" ? uint32_t{BPF_DEVCG_DEV_CHAR} : uint32_t{BPF_DEVCG_DEV_BLOCK}, major, minor, access},
+        r.allow);
 }
 
 bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) {
@@ -97,24 +104,37 @@ bpf_insn insn(uint8_t code, uint8_t dst, uint8_t src, int16_t off, int32_t imm) 
 // The registers the prologue fills from struct bpf_cgroup_dev_ctx.
 constexpr uint8_t R0 = 0, R1 = 1, rType = 2, rAccess = 3, rMajor = 4, rMinor = 5;
 
-bpf_insn load_ctx(uint8_t dst, int16_t off) { return insn(BPF_LDX | BPF_MEM | BPF_W, dst, R1, off, 0); }
-bpf_insn alu32_imm(uint8_t op, uint8_t dst, int32_t imm) { return insn(BPF_ALU | op | BPF_K, dst, 0, 0, imm); }
-bpf_insn mov32_reg(uint8_t dst, uint8_t src) { return insn(BPF_ALU | BPF_MOV | BPF_X, dst, src, 0, 0); }
-bpf_insn mov64_imm(uint8_t dst, int32_t imm) { return insn(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm); }
+bpf_insn load_ctx(uint8_t dst, int16_t off) {
+    return insn(BPF_LDX | BPF_MEM | BPF_W, dst, R1, off, 0);
+}
+bpf_insn alu32_imm(uint8_t op, uint8_t dst, int32_t imm) {
+    return insn(BPF_ALU | op | BPF_K, dst, 0, 0, imm);
+}
+bpf_insn mov32_reg(uint8_t dst, uint8_t src) {
+    return insn(BPF_ALU | BPF_MOV | BPF_X, dst, src, 0, 0);
+}
+bpf_insn mov64_imm(uint8_t dst, int32_t imm) {
+    return insn(BPF_ALU64 | BPF_MOV | BPF_K, dst, 0, 0, imm);
+}
 // 32-bit compare: majors and minors are u32, compared without sign extension.
 bpf_insn jne32_imm(uint8_t dst, uint32_t imm, int16_t off) {
     return insn(BPF_JMP32 | BPF_JNE | BPF_K, dst, 0, off, static_cast<int32_t>(imm));
 }
-bpf_insn exit_insn() { return insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0); }
+bpf_insn exit_insn() {
+    return insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+}
 
-long bpf(int cmd, bpf_attr& attr) { return ::syscall(SYS_bpf, cmd, &attr, sizeof attr); }
+long bpf(int cmd, bpf_attr& attr) {
+    return ::syscall(SYS_bpf, cmd, &attr, sizeof attr);
+}
 
 }  // namespace
 
 DeviceFilter emulate_device_rules(const std::vector<oci::DeviceCgroupRule>& rules) {
     // A new cgroup allows every device until a rule says otherwise, as on v1.
     DeviceFilter f;
-    for (size_t i = 0; i < rules.size(); ++i) apply_rule(f, rules[i], "linux.resources.devices[" + std::to_string(i) + "]");
+    for (size_t i = 0; i < rules.size(); ++i)
+        apply_rule(f, rules[i], "linux.resources.devices[" + std::to_string(i) + "]");
     for (const auto& r : default_device_rules()) apply_rule(f, r, "default device rules");
     return f;
 }
@@ -175,7 +195,8 @@ void attach_device_filter(int cgroup_fd, const std::vector<bpf_insn>& prog, cons
     if (!fd) {
         int e = errno;
         std::string verifier = log.c_str();
-        throw Error(what + ": load device filter" + (verifier.empty() ? "" : " (verifier: " + verifier + ")"), e);
+        throw Error(what + ": load device filter" + (verifier.empty() ? "" : " (verifier: " + verifier + ")"),
+                    e);
     }
 
     // Programs attached before (an earlier apply): replaced once the new one is in
@@ -205,7 +226,8 @@ void attach_device_filter(int cgroup_fd, const std::vector<bpf_insn>& prog, cons
         detach.target_fd = static_cast<uint32_t>(cgroup_fd);
         detach.attach_bpf_fd = static_cast<uint32_t>(old_fd.get());
         detach.attach_type = BPF_CGROUP_DEVICE;
-        if (bpf(BPF_PROG_DETACH, detach) < 0 && errno != ENOENT) throw_errno(what + ": detach old device filter");
+        if (bpf(BPF_PROG_DETACH, detach) < 0 && errno != ENOENT)
+            throw_errno(what + ": detach old device filter");
     }
 }
 

@@ -29,14 +29,15 @@ bool apparmor_enabled() {
 
 bool selinux_enabled() {
     // As libselinux: selinuxfs is mounted (and the policy loaded when enforce exists).
-    struct statfs sf{};
+    struct statfs sf {};
     return ::statfs("/sys/fs/selinux", &sf) == 0 && sf.f_type == SELINUX_MAGIC &&
            ::access("/sys/fs/selinux/enforce", F_OK) == 0;
 }
 
 void check_lsm(const oci::Process* p, const oci::Linux* l) {
     if (p && !p->apparmor_profile.empty() && !apparmor_enabled())
-        throw Error("process.apparmorProfile \"" + p->apparmor_profile + "\": AppArmor is not enabled on this host");
+        throw Error("process.apparmorProfile \"" + p->apparmor_profile +
+                    "\": AppArmor is not enabled on this host");
     if (p && !p->selinux_label.empty() && !selinux_enabled())
         throw Error("process.selinuxLabel \"" + p->selinux_label + "\": SELinux is not enabled on this host");
     if (l && !l->mount_label.empty() && !selinux_enabled())
@@ -52,7 +53,7 @@ namespace {
 void write_attr(const std::string& path, const std::string& value, const std::string& field) {
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) throw_errno(field + ": open " + path);
-    struct statfs sf{};
+    struct statfs sf {};
     if (::fstatfs(fd.get(), &sf) < 0 || sf.f_type != PROC_SUPER_MAGIC)
         throw Error(field + ": " + path + " is not on procfs");
     ssize_t n = ::write(fd.get(), value.data(), value.size());
@@ -65,8 +66,9 @@ void apply_lsm_labels(const oci::Process& p) {
     if (!p.apparmor_profile.empty()) {
         // The AppArmor-specific file where the kernel has it (>= 5.8): the shared
         // /proc/self/attr/exec belongs to whichever LSM is the "display" one.
-        const char* path = ::access("/proc/self/attr/apparmor/exec", F_OK) == 0 ? "/proc/self/attr/apparmor/exec"
-                                                                                 : "/proc/self/attr/exec";
+        const char* path = ::access("/proc/self/attr/apparmor/exec", F_OK) == 0
+                               ? "/proc/self/attr/apparmor/exec"
+                               : "/proc/self/attr/exec";
         write_attr(path, "exec " + p.apparmor_profile, "process.apparmorProfile");
     }
     if (!p.selinux_label.empty()) write_attr("/proc/self/attr/exec", p.selinux_label, "process.selinuxLabel");

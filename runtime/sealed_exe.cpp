@@ -43,7 +43,7 @@ bool exe_is_sealed(int exe) {
 UniqueFd readonly_bind(int exe) {
     UniqueFd tree(::open_tree(exe, "", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
     if (!tree) return {};
-    struct mount_attr attr{};
+    struct mount_attr attr {};
     attr.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID;
     if (::mount_setattr(tree.get(), "", AT_EMPTY_PATH, &attr, sizeof attr) < 0) return {};
     return tree;

@@ -72,8 +72,8 @@ TEST(Escape, ParkedInitInASharedPidNamespaceCannotExposeTheRuntime) {
     std::string bin = private_tarn(attacker);
     std::string before = sha256(bin);
     std::string out = attacker.scratch("out");
-    attacker.config["mounts"].push_back({{"destination", "/out"}, {"type", "bind"}, {"source", out},
-                                         {"options", {"rbind", "rw"}}});
+    attacker.config["mounts"].push_back(
+        {{"destination", "/out"}, {"type", "bind"}, {"source", out}, {"options", {"rbind", "rw"}}});
     attacker.cmd(std::string(kExeGrabber) +
                  "touch /out/seen; touch /out/up; while [ ! -e /out/go ]; do sleep 0.05; done; grab; "
                  "touch /out/grabbed; sleep infinity");
@@ -111,10 +111,11 @@ TEST(Escape, ExecOfProcSelfExeScriptCannotOverwriteTheRuntime) {
     std::string before = sha256(bin);
     std::string out = b.scratch("out");
     write_text(out + "/evil", "#!/proc/self/exe\n", 0755);
-    b.config["mounts"].push_back({{"destination", "/out"}, {"type", "bind"}, {"source", out},
-                                  {"options", {"rbind", "rw"}}});
-    b.cmd(std::string(kExeGrabber) + "touch /out/seen; touch /out/up; while [ ! -e /out/stop ]; do grab; done; "
-                                     "touch /out/stopped; sleep infinity");
+    b.config["mounts"].push_back(
+        {{"destination", "/out"}, {"type", "bind"}, {"source", out}, {"options", {"rbind", "rw"}}});
+    b.cmd(std::string(kExeGrabber) +
+          "touch /out/seen; touch /out/up; while [ ! -e /out/stop ]; do grab; done; "
+          "touch /out/stopped; sleep infinity");
     ASSERT_EQ(with_tarn(bin, b, "run -d --bundle " + b.dir() + " esc-x").code, 0);
     wait_for(out + "/up");
     for (int i = 0; i < 15; ++i) with_tarn(bin, b, "exec esc-x /out/evil");
@@ -138,8 +139,8 @@ TEST(Escape, RuntimeProcessesInTheContainerRunAReadOnlyBinary) {
     std::string out = b.scratch("out");
     // The interpreter /proc/self/exe is the exec'd tarn itself; it runs `tarn --version`.
     write_text(out + "/ver", "#!/proc/self/exe --version\n", 0755);
-    b.config["mounts"].push_back({{"destination", "/out"}, {"type", "bind"}, {"source", out},
-                                  {"options", {"rbind", "rw"}}});
+    b.config["mounts"].push_back(
+        {{"destination", "/out"}, {"type", "bind"}, {"source", out}, {"options", {"rbind", "rw"}}});
     b.cmd("sleep infinity");
     ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "esc-r"}).code, 0);
     Result r = b.tarn({"exec", "esc-r", "/out/ver"});
@@ -159,8 +160,8 @@ TEST(Escape, CwdThroughProcSelfFdCannotReachTheHost) {
     for (int n = 3; n <= 10; ++n) {
         b.config["process"]["cwd"] = "/proc/self/fd/" + std::to_string(n);
         b.cmd("pwd; [ -e " + climb + marker + " ] && echo ESCAPED; true");
-        Result r = sh("exec 3</ 4</ 5</tmp 6</ 7</ 8</ 9</; " + std::string(TARN_BINARY) + " --root " + b.root() +
-                      " run --bundle " + b.dir() + " cwd" + std::to_string(n));
+        Result r = sh("exec 3</ 4</ 5</tmp 6</ 7</ 8</ 9</; " + std::string(TARN_BINARY) + " --root " +
+                      b.root() + " run --bundle " + b.dir() + " cwd" + std::to_string(n));
         if (r.code == 0) {
             EXPECT_EQ(r.out.find("ESCAPED"), std::string::npos) << "fd " << n << ": " << r.out;
             EXPECT_EQ(r.out.rfind("/", 0), 0u) << "fd " << n << ": cwd outside the root: " << r.out;
@@ -195,9 +196,10 @@ TEST(Escape, ExecLeaksNoCallerFd) {
     Bundle b;
     b.cmd("sleep infinity");
     ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "fdx"}).code, 0);
-    Result r = sh("cd " + b.dir() + "; exec 3</ 4</ 7</tmp; " + std::string(TARN_BINARY) + " --root " + b.root() +
-                  " exec --preserve-fds 1 fdx sh -c 'for i in 0 1 2 3 4 5 6 7 8 9 10 11 12; do "
-                  "[ -e /proc/self/fd/$i ] && echo \"$i $(readlink /proc/self/fd/$i)\"; done; true'");
+    Result r =
+        sh("cd " + b.dir() + "; exec 3</ 4</ 7</tmp; " + std::string(TARN_BINARY) + " --root " + b.root() +
+           " exec --preserve-fds 1 fdx sh -c 'for i in 0 1 2 3 4 5 6 7 8 9 10 11 12; do "
+           "[ -e /proc/self/fd/$i ] && echo \"$i $(readlink /proc/self/fd/$i)\"; done; true'");
     b.tarn({"delete", "-f", "fdx"});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_NE(r.out.find("\n3 "), std::string::npos) << r.out;
@@ -239,7 +241,8 @@ TEST(Escape, MaskSourceMustBeTheNullDevice) {
     b.config["hostname"] = "redirected-mask";
     b.config["linux"]["maskedPaths"] = {"/proc/kcore", "/proc/timer_list"};
     Result r = b.cmd("cat /proc/timer_list; echo end").run("mask-src");
-    EXPECT_EQ(r.out.find("redirected-mask"), std::string::npos) << "the mask bound the symlink's target: " << r.out;
+    EXPECT_EQ(r.out.find("redirected-mask"), std::string::npos)
+        << "the mask bound the symlink's target: " << r.out;
     if (r.code != 0) {
         EXPECT_NE(r.err.find("/dev/null"), std::string::npos) << r.err;
     }
@@ -295,7 +298,9 @@ TEST(Escape, BindTargetUnderAPlantedSymlinkStaysInside) {
                   (::mkdir((rootfs + "/mnt").c_str(), 0755) == 0 &&
                    ::symlink(hostdir.c_str(), (rootfs + "/mnt/link").c_str()) == 0),
               true);
-    b.config["mounts"].push_back({{"destination", "/mnt/link/sub/file"}, {"type", "bind"}, {"source", src},
+    b.config["mounts"].push_back({{"destination", "/mnt/link/sub/file"},
+                                  {"type", "bind"},
+                                  {"source", src},
                                   {"options", {"bind", "ro"}}});
     Result r = b.cmd("cat /mnt/link/sub/file").run("bind-link");
     EXPECT_EQ(r.out, "bound\n") << r.err;
@@ -315,7 +320,8 @@ TEST(Escape, DefaultContainerCannotTouchTheKernel) {
                     "echo h > /proc/sysrq-trigger 2>/dev/null && echo sysrq-written; "
                     "echo x > /sys/kernel/uevent_helper 2>/dev/null && echo sys-written; "
                     "mount -t tmpfs none /mnt 2>/dev/null && echo mounted; "
-                    "echo junk > /dev/shm/m.ko; insmod /dev/shm/m.ko 2>&1 | grep -q 'not permitted' && echo insmod-eperm; "
+                    "echo junk > /dev/shm/m.ko; insmod /dev/shm/m.ko 2>&1 | grep -q 'not permitted' && echo "
+                    "insmod-eperm; "
                     "insmod /dev/shm/m.ko 2>/dev/null && echo module-loaded; "
                     "cat /proc/kcore 2>/dev/null | wc -c; "
                     "ls /proc | grep -c '^[0-9]'")
@@ -347,10 +353,11 @@ TEST(Escape, SysctlIsWrittenOnlyToProcfs) {
     REQUIRE_ROOT();
     Bundle b;
     std::string fake = b.scratch("fakeproc");
-    ASSERT_EQ(sh("mkdir -p " + fake + "/sys/net/ipv4 && echo 0 > " + fake + "/sys/net/ipv4/ip_forward").code, 0);
+    ASSERT_EQ(sh("mkdir -p " + fake + "/sys/net/ipv4 && echo 0 > " + fake + "/sys/net/ipv4/ip_forward").code,
+              0);
     for (auto& m : b.config["mounts"])
-        if (m["destination"] == "/proc") m = {{"destination", "/proc"}, {"type", "bind"}, {"source", fake},
-                                              {"options", {"rbind", "rw"}}};
+        if (m["destination"] == "/proc")
+            m = {{"destination", "/proc"}, {"type", "bind"}, {"source", fake}, {"options", {"rbind", "rw"}}};
     b.config["linux"]["sysctl"] = {{"net.ipv4.ip_forward", "1"}};
     Result r = b.cmd("true").run("fakeproc");
     EXPECT_NE(r.code, 0);

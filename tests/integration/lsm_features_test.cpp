@@ -14,7 +14,8 @@ TEST(Lsm, AppArmorProfileWithoutAppArmorFailsCreate) {
     b.config["process"]["apparmorProfile"] = "tarn-test-profile";
     Result r = b.cmd("true").run("aa");
     EXPECT_NE(r.code, 0);
-    EXPECT_NE(r.err.find("process.apparmorProfile \"tarn-test-profile\": AppArmor is not enabled"), std::string::npos)
+    EXPECT_NE(r.err.find("process.apparmorProfile \"tarn-test-profile\": AppArmor is not enabled"),
+              std::string::npos)
         << r.err;
     EXPECT_FALSE(path_exists(b.root() + "/aa"));
 }
@@ -89,8 +90,10 @@ TEST(Features, EverySeccompActionListedWorks) {
         std::string sock;
         if (action == "SCMP_ACT_NOTIFY") {
             sock = b.scratch("agent") + "/s.sock";
-            sh("python3 -c 'import socket,time,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(1); "
-               "c,_=s.accept(); time.sleep(2)' " + sock + " >/dev/null 2>&1 &");
+            sh("python3 -c 'import socket,time,sys; s=socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); "
+               "s.listen(1); "
+               "c,_=s.accept(); time.sleep(2)' " +
+               sock + " >/dev/null 2>&1 &");
             for (int i = 0; i < 50 && !path_exists(sock); ++i) usleep(20000);
             seccomp["listenerPath"] = sock;
         }
@@ -106,15 +109,19 @@ TEST(Features, EveryOperatorArchAndSupportedFlagListedWorks) {
     Bundle b;
     json rules = json::array();
     for (const auto& op : f["operators"])
-        rules.push_back({{"names", {"acct"}}, {"action", "SCMP_ACT_ERRNO"},
+        rules.push_back({{"names", {"acct"}},
+                         {"action", "SCMP_ACT_ERRNO"},
                          {"args", {{{"index", 0}, {"value", 7}, {"valueTwo", 7}, {"op", op}}}}});
-    json seccomp = {{"defaultAction", "SCMP_ACT_ALLOW"}, {"architectures", f["archs"]}, {"flags", f["supportedFlags"]},
+    json seccomp = {{"defaultAction", "SCMP_ACT_ALLOW"},
+                    {"architectures", f["archs"]},
+                    {"flags", f["supportedFlags"]},
                     {"syscalls", rules}};
     Result r = run_with_seccomp(b, seccomp, "ops");
     EXPECT_EQ(r.code, 0) << r.err;
     // Known but not supported: refused with the flag's name, never ignored.
     for (const auto& flag : f["knownFlags"]) {
-        if (std::find(f["supportedFlags"].begin(), f["supportedFlags"].end(), flag) != f["supportedFlags"].end())
+        if (std::find(f["supportedFlags"].begin(), f["supportedFlags"].end(), flag) !=
+            f["supportedFlags"].end())
             continue;
         Bundle u;
         Result ur = run_with_seccomp(u, {{"defaultAction", "SCMP_ACT_ALLOW"}, {"flags", {flag}}}, "flag");
@@ -136,11 +143,14 @@ TEST(Features, EveryMountOptionListedIsAccepted) {
     Bundle b;
     std::string src = b.scratch("src");
     // The mount points live on a tmpfs, not in the shared rootfs.
-    b.config["mounts"].push_back({{"destination", "/mnt"}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", json::array()}});
+    b.config["mounts"].push_back(
+        {{"destination", "/mnt"}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", json::array()}});
     int i = 0;
     for (const auto& o : opts) {
-        b.config["mounts"].push_back(
-            {{"destination", "/mnt/m" + std::to_string(i++)}, {"type", "bind"}, {"source", src}, {"options", {"rbind", o}}});
+        b.config["mounts"].push_back({{"destination", "/mnt/m" + std::to_string(i++)},
+                                      {"type", "bind"},
+                                      {"source", src},
+                                      {"options", {"rbind", o}}});
     }
     Result r = b.cmd("true").run("mopts");
     EXPECT_EQ(r.code, 0) << r.err;
@@ -150,9 +160,14 @@ TEST(Features, BindMountAtimeOptionsTakeEffect) {
     REQUIRE_ROOT();
     Bundle b;
     std::string src = b.scratch("src");
-    b.config["mounts"].push_back({{"destination", "/mnt"}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", json::array()}});
-    b.config["mounts"].push_back({{"destination", "/mnt/na"}, {"type", "bind"}, {"source", src}, {"options", {"rbind", "noatime"}}});
-    b.config["mounts"].push_back({{"destination", "/mnt/sa"}, {"type", "bind"}, {"source", src}, {"options", {"rbind", "strictatime"}}});
+    b.config["mounts"].push_back(
+        {{"destination", "/mnt"}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", json::array()}});
+    b.config["mounts"].push_back(
+        {{"destination", "/mnt/na"}, {"type", "bind"}, {"source", src}, {"options", {"rbind", "noatime"}}});
+    b.config["mounts"].push_back({{"destination", "/mnt/sa"},
+                                  {"type", "bind"},
+                                  {"source", src},
+                                  {"options", {"rbind", "strictatime"}}});
     Result r = b.cmd("grep -E ' /mnt/(na|sa) ' /proc/self/mountinfo").run("atime");
     ASSERT_EQ(r.code, 0) << r.err;
     std::string na = r.out.substr(0, r.out.find('\n'));

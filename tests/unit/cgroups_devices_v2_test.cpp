@@ -34,15 +34,26 @@ int run(const std::vector<bpf_insn>& p, uint32_t type, uint32_t major, uint32_t 
                 EXPECT_EQ(i.src_reg, 1);
                 reg[i.dst_reg] = ctx[i.off / 4];
                 break;
-            case BPF_ALU | BPF_AND | BPF_K: reg[i.dst_reg] = uint32_t(reg[i.dst_reg]) & uint32_t(i.imm); break;
-            case BPF_ALU | BPF_RSH | BPF_K: reg[i.dst_reg] = uint32_t(reg[i.dst_reg]) >> i.imm; break;
-            case BPF_ALU | BPF_MOV | BPF_X: reg[i.dst_reg] = uint32_t(reg[i.src_reg]); break;
-            case BPF_ALU64 | BPF_MOV | BPF_K: reg[i.dst_reg] = uint64_t(int64_t(i.imm)); break;
+            case BPF_ALU | BPF_AND | BPF_K:
+                reg[i.dst_reg] = uint32_t(reg[i.dst_reg]) & uint32_t(i.imm);
+                break;
+            case BPF_ALU | BPF_RSH | BPF_K:
+                reg[i.dst_reg] = uint32_t(reg[i.dst_reg]) >> i.imm;
+                break;
+            case BPF_ALU | BPF_MOV | BPF_X:
+                reg[i.dst_reg] = uint32_t(reg[i.src_reg]);
+                break;
+            case BPF_ALU64 | BPF_MOV | BPF_K:
+                reg[i.dst_reg] = uint64_t(int64_t(i.imm));
+                break;
             case BPF_JMP32 | BPF_JNE | BPF_K:
                 if (uint32_t(reg[i.dst_reg]) != uint32_t(i.imm)) pc += i.off;
                 break;
-            case BPF_JMP | BPF_EXIT: return int(reg[0]);
-            default: ADD_FAILURE() << "unexpected opcode " << int(i.code); return -1;
+            case BPF_JMP | BPF_EXIT:
+                return int(reg[0]);
+            default:
+                ADD_FAILURE() << "unexpected opcode " << int(i.code);
+                return -1;
         }
     }
     ADD_FAILURE() << "fell off the end of the program";
@@ -94,11 +105,13 @@ TEST(DeviceFilterV2, DefaultAllowWithDenyExceptions) {
 
 TEST(DeviceFilterV2, LaterRulesTakeAccessAwayOrReset) {
     // v1 semantics: an allow rule then a deny of part of it narrows the exception.
-    DeviceFilter f = emulate_device_rules({kDenyAll, Rule{true, "c", 42, 1, "rwm"}, Rule{false, "c", 42, 1, "w"}});
+    DeviceFilter f =
+        emulate_device_rules({kDenyAll, Rule{true, "c", 42, 1, "rwm"}, Rule{false, "c", 42, 1, "w"}});
     ASSERT_FALSE(f.exceptions.empty());
     EXPECT_EQ(f.exceptions[0], (DeviceException{C, 42, 1, R | M}));
     // "allow all" afterwards resets to default-allow; the defaults add no exception.
-    f = emulate_device_rules({kDenyAll, Rule{true, "c", 42, 1, "rwm"}, Rule{true, "a", std::nullopt, std::nullopt, "rwm"}});
+    f = emulate_device_rules(
+        {kDenyAll, Rule{true, "c", 42, 1, "rwm"}, Rule{true, "a", std::nullopt, std::nullopt, "rwm"}});
     EXPECT_TRUE(f.default_allow);
     EXPECT_TRUE(f.exceptions.empty());
     auto p = device_filter_program(f);
@@ -124,13 +137,15 @@ TEST(DeviceFilterV2, BadRulesNameTheField) {
         emulate_device_rules({kDenyAll, Rule{true, "x", 1, 1, "rwm"}});
         FAIL();
     } catch (const Error& e) {
-        EXPECT_NE(std::string(e.what()).find("linux.resources.devices[1].type"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("linux.resources.devices[1].type"), std::string::npos)
+            << e.what();
     }
     try {
         emulate_device_rules({Rule{true, "c", 1, 1, "rwx"}});
         FAIL();
     } catch (const Error& e) {
-        EXPECT_NE(std::string(e.what()).find("linux.resources.devices[0].access"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("linux.resources.devices[0].access"), std::string::npos)
+            << e.what();
     }
 }
 
@@ -140,7 +155,7 @@ TEST(DeviceFilterV2Host, KernelEnforcesTheProgram) {
     if (::geteuid() != 0) GTEST_SKIP() << "needs root";
     std::string base;
     for (const char* m : {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}) {
-        struct statfs sf{};
+        struct statfs sf {};
         if (::statfs(m, &sf) == 0 && sf.f_type == 0x63677270) base = m;
     }
     if (base.empty()) GTEST_SKIP() << "no cgroup2 mount";
