@@ -364,3 +364,23 @@ TEST(Escape, SysctlIsWrittenOnlyToProcfs) {
     EXPECT_NE(r.err.find("not on procfs"), std::string::npos) << r.err;
     EXPECT_EQ(read_text(fake + "/sys/net/ipv4/ip_forward"), "0\n");
 }
+
+// A masked or read-only path that is a symlink in the image is not followed: the mask
+// must not land on what it points to (a host path, or another file of the container).
+TEST(Escape, MaskedAndReadonlyPathsDoNotFollowSymlinks) {
+    REQUIRE_ROOT();
+    Bundle b;
+    std::string rootfs = own_rootfs(b);
+    std::string victim = b.scratch("victim") + "/shadow";
+    write_text(victim, "host secret\n");
+    ASSERT_EQ(::symlink(victim.c_str(), (rootfs + "/etc/host-link").c_str()), 0);
+    ASSERT_EQ(::symlink("/etc/passwd", (rootfs + "/etc/passwd-link").c_str()), 0);
+    ASSERT_EQ(::symlink("/etc", (rootfs + "/etc-link").c_str()), 0);
+    b.config["root"]["readonly"] = false;
+    b.config["linux"]["maskedPaths"] = {"/etc/host-link", "/etc/passwd-link"};
+    b.config["linux"]["readonlyPaths"] = {"/etc-link"};
+    Result r = b.cmd("grep -c root /etc/passwd; touch /etc/rw && echo etc-writable").run("mask-link");
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "1\netc-writable\n") << "a mask or read-only bind followed a symlink";
+    EXPECT_EQ(read_text(victim), "host secret\n");
+}
