@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <thread>
 
 #include "harness.hpp"
@@ -132,23 +133,33 @@ TEST(Escape, ExecOfProcSelfExeScriptCannotOverwriteTheRuntime) {
     EXPECT_EQ(sha256(bin), before) << "the runtime binary was overwritten from the container:\n" << log;
 }
 
-// The sealed binary itself: what /proc/self/exe of a tarn process in the container is.
-TEST(Escape, RuntimeProcessesInTheContainerRunAReadOnlyBinary) {
+// The sealed binary itself, without a race: a handle on a parked init's
+// /proc/<pid>/exe, taken by the host's root even, cannot be reopened for writing once
+// the runtime has stopped running it (EROFS through the read-only bind, EPERM from a
+// sealed memfd).
+TEST(Escape, ParkedInitsBinaryCannotBeReopenedForWriting) {
     REQUIRE_ROOT();
     Bundle b;
-    std::string out = b.scratch("out");
-    // The interpreter /proc/self/exe is the exec'd tarn itself; it runs `tarn --version`.
-    write_text(out + "/ver", "#!/proc/self/exe --version\n", 0755);
-    b.config["mounts"].push_back(
-        {{"destination", "/out"}, {"type", "bind"}, {"source", out}, {"options", {"rbind", "rw"}}});
-    b.cmd("sleep infinity");
-    ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "esc-r"}).code, 0);
-    Result r = b.tarn({"exec", "esc-r", "/out/ver"});
-    b.tarn({"delete", "-f", "esc-r"});
-    EXPECT_NE(r.out.find("tarn version"), std::string::npos) << r.out << r.err;
-    struct stat st;
-    ASSERT_EQ(::stat(TARN_BINARY, &st), 0);
-    EXPECT_TRUE(st.st_mode & S_IWUSR);
+    std::string bin = private_tarn(b);
+    std::string before = sha256(bin);
+    b.cmd("true");
+    ASSERT_EQ(with_tarn(bin, b, "create --bundle " + b.dir() + " esc-r").code, 0);
+    int pid = init_pid(bin, b, "esc-r");
+    int held = ::open(("/proc/" + std::to_string(pid) + "/exe").c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_GE(held, 0);
+    with_tarn(bin, b, "delete -f esc-r");
+    int w = ::open(("/proc/self/fd/" + std::to_string(held)).c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    int open_errno = errno;
+    bool wrote = false;
+    if (w >= 0) {
+        wrote = ::write(w, "pwned", 5) == 5;
+        ::close(w);
+    } else {
+        EXPECT_TRUE(open_errno == EROFS || open_errno == EPERM || open_errno == ETXTBSY) << strerror(open_errno);
+    }
+    ::close(held);
+    EXPECT_FALSE(wrote);
+    EXPECT_EQ(sha256(bin), before);
 }
 
 // CVE-2024-21626: a cwd through a leaked fd would start the workload in the host's tree.
