@@ -94,7 +94,7 @@ TEST(Features, EverySeccompActionListedWorks) {
                "s.listen(1); "
                "c,_=s.accept(); time.sleep(2)' " +
                sock + " >/dev/null 2>&1 &");
-            for (int i = 0; i < 50 && !path_exists(sock); ++i) usleep(20000);
+            for (int i = 0; i < 500 && !path_exists(sock); ++i) usleep(20000);
             seccomp["listenerPath"] = sock;
         }
         Result r = run_with_seccomp(b, seccomp, "act" + std::to_string(n++));

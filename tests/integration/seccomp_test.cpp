@@ -91,7 +91,7 @@ public:
     Listener(const Bundle& b, int errno_ret) : out_(b.scratch("listener")), sock_(out_ + "/agent.sock") {
         sh("python3 " + std::string(TARN_SOURCE_DIR) + "/tests/integration/seccomp_listener.py " + sock_ + " " + out_ +
            " " + std::to_string(errno_ret) + " >" + out_ + "/log 2>&1 &");
-        for (int i = 0; i < 100 && !path_exists(out_ + "/ready"); ++i) usleep(50000);
+        for (int i = 0; i < 200 && !path_exists(out_ + "/ready"); ++i) usleep(50000);
     }
     ~Listener() { write_text(out_ + "/stop", ""); }
     const std::string& socket() const { return sock_; }
