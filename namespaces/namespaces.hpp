@@ -107,6 +107,16 @@ struct InitOptions {
     // and seccomp_state(its host pid) there once the filter is loaded. -1: none.
     int seccomp_listener = -1;
     std::function<std::string(pid_t)> seccomp_state;
+    // Warm pool: after setup the init reports ready and waits on the sync socket for a
+    // Claim (ParkedInit::claim) instead of exec'ing; the socket closing ends it.
+    bool await_claim = false;
+    // The rootfs becomes the lower layer of an overlay whose upper layer is a tmpfs
+    // private to this init: many sandboxes share one template rootfs, and each one's
+    // writes stay its own (and are charged to its cgroup).
+    bool rootfs_overlay = false;
+    // ParkedInit only: clone with CLONE_PARENT, so the init is the caller's parent's
+    // child (the pool's spawner processes make sandboxes the daemon reaps).
+    bool clone_parent = false;
 };
 
 struct Spawned {
@@ -144,6 +154,68 @@ Spawned spawn_exec(int init_pidfd, pid_t init_pid, const oci::Process& process, 
 bool apparmor_enabled();
 bool selinux_enabled();
 void check_lsm(const oci::Process* p, const oci::Linux* l);
+// ---- warm pool: sandboxes set up ahead of the request ------------------------
+
+// The per-request part of process a claim hands a parked sandbox.
+struct Claim {
+    std::vector<std::string> args;  // required
+    std::vector<std::string> env;   // "K=V": added to process.env, replacing the same K
+    std::string cwd;                // empty: process.cwd
+    // stdin, stdout, stderr for the workload (borrowed; sent with SCM_RIGHTS).
+    std::array<int, 3> stdio{-1, -1, -1};
+};
+// The largest encoded claim a sandbox accepts (args + env + cwd).
+inline constexpr size_t kMaxClaimBytes = 128 * 1024;
+
+// A container init spawned without blocking, for a daemon keeping many sandboxes in
+// flight: poll fd() for input and call advance() until it returns true (parked),
+// then claim() hands the init its request and it execs. Templates that need an
+// intermediate process (namespaces joined by path, a time namespace) or hooks are
+// refused. Until release(), destroying the object kills and reaps the init.
+class ParkedInit {
+public:
+    // Clones the init (into `opts.cgroup_fd` when >= 0, else `place` puts it in its
+    // cgroup), writes its id maps and lets it start; returns at once.
+    ParkedInit(const oci::Config& config, const InitOptions& opts, const std::function<void(pid_t)>& place = {});
+    ~ParkedInit();
+    ParkedInit(const ParkedInit&) = delete;
+    ParkedInit& operator=(const ParkedInit&) = delete;
+
+    int fd() const { return sock_.get(); }
+    pid_t pid() const { return pid_; }
+    int pidfd() const { return pidfd_.get(); }
+    bool parked() const { return state_ == State::parked; }
+    const Timings& timings() const { return timings_; }
+
+    // One setup step when fd() is readable; true once the init is parked. A setup
+    // failure throws the init's message (the init is reaped).
+    bool advance();
+    // Sends the request; the init applies it and execs. Throws when it cannot be sent
+    // (the init died, or the claim is larger than kMaxClaimBytes).
+    void claim(const Claim& c);
+    // After claim(), when fd() is readable: "" once the workload runs (the init's end
+    // closed on exec), otherwise why it could not start.
+    std::string claim_outcome();
+    // A parked init another process set up (its socket, pidfd and pid passed over
+    // SCM_RIGHTS); `take_fds` is that process's half.
+    static std::unique_ptr<ParkedInit> adopt(UniqueFd sock, UniqueFd pidfd, pid_t pid);
+    std::pair<UniqueFd, UniqueFd> take_fds();
+    // Signals the init (or, once claimed, the workload) through its pidfd.
+    void signal(int sig) const;
+    // The caller reaps the process from now on (waitid on pidfd()).
+    void release() { released_ = true; }
+
+private:
+    ParkedInit() = default;
+    enum class State { mounting, readying, parked, claimed };
+    State state_ = State::mounting;
+    UniqueFd sock_;
+    UniqueFd pidfd_;
+    pid_t pid_ = -1;
+    bool released_ = false;
+    Timings timings_;
+    std::chrono::steady_clock::time_point t0_;
+};
 
 // Sends a fd over a unix socket with SCM_RIGHTS (console socket protocol).
 void send_fd(int sock, int fd, std::string_view name);

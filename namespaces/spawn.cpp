@@ -72,6 +72,8 @@ std::string format_map(const std::vector<oci::IdMapping>& m) {
     return s;
 }
 
+}  // namespace
+
 void write_id_maps(pid_t pid, const oci::Linux& l) {
     std::string base = "/proc/" + std::to_string(pid) + "/";
     try {
@@ -88,6 +90,8 @@ void write_id_maps(pid_t pid, const oci::Linux& l) {
         throw e.wrapped("linux.gidMappings");
     }
 }
+
+namespace {
 
 // Namespaces to join by path, user first: the others are then joined with the
 // privileges the container's user namespace grants.
@@ -119,14 +123,9 @@ void set_time_offsets(const oci::Linux& l) {
     }
 }
 
-struct Plan {
-    uint64_t new_flags = 0;     // namespaces created by clone3
-    bool intermediate = false;  // joins by path or sets time offsets first
-    bool new_userns = false;
-    bool new_timens = false;
-};
+}  // namespace
 
-Plan make_plan(const oci::Config& c) {
+Plan make_plan(const oci::Config& c, const InitOptions& o) {
     Plan p;
     if (!c.linux) return p;
     for (const oci::Namespace& n : c.linux->namespaces) {
@@ -140,24 +139,31 @@ Plan make_plan(const oci::Config& c) {
             if (n.type == oci::NamespaceType::user) p.new_userns = true;
         }
     }
+    // The intermediate path places the init after clone even on v2.
+    if ((o.cgroup_fd < 0 || p.intermediate) && (p.new_flags & CLONE_NEWCGROUP)) {
+        p.new_flags &= ~static_cast<uint64_t>(CLONE_NEWCGROUP);
+        p.late_cgroupns = true;
+    }
     return p;
 }
 
 // The container's init: every phase after clone, in order.
-void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& steps, SyncSocket& sock, bool userns) {
+void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& steps, SyncSocket& sock, const Plan& plan) {
     Timings t;
     const oci::Process& proc = *c.process;
+    const bool userns = plan.new_userns;
     sock.expect(MsgType::go, "runtime went away");
     if (userns) {
         // Become the container's root (if mapped) so files created below belong to it.
         if (::setresgid(0, 0, 0) < 0 && errno != EINVAL) throw_errno("setgid 0 in user namespace");
         if (::setresuid(0, 0, 0) < 0 && errno != EINVAL) throw_errno("setuid 0 in user namespace");
     }
+    if (plan.late_cgroupns && ::unshare(CLONE_NEWCGROUP) < 0) throw_errno("linux.namespaces: new cgroup namespace");
     bool mount_ns = c.linux && c.linux->find_namespace(oci::NamespaceType::mount);
     if (!mount_ns) throw Error("linux.namespaces: a mount namespace is required");
     {
         PhaseScope s(t, Phase::rootfs);
-        detail::prepare_rootfs(c, o.rootfs);
+        detail::prepare_rootfs(c, o.rootfs, o.rootfs_overlay);
     }
     {
         PhaseScope s(t, Phase::mounts);
@@ -213,7 +219,10 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         detail::apply_lsm_labels(proc);
     }
     detail::become_workload(proc, t);
-    std::string exe = detail::find_executable(proc.args, proc.env);
+    std::vector<std::string> args = proc.args, env = proc.env;
+    std::string exe;
+    // A parked sandbox learns its command only at claim time.
+    if (!o.await_claim) exe = detail::find_executable(args, env);
     detail::SeccompFilter filter;
     std::string listener_state;
     if (c.linux && c.linux->seccomp) {
@@ -222,9 +231,16 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         // Rendered now: after the filter is loaded, the fewer syscalls the better.
         if (filter.notifies() && o.seccomp_state) listener_state = o.seccomp_state(host_pid);
     }
-    // From here the runtime may exit (create); the init must outlive it.
+    // From here the runtime may exit (create); the init must outlive it. A parked
+    // sandbox needs no death signal: its daemon's end of the socket closing ends it.
     ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
     sock.send(MsgType::ready, {}, &t);
+    if (o.await_claim) {
+        Claim claim;
+        if (!detail::recv_claim(sock.fd(), claim)) ::_exit(0);
+        detail::apply_claim(claim, args, env);
+        exe = detail::find_executable(args, env);
+    }
     if (fifo) {
         char b;
         ssize_t n;
@@ -235,10 +251,8 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     if (steps.start_container) steps.start_container(host_pid);
     detail::close_fds_on_exec(o.preserve_fds);
     detail::load_seccomp_and_notify(filter, o.seccomp_listener, listener_state);
-    detail::exec_process(exe, proc.args, proc.env);
+    detail::exec_process(exe, args, env);
 }
-
-}  // namespace
 
 void kill_and_reap(int pidfd, pid_t pid) {
     if (pidfd >= 0) detail::pidfd_send_signal(pidfd, SIGKILL);
@@ -257,7 +271,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
                    const ChildSteps& child) {
     if (!config.process) throw Error("process: required to start a container");
     Spawned out;
-    Plan plan = make_plan(config);
+    Plan plan = make_plan(config, opts);
     int sv[2];
     auto t0 = std::chrono::steady_clock::now();
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
@@ -273,7 +287,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         if (!any_userns && ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) throw_errno("prctl dumpable");
         parent_end.reset();
         detail::close_inherited_fds(opts.preserve_fds, {child_end.get(), opts.console_socket, opts.seccomp_listener});
-        init_main(config, opts, child, s, plan.new_userns);
+        init_main(config, opts, child, s, plan);
     };
 
     int pidfd = -1;

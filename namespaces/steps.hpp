@@ -15,8 +15,9 @@ namespace tarn::ns::detail {
 
 // ---- rootfs.cpp / mounts.cpp (before pivot_root: paths are host paths)
 // Sets / propagation (rootfsPropagation, default rslave) and bind-mounts the rootfs on
-// itself so it is a mount point pivot_root accepts.
-void prepare_rootfs(const oci::Config& c, const std::string& rootfs);
+// itself so it is a mount point pivot_root accepts. With `overlay`, what gets mounted
+// there is an overlay of the rootfs under a private tmpfs (InitOptions::rootfs_overlay).
+void prepare_rootfs(const oci::Config& c, const std::string& rootfs, bool overlay);
 // Every linux mount of config.mounts, resolved inside the rootfs.
 void mount_all(const oci::Config& c, const std::string& rootfs, bool in_userns);
 // The default devices, linux.devices and the /dev symlinks (when /dev is a fresh tmpfs).
@@ -42,6 +43,31 @@ void change_cwd(const std::string& cwd);
 // The process half shared by the init and `exec`: rlimits, oom score, scheduling,
 // cpu affinity, capabilities around the user switch, no_new_privs, umask and cwd.
 void become_workload(const oci::Process& p, Timings& t);
+
+// ---- claim.cpp (warm pool)
+// Length-prefixed strings plus the three stdio fds, in one SOCK_SEQPACKET message.
+void send_claim(int sock, const Claim& c);
+// False on EOF (the daemon went away). The stdio fds land in claim.stdio (owned now).
+bool recv_claim(int sock, Claim& claim);
+// dup2s the stdio, merges env, changes to the claim's cwd; args replace `args`.
+void apply_claim(Claim& claim, std::vector<std::string>& args, std::vector<std::string>& env);
+
+// ---- spawn.cpp
+class SyncSocket;
+struct Plan {
+    uint64_t new_flags = 0;     // namespaces created by clone3
+    bool intermediate = false;  // joins by path or sets time offsets first
+    bool new_userns = false;
+    bool new_timens = false;
+    // The init unshares its cgroup namespace itself once the parent has placed it in
+    // its cgroup (no CLONE_INTO_CGROUP: v1 and hybrid hosts), so the namespace's root
+    // is the container's cgroup, not the runtime's.
+    bool late_cgroupns = false;
+};
+Plan make_plan(const oci::Config& c, const InitOptions& o);
+void write_id_maps(pid_t pid, const oci::Linux& l);
+// The container's init: every phase after clone, in order; returns only by throwing.
+void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& steps, SyncSocket& sock, const Plan& plan);
 
 // ---- capabilities.cpp
 // Capability names ("CAP_SYS_ADMIN") to numbers; unknown names throw naming the field.

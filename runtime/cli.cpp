@@ -4,6 +4,7 @@
 
 #include <iostream>
 
+#include "runtime/pool/pool.hpp"
 #include "runtime/runtime.hpp"
 
 namespace rt = tarn::runtime;
@@ -168,6 +169,50 @@ int main(int argc, char** argv) {
 
     CLI::App* features = app.add_subcommand("features", "print what this runtime supports, as JSON");
 
+    // ---- the warm pool
+    CLI::App* pool = app.add_subcommand("pool", "the warm pool of pre-created sandboxes");
+    pool->require_subcommand(1);
+    std::string pool_socket = tarn::pool::kDefaultSocket;
+    std::string serve_config, serve_bundle, serve_name = "default", serve_memory;
+    tarn::pool::PoolSpec serve_spec;
+    int64_t serve_pids = 0;
+    CLI::App* pool_serve = pool->add_subcommand("serve", "run the pool daemon");
+    pool_serve->add_option("--socket", pool_socket, "unix socket to serve")->capture_default_str();
+    pool_serve->add_option("-c,--config", serve_config, "daemon configuration file (JSON)");
+    pool_serve->add_option("--bundle", serve_bundle, "one pool from this template bundle (without --config)");
+    pool_serve->add_option("--name", serve_name, "that pool's name")->capture_default_str();
+    pool_serve->add_option("--min-idle", serve_spec.min_idle, "sandboxes kept ready")->capture_default_str();
+    pool_serve->add_option("--max-total", serve_spec.max_total, "most sandboxes at once")->capture_default_str();
+    pool_serve->add_option("--memory", serve_memory, "the pool's memory budget (k/m/g suffixes)");
+    pool_serve->add_option("--pids", serve_pids, "the pool's pids budget");
+
+    tarn::pool::RunRequest pool_req;
+    std::string run_memory;
+    int64_t run_pids = 0;
+    std::vector<std::string> pool_cmd;
+    CLI::App* pool_run = pool->add_subcommand("run", "run a command in a sandbox from a pool");
+    pool_run->add_option("--socket", pool_socket, "the daemon's socket")->capture_default_str();
+    pool_run->add_option("-e,--env", pool_req.env, "environment variable K=V")->allow_extra_args(false);
+    pool_run->add_option("--cwd", pool_req.cwd, "working directory");
+    pool_run->add_option("--memory", run_memory, "this sandbox's memory limit (k/m/g suffixes)");
+    pool_run->add_option("--pids", run_pids, "this sandbox's pids limit");
+    pool_run->add_option("--wait", pool_req.wait_ms, "ms to wait for a free sandbox when the pool is full")
+        ->capture_default_str();
+    pool_run->add_option("pool", pool_req.pool, "pool name")->required();
+    pool_run->add_option("command", pool_cmd, "command and arguments (after --)")->required();
+
+    std::string status_pool;
+    bool status_json = false;
+    CLI::App* pool_status = pool->add_subcommand("status", "print each pool's size, use and latencies");
+    pool_status->add_option("--socket", pool_socket, "the daemon's socket")->capture_default_str();
+    pool_status->add_flag("--json", status_json, "as JSON");
+    pool_status->add_option("pool", status_pool, "only this pool");
+
+    bool stop_now = false;
+    CLI::App* pool_stop = pool->add_subcommand("stop", "stop the daemon after running sandboxes finish");
+    pool_stop->add_option("--socket", pool_socket, "the daemon's socket")->capture_default_str();
+    pool_stop->add_flag("--now", stop_now, "kill running sandboxes instead of waiting");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -181,7 +226,8 @@ int main(int argc, char** argv) {
     try {
         rt::log_setup(g);
         // The commands whose processes enter a container run from a sealed copy of tarn.
-        if (*create || *run || *exec) rt::reexec_sealed(argv);
+        // The pool daemon too: its sandboxes are clones of it, parked inside namespaces.
+        if (*create || *run || *exec || *pool_serve) rt::reexec_sealed(argv);
         if (*create) return rt::create(g, create_o);
         if (*start) return rt::start(g, start_id);
         if (*run) return rt::run(g, run_o);
@@ -206,6 +252,32 @@ int main(int argc, char** argv) {
         if (*events) return rt::events(g, events_id, events_stats, events_interval);
         if (*spec) return rt::spec(spec_bundle, spec_rootless);
         if (*features) return rt::features();
+        if (*pool_serve) {
+            tarn::pool::DaemonOptions d;
+            if (!serve_config.empty()) {
+                if (!serve_bundle.empty()) throw tarn::Error("pool serve: --config and --bundle exclude each other");
+                d = tarn::pool::load_config(serve_config);
+            } else {
+                if (serve_bundle.empty()) throw tarn::Error("pool serve: --config FILE or --bundle DIR required");
+                serve_spec.name = serve_name;
+                serve_spec.bundle = serve_bundle;
+                if (!serve_memory.empty()) serve_spec.budget.memory_max = rt::parse_bytes(serve_memory, "--memory");
+                if (serve_pids) serve_spec.budget.pids_max = serve_pids;
+                if (serve_spec.min_idle > serve_spec.max_total)
+                    throw tarn::Error("pool serve: --min-idle is more than --max-total");
+                d.pools.push_back(serve_spec);
+            }
+            if (pool_serve->count("--socket")) d.socket = pool_socket;
+            return tarn::pool::serve_command(d);
+        }
+        if (*pool_run) {
+            pool_req.args = pool_cmd;
+            if (!run_memory.empty()) pool_req.memory = rt::parse_bytes(run_memory, "--memory");
+            if (run_pids) pool_req.pids = run_pids;
+            return tarn::pool::run_command(pool_socket, pool_req);
+        }
+        if (*pool_status) return tarn::pool::status_command(pool_socket, status_pool, status_json);
+        if (*pool_stop) return tarn::pool::stop_command(pool_socket, stop_now);
     } catch (const std::exception& e) {
         rt::log_error(e.what());
         return 1;

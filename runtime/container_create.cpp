@@ -14,6 +14,7 @@
 #include "runtime/cgroup.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/lifecycle.hpp"
+#include "runtime/pool/pool.hpp"
 
 namespace tarn::runtime::detail {
 namespace {
@@ -130,6 +131,27 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     const oci::Resources& resources = cfg.linux && cfg.linux->resources ? *cfg.linux->resources : no_resources;
 
     ContainerDir dir = ContainerDir::create(g.root, o.id);
+    // A bundle annotated with a pool borrows a ready sandbox's network, ipc and uts
+    // namespaces and cgroup; anything in the way means a cold start, as without it.
+    std::optional<pool::Lease> leased;
+    if (auto a = cfg.annotations.find(pool::kPoolAnnotation); a != cfg.annotations.end()) {
+        auto sa = cfg.annotations.find(pool::kPoolSocketAnnotation);
+        std::string why;
+        try {
+            leased = pool::lease(sa != cfg.annotations.end() ? sa->second : pool::kDefaultSocket, a->second, o.id, cfg, why);
+        } catch (const Error& e) {
+            why = e.what();
+        }
+        if (leased) {
+            log_debug("create " + o.id + ": from pool " + a->second + " (sandbox " + leased->sandbox + ")");
+            cgroup_path = leased->cgroup;
+            for (auto& [type, fd] : leased->namespaces)
+                for (oci::Namespace& n : cfg.linux->namespaces)
+                    if (n.type == type && n.path.empty()) n.path = "/proc/self/fd/" + std::to_string(fd.get());
+        } else {
+            log_debug("create " + o.id + ": cold start, not from pool " + a->second + ": " + why);
+        }
+    }
     Record rec;
     std::unique_ptr<cgroups::Manager> cgroup;
     bool cgroup_existed = false;
@@ -147,7 +169,8 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         dir.save_config(text);
 
         cgroup = cgroups::open(cgroup_path, mode);
-        cgroup_existed = cgroup->exists();
+        // A leased cgroup is this container's alone: a failed create removes it.
+        cgroup_existed = !leased && cgroup->exists();
         cgroup->create(resources);
         cgroup->apply(resources);
         if (!cgroup->pending_device_rules().empty())

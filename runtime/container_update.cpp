@@ -8,9 +8,7 @@
 #include "runtime/lifecycle.hpp"
 
 namespace tarn::runtime {
-namespace {
 
-// "512m", "1G", "1024" -> bytes; "-1" stays -1 (unlimited), as runc's flags take it.
 int64_t parse_bytes(const std::string& s, const char* flag) {
     if (s == "-1") return -1;
     size_t i = 0;
@@ -26,8 +24,6 @@ int64_t parse_bytes(const std::string& s, const char* flag) {
     if (unit == "t" || unit == "tb" || unit == "tib") return n << 40;
     throw Error(std::string(flag) + ": bad size \"" + s + "\"");
 }
-
-}  // namespace
 
 int update(const GlobalOptions& g, const UpdateOptions& o) {
     try {

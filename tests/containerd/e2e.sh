@@ -708,6 +708,63 @@ else
         "$(tail -n 20 "$S/containerd.log")"
 fi
 
+# --- (h) the warm pool, through an OCI annotation ------------------------------------
+
+# The pool's template is the config containerd itself generates for `ctr run
+# --rootfs` (so bundles from containerd match it), on the same rootfs. A bundle
+# annotated tarn.pool=NAME is then started from that pool by the `tarn create` the
+# shim runs; nothing in containerd changes.
+P=h-probe-$TAG
+POOLSOCK=$S/pool.sock
+POOLCG=/tarn-e2e-pool-$TAG
+run ctr_ run -d "${RB[@]}" --rootfs "$ROOTFS" "$P" /bin/sleep infinity
+if [ "$RC" = 0 ] && wait_status default "$P" RUNNING; then
+    track default "$P"
+    mkdir -p "$S/pool-tmpl"
+    /usr/bin/python3 - "$(bundle_of default "$P")/config.json" "$S/pool-tmpl/config.json" "$ROOTFS" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["root"] = {"path": sys.argv[3], "readonly": False}
+c.pop("annotations", None)
+json.dump(c, open(sys.argv[2], "w"))
+PY
+    printf '{"socket": "%s", "cgroupParent": "%s", "pools": [{"name": "e2e", "bundle": "%s", "minIdle": 2, "maxTotal": 4}]}\n' \
+        "$POOLSOCK" "$POOLCG" "$S/pool-tmpl" >"$S/pool.json"
+    "$TARN" pool serve --config "$S/pool.json" >"$S/pool.log" 2>&1 &
+    POOLPID=$!
+    for _ in $(seq 100); do "$TARN" pool status --socket "$POOLSOCK" >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+ctr_ task kill -s SIGKILL "$P" >/dev/null 2>&1
+wait_status default "$P" STOPPED 50
+ctr_ task rm "$P" >/dev/null 2>&1
+ctr_ containers rm "$P" >/dev/null 2>&1
+
+if [ -n "${POOLPID:-}" ] && "$TARN" pool status --socket "$POOLSOCK" >/dev/null 2>&1; then
+    pass "h: a pool daemon serves a template made from containerd's own config"
+    id=h-warm-$TAG
+    run ctr_ run --rm "${RB[@]}" --annotation tarn.pool=e2e --annotation "tarn.pool.socket=$POOLSOCK" \
+        --rootfs "$ROOTFS" "$id" /bin/sh -c 'echo warm; exit 6'
+    leases=$("$TARN" pool status --json --socket "$POOLSOCK" | /usr/bin/python3 -c \
+        'import json,sys; print(json.load(sys.stdin)["pools"][0]["leases"])')
+    check "h: ctr run --annotation tarn.pool=e2e starts from the pool (output, exit code 6, 1 lease)" \
+        "$([ "$RC" = 6 ] && [ "$OUT" = warm ] && [ "$leases" = 1 ]; echo $?)" \
+        "exit $RC, leases $leases, output:" "$OUT" "pool daemon log:" "$(tail -n 5 "$S/pool.log")"
+    id=h-cold-$TAG
+    run ctr_ run --rm "${RB[@]}" --annotation tarn.pool=e2e --annotation "tarn.pool.socket=$POOLSOCK" \
+        --memory-limit 67108864 --rootfs "$ROOTFS" "$id" /bin/echo cold
+    leases=$("$TARN" pool status --json --socket "$POOLSOCK" | /usr/bin/python3 -c \
+        'import json,sys; print(json.load(sys.stdin)["pools"][0]["leases"])')
+    check "h: a bundle whose resources differ from the template starts cold, as without the pool" \
+        "$([ "$RC" = 0 ] && [ "$OUT" = cold ] && [ "$leases" = 1 ]; echo $?)" "exit $RC, leases $leases, output:" "$OUT"
+    "$TARN" pool stop --now --socket "$POOLSOCK" >/dev/null 2>&1
+    wait "$POOLPID" 2>/dev/null
+    left=$(for r in $(cgroup_roots); do [ -d "$r$POOLCG" ] && echo "$r$POOLCG"; done)
+    check "h: after the containers and the daemon, no pool cgroup is left" "$([ -z "$left" ]; echo $?)" "$left"
+else
+    fail "h: a pool daemon serves a template made from containerd's own config" "$(cat "$S/pool.log" 2>/dev/null)"
+    [ -n "${POOLPID:-}" ] && kill -9 "$POOLPID" 2>/dev/null
+fi
+
 # --- (g) after stopping containerd, nothing is left ---------------------------------
 
 if [ "$FAIL" -gt 0 ]; then

@@ -1,0 +1,113 @@
+// The claim a warm-pool daemon sends a parked sandbox: the per-request part of the
+// process, and its stdio.
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+
+#include "namespaces/steps.hpp"
+
+namespace tarn::ns::detail {
+namespace {
+
+void put_u32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), sizeof v); }
+
+void put_str(std::string& out, const std::string& s) {
+    put_u32(out, static_cast<uint32_t>(s.size()));
+    out += s;
+}
+
+struct Reader {
+    std::string_view in;
+    uint32_t u32() {
+        if (in.size() < 4) throw Error("claim: truncated");
+        uint32_t v;
+        std::memcpy(&v, in.data(), 4);
+        in.remove_prefix(4);
+        return v;
+    }
+    std::string str() {
+        uint32_t n = u32();
+        if (in.size() < n) throw Error("claim: truncated");
+        std::string s(in.substr(0, n));
+        in.remove_prefix(n);
+        return s;
+    }
+};
+
+}  // namespace
+
+void send_claim(int sock, const Claim& c) {
+    std::string buf;
+    put_str(buf, c.cwd);
+    put_u32(buf, static_cast<uint32_t>(c.args.size()));
+    for (const std::string& a : c.args) put_str(buf, a);
+    put_u32(buf, static_cast<uint32_t>(c.env.size()));
+    for (const std::string& e : c.env) put_str(buf, e);
+    if (buf.size() > kMaxClaimBytes)
+        throw Error("claim: " + std::to_string(buf.size()) + " bytes of args and env, more than the " +
+                    std::to_string(kMaxClaimBytes) + " a sandbox takes");
+    iovec iov{buf.data(), buf.size()};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    char cbuf[CMSG_SPACE(3 * sizeof(int))]{};
+    msg.msg_control = cbuf;
+    msg.msg_controllen = sizeof cbuf;
+    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+    cm->cmsg_level = SOL_SOCKET;
+    cm->cmsg_type = SCM_RIGHTS;
+    cm->cmsg_len = CMSG_LEN(3 * sizeof(int));
+    std::memcpy(CMSG_DATA(cm), c.stdio.data(), 3 * sizeof(int));
+    while (::sendmsg(sock, &msg, MSG_NOSIGNAL) < 0)
+        if (errno != EINTR) throw_errno("claim: send to sandbox");
+}
+
+bool recv_claim(int sock, Claim& claim) {
+    // Uninitialised: only the bytes the claim fills are ever touched.
+    std::unique_ptr<char[]> buf(new char[kMaxClaimBytes]);
+    iovec iov{buf.get(), kMaxClaimBytes};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    char cbuf[CMSG_SPACE(3 * sizeof(int))]{};
+    msg.msg_control = cbuf;
+    msg.msg_controllen = sizeof cbuf;
+    ssize_t n;
+    while ((n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0)
+        if (errno != EINTR) throw_errno("claim: receive");
+    if (n == 0) return false;
+    int got = 0;
+    for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
+        got = static_cast<int>((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        std::memcpy(claim.stdio.data(), CMSG_DATA(cm), std::min(got, 3) * sizeof(int));
+    }
+    if (got != 3 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) throw Error("claim: malformed message");
+    Reader r{std::string_view(buf.get(), static_cast<size_t>(n))};
+    claim.cwd = r.str();
+    for (uint32_t i = 0, k = r.u32(); i < k; ++i) claim.args.push_back(r.str());
+    for (uint32_t i = 0, k = r.u32(); i < k; ++i) claim.env.push_back(r.str());
+    return true;
+}
+
+void apply_claim(Claim& claim, std::vector<std::string>& args, std::vector<std::string>& env) {
+    for (int i = 0; i < 3; ++i) {
+        if (::dup2(claim.stdio[i], i) < 0) throw_errno("claim: stdio");
+        if (claim.stdio[i] > 2) ::close(claim.stdio[i]);
+    }
+    args = std::move(claim.args);
+    for (std::string& kv : claim.env) {
+        size_t eq = kv.find('=');
+        if (eq == std::string::npos || eq == 0) throw Error("claim: env \"" + kv + "\": not KEY=VALUE");
+        std::string_view key = std::string_view(kv).substr(0, eq + 1);
+        auto same = std::find_if(env.begin(), env.end(), [&](const std::string& e) { return e.starts_with(key); });
+        if (same != env.end()) *same = std::move(kv);
+        else env.push_back(std::move(kv));
+    }
+    if (!claim.cwd.empty()) change_cwd(claim.cwd);
+}
+
+}  // namespace tarn::ns::detail

@@ -1,0 +1,100 @@
+#include <poll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "runtime/pool/detail.hpp"
+#include "runtime/pool/pool.hpp"
+
+namespace tarn::pool {
+namespace {
+
+using nlohmann::json;
+
+UniqueFd connect_to(const std::string& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.size() >= sizeof addr.sun_path) throw Error("pool socket " + path + ": path too long");
+    std::strcpy(addr.sun_path, path.c_str());
+    UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    if (!s) throw_errno("pool socket");
+    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        throw_errno("connect to the pool daemon at " + path + " (is `tarn pool serve` running?)");
+    return s;
+}
+
+json expect_reply(int sock) {
+    json reply;
+    if (!detail::recv_message(sock, reply)) throw Error("pool daemon closed the connection");
+    if (reply.contains("error")) throw Error(reply["error"].get<std::string>());
+    return reply;
+}
+
+}  // namespace
+
+Client::Client(const std::string& socket) : socket_(socket) {}
+
+RunResult Client::run(const RunRequest& r, int signal_fd) {
+    UniqueFd s = connect_to(socket_);
+    json req = {{"op", "run"}, {"pool", r.pool}, {"args", r.args}, {"waitMs", r.wait_ms}};
+    if (!r.env.empty()) req["env"] = r.env;
+    if (!r.cwd.empty()) req["cwd"] = r.cwd;
+    if (r.memory) req["memory"] = *r.memory;
+    if (r.pids) req["pids"] = *r.pids;
+    detail::send_message(s.get(), req, {r.stdio[0], r.stdio[1], r.stdio[2]});
+    RunResult out;
+    pollfd pf[2] = {{s.get(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
+    for (;;) {
+        if (::poll(pf, signal_fd >= 0 ? 2 : 1, -1) < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("poll");
+        }
+        if (signal_fd >= 0 && (pf[1].revents & POLLIN)) {
+            signalfd_siginfo si;
+            while (::read(signal_fd, &si, sizeof si) == sizeof si)
+                detail::send_message(s.get(), json{{"op", "signal"}, {"signal", si.ssi_signo}});
+        }
+        if (!pf[0].revents) continue;
+        json m = expect_reply(s.get());
+        std::string ev = m.value("event", "");
+        if (ev == "started") {
+            out.pid = m.value("pid", -1);
+            out.sandbox = m.value("sandbox", "");
+            out.claim_ms = m.value("claimMs", 0.0);
+        } else if (ev == "exit") {
+            out.exit_code = m.value("exitCode", 0);
+            out.signal = m.value("signal", 0);
+            return out;
+        }
+    }
+}
+
+json Client::status(const std::string& pool) {
+    UniqueFd s = connect_to(socket_);
+    json req = {{"op", "status"}};
+    if (!pool.empty()) req["pool"] = pool;
+    detail::send_message(s.get(), req);
+    return expect_reply(s.get());
+}
+
+void Client::stop(bool now) {
+    UniqueFd s = connect_to(socket_);
+    detail::send_message(s.get(), json{{"op", "stop"}, {"now", now}});
+    expect_reply(s.get());
+    // The daemon closes the socket file when it is done: wait for that, so `stop`
+    // returning means every sandbox is gone.
+    for (int i = 0; i < 3000; ++i) {
+        UniqueFd probe(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strcpy(addr.sun_path, socket_.c_str());
+        if (::connect(probe.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) return;
+        ::usleep(10000);
+    }
+    throw Error("pool daemon at " + socket_ + " did not stop within 30 s");
+}
+
+}  // namespace tarn::pool

@@ -1,0 +1,99 @@
+#include <set>
+
+#include "runtime/pool/pool.hpp"
+
+namespace tarn::pool {
+namespace {
+
+using nlohmann::json;
+
+void only_keys(const json& j, const std::string& where, std::initializer_list<const char*> keys) {
+    std::set<std::string> allowed(keys.begin(), keys.end());
+    for (const auto& [k, v] : j.items())
+        if (!allowed.count(k)) throw Error(where + "." + k + ": unknown field");
+}
+
+const json& object_at(const json& j, const std::string& where) {
+    if (!j.is_object()) throw Error(where + ": expected object");
+    return j;
+}
+
+std::string string_at(const json& j, const char* key, const std::string& where, bool required) {
+    if (!j.contains(key)) {
+        if (required) throw Error(where + "." + key + ": required");
+        return {};
+    }
+    if (!j[key].is_string() || j[key].get<std::string>().empty())
+        throw Error(where + "." + key + ": expected a non-empty string");
+    return j[key].get<std::string>();
+}
+
+template <class T>
+std::optional<T> int_at(const json& j, const char* key, const std::string& where, int64_t min) {
+    if (!j.contains(key)) return std::nullopt;
+    const json& v = j[key];
+    if (!v.is_number_integer()) throw Error(where + "." + key + ": expected integer");
+    int64_t x = v.get<int64_t>();
+    if (x < min) throw Error(where + "." + key + ": must be >= " + std::to_string(min) + ", got " + std::to_string(x));
+    return static_cast<T>(x);
+}
+
+bool valid_name(const std::string& n) {
+    if (n.empty() || n.size() > 64) return false;
+    for (char c : n)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') return false;
+    return n != "." && n != "..";
+}
+
+}  // namespace
+
+DaemonOptions parse_config(const json& j, const std::string& what) {
+    object_at(j, what);
+    only_keys(j, what, {"socket", "cgroupParent", "maxStarting", "pools"});
+    DaemonOptions o;
+    if (auto s = string_at(j, "socket", what, false); !s.empty()) o.socket = s;
+    if (auto s = string_at(j, "cgroupParent", what, false); !s.empty()) {
+        if (s[0] != '/') throw Error(what + ".cgroupParent: must be an absolute cgroup path");
+        o.cgroup_parent = s;
+    }
+    if (auto v = int_at<unsigned>(j, "maxStarting", what, 1)) o.max_starting = *v;
+    if (!j.contains("pools") || !j["pools"].is_array() || j["pools"].empty())
+        throw Error(what + ".pools: expected a non-empty array");
+    std::set<std::string> names;
+    for (size_t i = 0; i < j["pools"].size(); ++i) {
+        std::string where = what + ".pools[" + std::to_string(i) + "]";
+        const json& p = object_at(j["pools"][i], where);
+        only_keys(p, where, {"name", "bundle", "minIdle", "maxTotal", "budget"});
+        PoolSpec s;
+        s.name = string_at(p, "name", where, true);
+        if (!valid_name(s.name)) throw Error(where + ".name: \"" + s.name + "\": letters, digits, '-', '_' and '.' only");
+        if (!names.insert(s.name).second) throw Error(where + ".name: \"" + s.name + "\" appears twice");
+        s.bundle = string_at(p, "bundle", where, true);
+        if (auto v = int_at<unsigned>(p, "minIdle", where, 0)) s.min_idle = *v;
+        if (auto v = int_at<unsigned>(p, "maxTotal", where, 1)) s.max_total = *v;
+        if (s.min_idle > s.max_total)
+            throw Error(where + ".minIdle: " + std::to_string(s.min_idle) + " is more than maxTotal " +
+                        std::to_string(s.max_total));
+        if (p.contains("budget")) {
+            std::string bw = where + ".budget";
+            const json& b = object_at(p["budget"], bw);
+            only_keys(b, bw, {"memory", "cpuQuota", "cpuPeriod", "cpuWeight", "pids"});
+            s.budget.memory_max = int_at<int64_t>(b, "memory", bw, -1);
+            s.budget.cpu_quota = int_at<int64_t>(b, "cpuQuota", bw, -1);
+            s.budget.cpu_period = int_at<uint64_t>(b, "cpuPeriod", bw, 1);
+            s.budget.cpu_weight = int_at<uint64_t>(b, "cpuWeight", bw, 1);
+            s.budget.pids_max = int_at<int64_t>(b, "pids", bw, -1);
+        }
+        o.pools.push_back(std::move(s));
+    }
+    return o;
+}
+
+DaemonOptions load_config(const std::string& path) {
+    std::string text = read_file(path);
+    json j = json::parse(text, nullptr, false);
+    if (j.is_discarded()) throw Error(path + ": not valid JSON");
+    return parse_config(j, path);
+}
+
+}  // namespace tarn::pool

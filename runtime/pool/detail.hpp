@@ -1,0 +1,48 @@
+// Message framing shared by the pool daemon and client. Internal to runtime/pool/.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+#include <vector>
+
+#include "cgroups/cgroups.hpp"
+#include "oci/oci.hpp"
+
+namespace tarn::pool::detail {
+
+// What a sandbox is made from: a pool's template, resolved once by the daemon.
+struct Template {
+    std::string pool;
+    oci::Config config;
+    std::string rootfs;    // absolute
+    bool overlay = true;   // a writable root gets a private overlay per sandbox
+    std::string cgroup;    // the pool's cgroup path; sandboxes are its children
+    cgroups::Mode mode = cgroups::Mode::unified;
+};
+
+// A spawner: a process forked from the daemon that makes sandboxes (cgroup, clone
+// with CLONE_PARENT so the daemon is their parent, the whole setup handshake) and
+// removes used sandboxes' cgroups, so none of that blocks the daemon's loop.
+// Requests on `sock`: {"op":"make","pool":P,"sandbox":S} answered by
+// {"made":S,"pid":N,"phases":"..."} with the init's sync socket and pidfd, or
+// {"failed":S,"pid":N,"error":"..."}; {"op":"destroy","cgroup":PATH} and
+// {"op":"forget","cgroup":PATH} (a leased sandbox: drop what is held for it) are
+// unanswered. Every sandbox goes to the spawner that made it.
+// Exits when the daemon's end closes.
+[[noreturn]] void spawner_main(int sock, const std::vector<const Template*>& templates);
+
+// One JSON object per SOCK_SEQPACKET message, with fds as SCM_RIGHTS.
+void send_message(int sock, const nlohmann::json& msg, const std::vector<int>& fds = {});
+// False on EOF. A message over kMaxMessage, or one that is not a JSON object, throws.
+bool recv_message(int sock, nlohmann::json& msg, std::vector<UniqueFd>* fds = nullptr);
+
+// The parts of a config a leased sandbox has already fixed (namespace types, id
+// maps, sysctl, resources): a bundle is served from a pool only when these equal
+// the template's.
+nlohmann::json lease_key(const oci::Config& c);
+
+// Percentile (0..100) of unsorted samples; 0 when empty.
+double percentile(std::vector<double> v, double p);
+
+}  // namespace tarn::pool::detail

@@ -1,0 +1,125 @@
+// The warm pool: a daemon that keeps sandboxes set up ahead of their requests, the
+// protocol it speaks, and a client.
+//
+// A sandbox is a container init parked after every request-independent phase
+// (namespaces, its own cgroup under the pool's budget cgroup, the template's rootfs
+// behind a private overlay, mounts, devices, pivot, user and capabilities, the
+// seccomp filter built). A claim hands it args, env, cwd and stdio; it loads
+// seccomp and execs. Sandboxes are used once and destroyed; the daemon refills.
+//
+// Protocol (docs/pool.md): a SOCK_SEQPACKET unix socket, one JSON object per
+// message, stdio fds with SCM_RIGHTS on a run request.
+#pragma once
+
+#include <sys/types.h>
+
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cgroups/cgroups.hpp"
+#include "oci/oci.hpp"
+
+namespace tarn::pool {
+
+inline constexpr const char* kDefaultSocket = "/run/tarn/pool.sock";
+// The largest message either side accepts; larger ones are refused, not truncated.
+inline constexpr size_t kMaxMessage = 160 * 1024;
+
+struct PoolSpec {
+    std::string name;
+    std::string bundle;  // the template: config.json and its rootfs
+    unsigned min_idle = 2;
+    unsigned max_total = 16;
+    cgroups::PoolBudget budget;  // the aggregate limits of the pool's parent cgroup
+};
+
+struct DaemonOptions {
+    std::string socket = kDefaultSocket;
+    std::string cgroup_parent = "/tarn-pool";  // a pool's cgroup is <parent>/<name>
+    std::vector<PoolSpec> pools;
+    unsigned max_starting = 2;  // sandboxes in setup at once (all pools)
+};
+
+// A daemon configuration file (JSON, docs/pool.md). Errors name the file and field.
+DaemonOptions load_config(const std::string& path);
+DaemonOptions parse_config(const nlohmann::json& j, const std::string& what);
+
+// Runs the daemon until a stop request. First removes every sandbox a previous
+// daemon left under cgroup_parent (processes, cgroups); a broken template fails here,
+// before the socket is served.
+void serve(const DaemonOptions& o);
+
+// ---- client ----------------------------------------------------------------
+
+struct RunRequest {
+    std::string pool;
+    std::vector<std::string> args;
+    std::vector<std::string> env;  // KEY=VALUE, over the template's process.env
+    std::string cwd;               // empty: the template's process.cwd
+    std::optional<int64_t> memory;  // per-sandbox memory limit, bytes
+    std::optional<int64_t> pids;    // per-sandbox pids limit
+    // When the pool is at its maximum: how long to wait for a sandbox (0: fail at once).
+    unsigned wait_ms = 10000;
+    std::array<int, 3> stdio{0, 1, 2};
+};
+
+struct RunResult {
+    pid_t pid = -1;     // the workload, as the host sees it
+    std::string sandbox;  // which sandbox ran it (its cgroup's name)
+    int exit_code = 0;  // as a shell reports it: 128+N for signal N
+    int signal = 0;
+    double claim_ms = 0;  // request received → workload exec'd, measured by the daemon
+};
+
+class Client {
+public:
+    explicit Client(const std::string& socket = kDefaultSocket);
+    // Claims a sandbox, runs the request in it and waits for the exit. Signals read
+    // from `signal_fd` (a signalfd, -1: none) are forwarded to the workload.
+    RunResult run(const RunRequest& r, int signal_fd = -1);
+    // {"pools":[...]}: one object per pool (docs/pool.md); `pool` empty for all.
+    nlohmann::json status(const std::string& pool = {});
+    // Stops the daemon: idle sandboxes go at once; running ones are waited for
+    // (drain) or, with `now`, killed.
+    void stop(bool now);
+
+private:
+    std::string socket_;
+};
+
+// ---- the OCI path -----------------------------------------------------------
+
+// Annotations that ask `tarn create`/`run` to start a bundle from a pool.
+inline constexpr const char* kPoolAnnotation = "tarn.pool";
+inline constexpr const char* kPoolSocketAnnotation = "tarn.pool.socket";
+
+// What `tarn create` borrows from a pool: a sandbox's cgroup (renamed for the
+// container) and its network, ipc and uts namespaces as open fds.
+struct Lease {
+    std::string sandbox;
+    std::string cgroup;
+    std::vector<std::pair<oci::NamespaceType, UniqueFd>> namespaces;
+};
+
+// Borrows an idle sandbox of `pool` for container `id` with config `c`. Returns
+// nothing, with the reason in `why`, when there is no daemon, the config differs
+// from the pool's template (namespaces, id maps, sysctl, resources) or no sandbox is
+// idle: the caller then starts the container cold.
+std::optional<Lease> lease(const std::string& socket, const std::string& pool, const std::string& id,
+                           const oci::Config& c, std::string& why);
+
+// ---- commands (the CLI's `tarn pool ...`): each returns the exit code -------
+
+int serve_command(const DaemonOptions& o);
+// Exits with the workload's status; SIGINT/SIGTERM/... are forwarded to it.
+int run_command(const std::string& socket, const RunRequest& r);
+int status_command(const std::string& socket, const std::string& pool, bool as_json);
+int stop_command(const std::string& socket, bool now);
+
+}  // namespace tarn::pool

@@ -1,0 +1,112 @@
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <iostream>
+#include <map>
+
+#include "namespaces/namespaces.hpp"
+#include "runtime/pool/detail.hpp"
+
+namespace tarn::pool::detail {
+namespace {
+
+using nlohmann::json;
+
+// Mount namespaces of the sandboxes this spawner made, held open until their
+// sandbox is destroyed: the last process leaving a mount namespace unmounts its
+// whole tree before its parent learns it exited, so without this hold that cost
+// would sit between a workload's exit and its exit report. Keyed by cgroup path.
+std::map<std::string, UniqueFd> held_mount_ns;
+
+void make(int sock, const Template& t, std::map<std::string, cgroups::ResourcePool>& pools, const std::string& name) {
+    std::unique_ptr<cgroups::Manager> cg;
+    pid_t pid = -1;
+    try {
+        auto it = pools.find(t.pool);
+        if (it == pools.end()) it = pools.emplace(t.pool, cgroups::ResourcePool::open(t.cgroup, t.mode)).first;
+        const oci::Resources none;
+        const oci::Resources& res = t.config.linux && t.config.linux->resources ? *t.config.linux->resources : none;
+        cg = it->second.create_sandbox(name, res);
+        UniqueFd cgfd(cg->open_v2_dir_fd());
+        ns::InitOptions io;
+        io.rootfs = t.rootfs;
+        io.await_claim = true;
+        io.rootfs_overlay = t.overlay;
+        io.clone_parent = true;
+        io.cgroup_fd = cgfd.get();
+        io.session_keyring = "_ses." + name;
+        cgroups::Manager* m = cg.get();
+        ns::ParkedInit init(t.config, io, [m](pid_t p) { m->add_process(p); });
+        pid = init.pid();
+        while (!init.advance()) {
+            pollfd pf{init.fd(), POLLIN, 0};
+            while (::poll(&pf, 1, -1) < 0 && errno == EINTR) {
+            }
+        }
+        std::string phases = init.timings().report();
+        UniqueFd mnt(::open(("/proc/" + std::to_string(pid) + "/ns/mnt").c_str(), O_RDONLY | O_CLOEXEC));
+        if (mnt) held_mount_ns[cg->path()] = std::move(mnt);
+        auto [s, p] = init.take_fds();
+        send_message(sock, json{{"made", name}, {"pid", pid}, {"phases", phases}}, {s.get(), p.get()});
+    } catch (const std::exception& e) {
+        // The init (if any) was killed; the daemon, its parent, reaps it.
+        if (cg) {
+            try {
+                cg->destroy();
+            } catch (const Error&) {
+            }
+        }
+        send_message(sock, json{{"failed", name}, {"pid", pid}, {"error", e.what()}});
+    }
+}
+
+void destroy(const std::string& path, cgroups::Mode mode) {
+    auto cg = cgroups::open(path, mode);
+    // The pid namespace died with its init; anything still inside is a leftover.
+    for (int i = 0; i < 200; ++i) {
+        try {
+            if (!cg->pids().empty()) cg->kill_all(SIGKILL);
+            cg->destroy();
+            return;
+        } catch (const Error& e) {
+            if (i == 199) std::cerr << "tarn: pool: " << e.what() << "\n";
+        }
+        ::usleep(10000);
+    }
+}
+
+}  // namespace
+
+void spawner_main(int sock, const std::vector<const Template*>& templates) {
+    try {
+        ::prctl(PR_SET_NAME, "tarn-spawner", 0, 0, 0);
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        std::map<std::string, const Template*> by_name;
+        for (const Template* t : templates) by_name[t->pool] = t;
+        std::map<std::string, cgroups::ResourcePool> pools;
+        json msg;
+        while (recv_message(sock, msg)) {
+            std::string op = msg.value("op", "");
+            if (op == "make") {
+                auto it = by_name.find(msg.value("pool", ""));
+                if (it == by_name.end()) continue;
+                make(sock, *it->second, pools, msg.value("sandbox", ""));
+            } else if (op == "destroy") {
+                std::string path = msg.value("cgroup", "");
+                held_mount_ns.erase(path);  // the mount tree goes here, off the daemon's loop
+                destroy(path, templates.empty() ? cgroups::Mode::unified : templates[0]->mode);
+            } else if (op == "forget") {
+                held_mount_ns.erase(msg.value("cgroup", ""));
+            }
+        }
+    } catch (const std::exception& e) {
+        std::cerr << "tarn: pool spawner: " << e.what() << "\n";
+        ::_exit(1);
+    }
+    ::_exit(0);
+}
+
+}  // namespace tarn::pool::detail

@@ -1,0 +1,586 @@
+// The warm pool, end to end: a real daemon (`tarn pool serve`) on a private socket
+// and cgroup parent, real sandboxes, claims through `tarn pool run`.
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "cgroups/cgroups.hpp"
+#include "harness.hpp"
+
+namespace tarn::test {
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+// Polls `pred` for up to `limit`; true once it holds.
+template <class F>
+bool eventually(F pred, std::chrono::milliseconds limit = 5000ms) {
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(20ms);
+    }
+    return pred();
+}
+
+// A process started in the background with its output in a file.
+struct Background {
+    pid_t pid = -1;
+    int code = -1;
+    std::string out;
+    Background(const std::vector<std::string>& argv, const std::string& out_file) : out(out_file) {
+        pid = ::fork();
+        if (pid == 0) {
+            int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            int nul = ::open("/dev/null", O_RDONLY);
+            ::dup2(nul, 0);
+            ::dup2(fd, 1);
+            ::dup2(fd, 2);
+            ::setpgid(0, 0);
+            std::vector<char*> a;
+            for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+            a.push_back(nullptr);
+            ::execv(a[0], a.data());
+            ::_exit(127);
+        }
+    }
+    // Exit code as a shell reports it; -1 if it did not exit within `limit`.
+    int wait(std::chrono::milliseconds limit = 20000ms) {
+        if (pid < 0) return code;
+        auto end = std::chrono::steady_clock::now() + limit;
+        int st = 0;
+        do {
+            if (::waitpid(pid, &st, WNOHANG) == pid) {
+                pid = -1;
+                code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+                return code;
+            }
+            std::this_thread::sleep_for(10ms);
+        } while (std::chrono::steady_clock::now() < end);
+        return -1;
+    }
+    void kill(int sig) {
+        if (pid > 0) ::kill(pid, sig);
+    }
+    ~Background() {
+        if (pid > 0) {
+            ::kill(pid, SIGKILL);
+            ::waitpid(pid, nullptr, 0);
+        }
+    }
+    std::string output() const { return read_text(out); }
+};
+
+// The host directory of a cgroup path in the hierarchy that has `controller`.
+std::string host_cgroup_dir(const std::string& path, const std::string& controller) {
+    if (cgroups::detect() == cgroups::Mode::unified) return "/sys/fs/cgroup" + path;
+    return "/sys/fs/cgroup/" + controller + path;
+}
+
+// Sandbox cgroup directories of pool `pool_cgroup` (in the pids hierarchy on v1).
+std::vector<std::string> sandbox_dirs(const std::string& pool_cgroup) {
+    std::vector<std::string> out;
+    std::string base = host_cgroup_dir(pool_cgroup, "pids");
+    if (DIR* d = ::opendir(base.c_str())) {
+        while (dirent* e = ::readdir(d))
+            if (e->d_type == DT_DIR && e->d_name[0] != '.') out.push_back(base + "/" + e->d_name);
+        ::closedir(d);
+    }
+    return out;
+}
+
+// The running workload of a pool (a process whose argv[0] is "sh"; parked sandboxes
+// are tarn processes): its sandbox's cgroup directory and host pid.
+std::pair<std::string, pid_t> running_workload(const std::string& pool_cgroup) {
+    for (const std::string& dir : sandbox_dirs(pool_cgroup)) {
+        std::istringstream procs(read_text(dir + "/cgroup.procs"));
+        std::string pid;
+        while (std::getline(procs, pid)) {
+            std::string cmd = read_text("/proc/" + pid + "/cmdline");
+            if (cmd.rfind("sh", 0) == 0 && cmd.size() > 2 && cmd[2] == '\0') return {dir, std::stoi(pid)};
+        }
+    }
+    return {"", -1};
+}
+
+class PoolTest : public ::testing::Test {
+protected:
+    Bundle tmpl;
+    std::string shared, sock, cgparent, cfg_path, log_path;
+    std::unique_ptr<Background> daemon;
+
+    void SetUp() override {
+        if (!is_root()) GTEST_SKIP() << "needs root";
+        shared = tmpl.scratch("shared");
+        ::chmod(shared.c_str(), 0777);
+        sock = tmpl.dir() + "/pool.sock";
+        cgparent = "/tarn-pool-test-" + std::to_string(::getpid());
+        cfg_path = tmpl.dir() + "/pool.json";
+        log_path = tmpl.dir() + "/daemon.log";
+        // The template: the busybox bundle, a writable root (so each sandbox gets its
+        // own overlay) and a host directory at /shared to talk through.
+        tmpl.config["root"]["readonly"] = false;
+        tmpl.config["mounts"].push_back(
+            {{"destination", "/shared"}, {"type", "bind"}, {"source", shared}, {"options", {"rbind", "rw"}}});
+    }
+
+    void TearDown() override {
+        if (daemon && daemon->pid > 0) {
+            pool({"stop", "--now"});
+            if (daemon->wait(10000ms) < 0) daemon->kill(SIGKILL);
+        }
+        daemon.reset();
+        // Whatever a failing test left: the daemon's own cleanup is under test elsewhere.
+        auto top = cgroups::open(cgparent, cgroups::detect());
+        if (top->exists()) {
+            top->kill_all(SIGKILL);
+            eventually([&] { return top->pids().empty(); });
+            try {
+                top->destroy();
+            } catch (const Error&) {
+            }
+        }
+    }
+
+    json config(unsigned min_idle, unsigned max_total, const json& budget = nullptr) {
+        json p = {{"name", "p"}, {"bundle", tmpl.dir()}, {"minIdle", min_idle}, {"maxTotal", max_total}};
+        if (!budget.is_null()) p["budget"] = budget;
+        return {{"socket", sock}, {"cgroupParent", cgparent}, {"pools", json::array({p})}};
+    }
+
+    // Starts the daemon and waits until it serves; a daemon that exits instead
+    // fails the test with its log.
+    void serve(const json& cfg) {
+        tmpl.write();
+        write_text(cfg_path, cfg.dump(2));
+        daemon = std::make_unique<Background>(std::vector<std::string>{TARN_BINARY, "pool", "serve", "--config", cfg_path},
+                                              log_path);
+        bool up = eventually([&] {
+            if (::waitpid(daemon->pid, nullptr, WNOHANG) == daemon->pid) {
+                daemon->pid = -1;
+                return true;
+            }
+            return pool({"status", "--json"}).code == 0;
+        }, 20000ms);
+        ASSERT_TRUE(up && daemon->pid > 0) << "daemon did not come up:\n" << read_text(log_path);
+    }
+
+    void serve(unsigned min_idle = 2, unsigned max_total = 4) { serve(config(min_idle, max_total)); }
+
+    Result pool(std::vector<std::string> args, const std::string& input = "") const {
+        args.insert(args.begin() + 1, {"--socket", sock});
+        args.insert(args.begin(), "pool");
+        return tarn::test::tarn(args, tmpl.root(), ".", input);
+    }
+
+    Result run(const std::string& script, std::vector<std::string> flags = {}, const std::string& input = "") const {
+        std::vector<std::string> a = {"run"};
+        a.insert(a.end(), flags.begin(), flags.end());
+        a.insert(a.end(), {"p", "--", "sh", "-c", script});
+        return pool(a, input);
+    }
+
+    std::unique_ptr<Background> run_bg(const std::string& script, const std::string& name,
+                                       std::vector<std::string> flags = {}) const {
+        std::vector<std::string> a = {TARN_BINARY, "pool", "run", "--socket", sock};
+        a.insert(a.end(), flags.begin(), flags.end());
+        a.insert(a.end(), {"p", "--", "sh", "-c", script});
+        return std::make_unique<Background>(a, tmpl.dir() + "/" + name + ".out");
+    }
+
+    json status() const {
+        Result r = pool({"status", "--json"});
+        EXPECT_EQ(r.code, 0) << r.err;
+        return json::parse(r.out)["pools"][0];
+    }
+
+    std::string shared_file(const std::string& name) const { return shared + "/" + name; }
+    bool wait_file(const std::string& name) const {
+        return eventually([&] { return path_exists(shared_file(name)); }, 20000ms);
+    }
+};
+
+// Waits in the workload until the test creates /shared/<name>.
+std::string wait_for(const std::string& name) {
+    return "while [ ! -e /shared/" + name + " ]; do sleep 0.02; done";
+}
+
+TEST_F(PoolTest, RunsACommandWithItsStdioEnvCwdAndExitCode) {
+    serve();
+    Result r = run("cat; echo \"$GREETING from $(pwd) as pid $$\"; echo oops >&2; exit 3",
+                   {"-e", "GREETING=hello", "--cwd", "/tmp"}, "piped in\n");
+    EXPECT_EQ(r.code, 3) << r.err;
+    EXPECT_EQ(r.out, "piped in\nhello from /tmp as pid 1\n");
+    EXPECT_EQ(r.err, "oops\n");
+    // The template's env stays unless a request overrides it.
+    r = run("echo $PATH; echo $TERM", {"-e", "TERM=dumb"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("/bin"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("dumb"), std::string::npos) << r.out;
+}
+
+TEST_F(PoolTest, SignalsReachTheWorkloadAndASignalDeathGives128PlusN) {
+    serve();
+    // The client forwards SIGTERM; pid 1 with a handler takes it.
+    auto c = run_bg("trap 'echo got TERM; exit 0' TERM; echo > /shared/up; while true; do sleep 0.02; done", "term");
+    ASSERT_TRUE(wait_file("up"));
+    c->kill(SIGTERM);
+    EXPECT_EQ(c->wait(), 0) << c->output();
+    EXPECT_NE(c->output().find("got TERM"), std::string::npos) << c->output();
+    // Killed from the host: the client exits as a shell would, 128 + 9.
+    auto k = run_bg("echo > /shared/up2; " + wait_for("never"), "kill");
+    ASSERT_TRUE(wait_file("up2"));
+    auto [dir, pid] = running_workload(cgparent + "/p");
+    ASSERT_GT(pid, 1);
+    ::kill(pid, SIGKILL);
+    EXPECT_EQ(k->wait(), 137) << k->output();
+}
+
+TEST_F(PoolTest, TwoSandboxesSeeNeitherEachOtherNorTheDaemon) {
+    serve();
+    const std::string probe =
+        "for n in pid net ipc uts mnt; do readlink /proc/self/ns/$n; done > /shared/$ID.ns; "
+        "echo secret-$ID > /tmp/mark-$ID; ls /proc | grep -c '^[0-9]' > /shared/$ID.procs; hostname > /shared/$ID.host; "
+        "echo > /shared/$ID.up; " + wait_for("go") + "; ls /tmp > /shared/$ID.tmp";
+    auto a = run_bg(probe, "a", {"-e", "ID=a"});
+    auto b = run_bg(probe, "b", {"-e", "ID=b"});
+    ASSERT_TRUE(wait_file("a.up") && wait_file("b.up")) << a->output() << b->output();
+    write_text(shared_file("go"), "");
+    EXPECT_EQ(a->wait(), 0) << a->output();
+    EXPECT_EQ(b->wait(), 0) << b->output();
+
+    std::string ns_a = read_text(shared_file("a.ns")), ns_b = read_text(shared_file("b.ns"));
+    std::istringstream ia(ns_a), ib(ns_b);
+    std::string la, lb;
+    std::set<std::string> host;
+    for (const char* n : {"pid", "net", "ipc", "uts", "mnt"}) {
+        char buf[128] = {};
+        ASSERT_GT(::readlink((std::string("/proc/self/ns/") + n).c_str(), buf, sizeof buf - 1), 0);
+        host.insert(buf);
+    }
+    while (std::getline(ia, la) && std::getline(ib, lb)) {
+        EXPECT_NE(la, lb) << "both sandboxes share " << la;
+        EXPECT_FALSE(host.count(la)) << "sandbox shares the host's " << la;
+    }
+    // Each sees its own pid 1 (and the few processes of its probe), nothing else.
+    EXPECT_LE(std::stoi(read_text(shared_file("a.procs"))), 4);
+    EXPECT_LE(std::stoi(read_text(shared_file("b.procs"))), 4);
+    // Writes to the shared template root land in each sandbox's own overlay.
+    EXPECT_EQ(read_text(shared_file("a.tmp")).find("mark-b"), std::string::npos);
+    EXPECT_EQ(read_text(shared_file("b.tmp")).find("mark-a"), std::string::npos);
+    EXPECT_NE(read_text(shared_file("a.tmp")).find("mark-a"), std::string::npos);
+    EXPECT_FALSE(path_exists(busybox_rootfs() + "/tmp/mark-a")) << "a sandbox wrote into the template";
+}
+
+TEST_F(PoolTest, ASandboxIsNeverHandedOutTwiceAndGoesAfterUse) {
+    serve(1, 2);
+    std::set<std::string> seen;
+    for (int i = 0; i < 4; ++i) {
+        Result r = tarn::test::tarn({"--debug", "pool", "run", "--socket", sock, "p", "--", "true"}, tmpl.root());
+        ASSERT_EQ(r.code, 0) << r.err;
+        auto at = r.err.find("sandbox ");
+        ASSERT_NE(at, std::string::npos) << r.err;
+        std::string name = r.err.substr(at + 8, r.err.find(' ', at + 8) - at - 8);
+        EXPECT_TRUE(seen.insert(name).second) << name << " served twice";
+        std::string dir = host_cgroup_dir(cgparent + "/p/" + name, "pids");
+        EXPECT_TRUE(eventually([&] { return !path_exists(dir); })) << dir << " still exists after its workload exited";
+    }
+    json st = status();
+    EXPECT_EQ(st["claims"], 4);
+    EXPECT_GE(st["made"].get<int>(), 4);
+    EXPECT_EQ(st["allocated"], 0);
+    EXPECT_LE(st["total"].get<int>(), 2);
+}
+
+TEST_F(PoolTest, PerSandboxLimitsApplyToThatSandbox) {
+    serve();
+    auto c = run_bg("echo > /shared/up; " + wait_for("go"), "lim", {"--memory", "48m", "--pids", "9"});
+    ASSERT_TRUE(wait_file("up")) << c->output();
+    auto [dir, pid] = running_workload(cgparent + "/p");
+    ASSERT_GT(pid, 1);
+    std::string cg = dir.substr(host_cgroup_dir("", "pids").size());
+    bool v2 = cgroups::detect() == cgroups::Mode::unified;
+    EXPECT_EQ(read_text(host_cgroup_dir(cg, "memory") + (v2 ? "/memory.max" : "/memory.limit_in_bytes")),
+              std::to_string(48ll << 20) + "\n");
+    EXPECT_EQ(read_text(dir + "/pids.max"), "9\n");
+    // The others keep the template's limits.
+    for (const std::string& other : sandbox_dirs(cgparent + "/p")) {
+        if (other == dir) continue;
+        EXPECT_EQ(read_text(other + "/pids.max"), "max\n") << other;
+    }
+    write_text(shared_file("go"), "");
+    EXPECT_EQ(c->wait(), 0) << c->output();
+}
+
+TEST_F(PoolTest, APoolNeverExceedsItsMemoryBudget) {
+    // 64 MiB for the whole pool; ten sandboxes each try to hold 12 MiB at once.
+    serve(config(2, 10, {{"memory", 64 << 20}}));
+    std::vector<std::unique_ptr<Background>> runs;
+    for (int i = 0; i < 10; ++i)
+        runs.push_back(run_bg("x=$(head -c 12582912 /dev/zero | tr '\\0' a); echo > /shared/held-$ID; " + wait_for("go") +
+                                  "; echo ${#x}",
+                              "m" + std::to_string(i), {"-e", "ID=" + std::to_string(i), "--wait", "30000"}));
+    // Wait until every one either holds its memory or was killed, then release them.
+    std::vector<int> codes(runs.size(), -1);
+    auto settled = [&] {
+        int held = 0, done = 0;
+        for (size_t i = 0; i < runs.size(); ++i) {
+            if (codes[i] < 0) codes[i] = runs[i]->wait(0ms);
+            if (codes[i] >= 0) ++done;
+            else if (path_exists(shared_file("held-" + std::to_string(i)))) ++held;
+        }
+        return held + done == static_cast<int>(runs.size());
+    };
+    EXPECT_TRUE(eventually(settled, 60000ms));
+    write_text(shared_file("go"), "");
+    int ok = 0, killed = 0;
+    for (size_t i = 0; i < runs.size(); ++i) {
+        int code = codes[i] >= 0 ? codes[i] : runs[i]->wait(30000ms);
+        auto& r = runs[i];
+        if (code == 0) ++ok;
+        else if (code == 137) ++killed;
+        else ADD_FAILURE() << "exit " << code << ": " << r->output();
+    }
+    EXPECT_LE(ok, 5) << "more than 64 MiB held at once";
+    EXPECT_GE(killed, 5);
+    std::string pool_dir = host_cgroup_dir(cgparent + "/p", "memory");
+    if (cgroups::detect() != cgroups::Mode::unified)
+        EXPECT_LE(std::stoll(read_text(pool_dir + "/memory.max_usage_in_bytes")), 64ll << 20);
+    else
+        EXPECT_LE(std::stoll(read_text(pool_dir + "/memory.peak")), 64ll << 20);
+}
+
+TEST_F(PoolTest, AFullPoolMakesAClaimWaitOrFailAsTheCallerChooses) {
+    serve(1, 1);
+    auto busy = run_bg("echo > /shared/up; " + wait_for("go"), "busy");
+    ASSERT_TRUE(wait_file("up"));
+    Result r = pool({"run", "--wait", "0", "p", "--", "true"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("pool p: all 1 sandboxes are in use"), std::string::npos) << r.err;
+    r = pool({"run", "--wait", "300", "p", "--", "true"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("pool p: no sandbox free within 300 ms"), std::string::npos) << r.err;
+    // A patient claim gets the next sandbox once the running one is done.
+    auto patient = run_bg("echo second", "patient", {"--wait", "20000"});
+    std::this_thread::sleep_for(200ms);
+    write_text(shared_file("go"), "");
+    EXPECT_EQ(busy->wait(), 0) << busy->output();
+    EXPECT_EQ(patient->wait(), 0) << patient->output();
+    EXPECT_EQ(patient->output(), "second\n");
+    EXPECT_GE(status()["misses"].get<int>(), 3);
+}
+
+TEST_F(PoolTest, BadRequestsGetClearErrorsAndLeakNothing) {
+    serve();
+    Result r = pool({"run", "nope", "--", "true"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("pool \"nope\": no such pool"), std::string::npos) << r.err;
+    r = pool({"run", "-e", "=x", "p", "--", "true"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("not KEY=VALUE"), std::string::npos) << r.err;
+    r = pool({"run", "p", "--", "/no/such/program"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("/no/such/program"), std::string::npos) << r.err;
+    r = pool({"run", "--cwd", "relative", "p", "--", "true"});
+    EXPECT_NE(r.err.find("cwd: expected an absolute path"), std::string::npos) << r.err;
+
+    // Raw messages: not JSON, too large, no stdio.
+    auto raw = [&](const std::string& payload) {
+        int s = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strcpy(addr.sun_path, sock.c_str());
+        EXPECT_EQ(::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+        timeval tv{10, 0};
+        ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        ::send(s, payload.data(), payload.size(), MSG_NOSIGNAL);
+        char buf[4096] = {};
+        ssize_t n = ::recv(s, buf, sizeof buf - 1, 0);
+        ::close(s);
+        return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+    };
+    EXPECT_NE(raw("not json").find("not a JSON object"), std::string::npos);
+    EXPECT_NE(raw(R"({"op":"run","pool":"p","args":["true"]})").find("expected 3 fds"), std::string::npos);
+    EXPECT_NE(raw(R"({"op":"run","pool":"p","args":"true"})").find("args: expected an array"), std::string::npos);
+    EXPECT_NE(raw(R"({"op":"dance"})").find("unknown op"), std::string::npos);
+    std::string big = R"({"op":"run","pool":"p","args":[")" + std::string(180 * 1024, 'a') + "\"]}";
+    EXPECT_NE(raw(big).find("larger than"), std::string::npos);
+
+    json st = status();
+    EXPECT_EQ(st["allocated"], 0);
+    EXPECT_EQ(st["total"], st["idle"].get<int>() + st["starting"].get<int>());
+    EXPECT_EQ(run("echo still fine").out, "still fine\n");
+}
+
+TEST_F(PoolTest, AClientThatDisconnectsMidRunTakesItsWorkloadWithIt) {
+    serve();
+    auto c = run_bg("echo > /shared/up; " + wait_for("never"), "dc");
+    ASSERT_TRUE(wait_file("up")) << c->output();
+    auto [dir, pid] = running_workload(cgparent + "/p");
+    ASSERT_GT(pid, 1);
+    c->kill(SIGKILL);
+    c->wait();
+    EXPECT_TRUE(eventually([&] { return !path_exists(dir); })) << dir << " still there";
+    EXPECT_EQ(status()["allocated"], 0);
+}
+
+TEST_F(PoolTest, ARestartAfterSigkillRemovesEverythingTheOldDaemonLeft) {
+    serve();
+    auto c = run_bg("echo > /shared/up; " + wait_for("never"), "orphan");
+    ASSERT_TRUE(wait_file("up")) << c->output();
+    auto [dir, workload] = running_workload(cgparent + "/p");
+    ASSERT_GT(workload, 1);
+    daemon->kill(SIGKILL);
+    daemon->wait();
+    c->kill(SIGKILL);
+    c->wait();
+    // The running workload outlives a crashed daemon ...
+    EXPECT_TRUE(alive(workload));
+    // ... until the next daemon starts and clears the old one's cgroups.
+    ::unlink(sock.c_str());
+    serve();
+    EXPECT_TRUE(eventually([&] { return !alive(workload); })) << "workload " << workload << " survived the restart";
+    EXPECT_FALSE(path_exists(dir));
+    EXPECT_EQ(run("echo back").out, "back\n");
+}
+
+TEST_F(PoolTest, StopWaitsForRunningSandboxesAndLeavesNoCgroup) {
+    serve();
+    auto c = run_bg("echo > /shared/up; " + wait_for("go") + "; exit 5", "drain");
+    ASSERT_TRUE(wait_file("up"));
+    auto stopper = std::make_unique<Background>(std::vector<std::string>{TARN_BINARY, "pool", "stop", "--socket", sock},
+                                                tmpl.dir() + "/stop.out");
+    std::this_thread::sleep_for(200ms);
+    EXPECT_EQ(c->wait(0ms), -1) << "stop killed a running sandbox";
+    // New claims are refused while draining.
+    Result r = run("true");
+    EXPECT_NE(r.err.find("stopping"), std::string::npos) << r.err;
+    write_text(shared_file("go"), "");
+    EXPECT_EQ(c->wait(), 5) << c->output();
+    EXPECT_EQ(stopper->wait(), 0) << stopper->output();
+    EXPECT_EQ(daemon->wait(), 0) << read_text(log_path);
+    EXPECT_FALSE(path_exists(host_cgroup_dir(cgparent, "pids")));
+    EXPECT_FALSE(path_exists(sock));
+}
+
+TEST_F(PoolTest, ATemplateThatCannotStartFailsServeWithItsReason) {
+    tmpl.config["process"]["terminal"] = true;
+    tmpl.write();
+    write_text(cfg_path, config(1, 2).dump());
+    Result r = tarn::test::tarn({"pool", "serve", "--config", cfg_path}, tmpl.root());
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("process.terminal"), std::string::npos) << r.err;
+
+    tmpl.config["process"]["terminal"] = false;
+    tmpl.config["mounts"].push_back({{"destination", "/x"}, {"type", "bind"}, {"source", "/no/such/dir"}, {"options", {"bind"}}});
+    tmpl.write();
+    r = tarn::test::tarn({"pool", "serve", "--config", cfg_path}, tmpl.root());
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("/no/such/dir"), std::string::npos) << r.err;
+    EXPECT_FALSE(path_exists(host_cgroup_dir(cgparent + "/p", "pids"))) << "a failed serve left its cgroup";
+
+    json bad = config(1, 2);
+    bad["pools"][0]["bogus"] = 1;
+    write_text(cfg_path, bad.dump());
+    r = tarn::test::tarn({"pool", "serve", "--config", cfg_path}, tmpl.root());
+    EXPECT_NE(r.err.find("pools[0].bogus: unknown field"), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace tarn::test
+
+namespace tarn::test {
+namespace {
+
+// The OCI path: `tarn create`/`run` on a bundle annotated with a pool.
+class PoolOciTest : public PoolTest {
+protected:
+    Bundle b;
+
+    void SetUp() override {
+        PoolTest::SetUp();
+        if (IsSkipped()) return;
+        b.config = tmpl.config;
+        b.config["annotations"] = {{"tarn.pool", "p"}, {"tarn.pool.socket", sock}};
+    }
+
+    Result debug_run(const std::string& id) const {
+        b.write();
+        return tarn::test::tarn({"--debug", "run", "--bundle", b.dir(), id}, b.root());
+    }
+};
+
+TEST_F(PoolOciTest, AnAnnotatedBundleRunsInAPooledSandbox) {
+    serve();
+    b.cmd("echo \"pid $$ on $(hostname)\"; ls /proc | grep -c '^[0-9]'; exit 4");
+    Result r = debug_run("oci1");
+    EXPECT_EQ(r.code, 4) << r.err;
+    EXPECT_NE(r.err.find("create oci1: from pool p (sandbox p-"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "pid 1 on " + b.config["hostname"].get<std::string>());
+    EXPECT_LE(std::stoi(r.out.substr(r.out.find('\n') + 1)), 3) << r.out;  // its own pid namespace
+    json st = status();
+    EXPECT_EQ(st["leases"], 1);
+    // The container's cgroup (the sandbox's) went with `run`'s delete.
+    EXPECT_EQ(sandbox_dirs(cgparent + "/p").size(), st["total"].get<size_t>());
+}
+
+TEST_F(PoolOciTest, CreateStartStateKillDeleteWorkAsForAColdContainer) {
+    serve();
+    b.cmd("echo started > /shared/oci2; " + wait_for("never"));
+    b.write();
+    std::string pid_file = b.scratch("pid");
+    Result r = tarn::test::tarn({"--debug", "create", "--bundle", b.dir(), "--pid-file", pid_file + "/pid", "oci2"}, b.root());
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.err.find("from pool p"), std::string::npos) << r.err;
+    pid_t pid = std::stoi(read_text(pid_file + "/pid"));
+    json state = json::parse(b.tarn({"state", "oci2"}).out);
+    EXPECT_EQ(state["status"], "created");
+    EXPECT_EQ(state["pid"], pid);
+    ASSERT_EQ(b.tarn({"start", "oci2"}).code, 0);
+    ASSERT_TRUE(wait_file("oci2"));
+    // A daemon restart leaves the container alone: its cgroup is leased, not a sandbox.
+    pool({"stop", "--now"});
+    daemon->wait();
+    serve();
+    EXPECT_TRUE(alive(pid));
+    EXPECT_EQ(json::parse(b.tarn({"state", "oci2"}).out)["status"], "running");
+    ASSERT_EQ(b.tarn({"kill", "oci2", "KILL"}).code, 0);
+    EXPECT_TRUE(eventually([&] { return json::parse(b.tarn({"state", "oci2"}).out)["status"] == "stopped"; }));
+    ASSERT_EQ(b.tarn({"delete", "oci2"}).code, 0);
+    EXPECT_EQ(sandbox_dirs(cgparent + "/p").size(), status()["total"].get<size_t>()) << "the container's cgroup stayed";
+}
+
+TEST_F(PoolOciTest, ABundleThatDiffersFromTheTemplateStartsCold) {
+    serve();
+    b.config["linux"]["resources"]["pids"] = {{"limit", 50}};
+    b.cmd("true");
+    Result r = debug_run("oci3");
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.err.find("cold start, not from pool p: pool p: config differs from the template in linux.resources"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(status()["leases"], 0);
+}
+
+TEST_F(PoolOciTest, WithoutADaemonTheBundleStartsCold) {
+    b.cmd("echo cold");
+    Result r = debug_run("oci4");
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "cold\n");
+    EXPECT_NE(r.err.find("cold start, not from pool p: no pool daemon at " + sock), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace tarn::test

@@ -1,0 +1,109 @@
+// The pool daemon's configuration file, the lease key and the latency percentiles.
+#include <gtest/gtest.h>
+
+#include "runtime/pool/detail.hpp"
+#include "runtime/pool/pool.hpp"
+
+namespace tarn::pool {
+namespace {
+
+using nlohmann::json;
+
+std::string error_of(const json& j) {
+    try {
+        parse_config(j, "pool.json");
+    } catch (const Error& e) {
+        return e.what();
+    }
+    return "";
+}
+
+json one_pool(json p = json::object()) {
+    json base = {{"name", "fn"}, {"bundle", "/srv/b"}};
+    base.update(p);
+    return {{"pools", {base}}};
+}
+
+TEST(PoolConfig, DefaultsAndEveryField) {
+    DaemonOptions o = parse_config(one_pool(), "pool.json");
+    EXPECT_EQ(o.socket, kDefaultSocket);
+    EXPECT_EQ(o.cgroup_parent, "/tarn-pool");
+    EXPECT_EQ(o.max_starting, 2u);
+    ASSERT_EQ(o.pools.size(), 1u);
+    EXPECT_EQ(o.pools[0].min_idle, 2u);
+    EXPECT_EQ(o.pools[0].max_total, 16u);
+    EXPECT_FALSE(o.pools[0].budget.memory_max);
+
+    json j = one_pool({{"minIdle", 4}, {"maxTotal", 8},
+                       {"budget", {{"memory", 1 << 26}, {"cpuQuota", 50000}, {"cpuPeriod", 100000}, {"cpuWeight", 50}, {"pids", 64}}}});
+    j["socket"] = "/run/x.sock";
+    j["cgroupParent"] = "/pools";
+    j["maxStarting"] = 3;
+    o = parse_config(j, "pool.json");
+    EXPECT_EQ(o.socket, "/run/x.sock");
+    EXPECT_EQ(o.cgroup_parent, "/pools");
+    EXPECT_EQ(o.max_starting, 3u);
+    EXPECT_EQ(o.pools[0].min_idle, 4u);
+    EXPECT_EQ(o.pools[0].max_total, 8u);
+    EXPECT_EQ(*o.pools[0].budget.memory_max, 1 << 26);
+    EXPECT_EQ(*o.pools[0].budget.cpu_quota, 50000);
+    EXPECT_EQ(*o.pools[0].budget.cpu_period, 100000u);
+    EXPECT_EQ(*o.pools[0].budget.cpu_weight, 50u);
+    EXPECT_EQ(*o.pools[0].budget.pids_max, 64);
+}
+
+TEST(PoolConfig, ErrorsNameTheFileAndField) {
+    EXPECT_EQ(error_of(json::array()), "pool.json: expected object");
+    EXPECT_EQ(error_of(json::object()), "pool.json.pools: expected a non-empty array");
+    EXPECT_EQ(error_of(json{{"pools", json::array()}, {"sockets", "x"}}), "pool.json.sockets: unknown field");
+    EXPECT_EQ(error_of(one_pool({{"bogus", 1}})), "pool.json.pools[0].bogus: unknown field");
+    EXPECT_EQ(error_of(json{{"pools", {{{"bundle", "/b"}}}}}), "pool.json.pools[0].name: required");
+    EXPECT_EQ(error_of(one_pool({{"name", "a/b"}})),
+              "pool.json.pools[0].name: \"a/b\": letters, digits, '-', '_' and '.' only");
+    EXPECT_EQ(error_of(one_pool({{"minIdle", "2"}})), "pool.json.pools[0].minIdle: expected integer");
+    EXPECT_EQ(error_of(one_pool({{"maxTotal", 0}})), "pool.json.pools[0].maxTotal: must be >= 1, got 0");
+    EXPECT_EQ(error_of(one_pool({{"minIdle", 9}, {"maxTotal", 4}})), "pool.json.pools[0].minIdle: 9 is more than maxTotal 4");
+    EXPECT_EQ(error_of(one_pool({{"budget", {{"memory", -2}}}})), "pool.json.pools[0].budget.memory: must be >= -1, got -2");
+    EXPECT_EQ(error_of(one_pool({{"budget", {{"swap", 1}}}})), "pool.json.pools[0].budget.swap: unknown field");
+    json twice = one_pool();
+    twice["pools"].push_back(twice["pools"][0]);
+    EXPECT_EQ(error_of(twice), "pool.json.pools[1].name: \"fn\" appears twice");
+    json rel = one_pool();
+    rel["cgroupParent"] = "pools";
+    EXPECT_EQ(error_of(rel), "pool.json.cgroupParent: must be an absolute cgroup path");
+}
+
+oci::Config config_with(const std::string& linux_json) {
+    return oci::parse_config(R"({"ociVersion":"1.2.0","root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"/"},"linux":)" +
+                                 linux_json + "}",
+                             "config.json");
+}
+
+TEST(PoolLeaseKey, HoldsWhatASandboxFixesAheadAndNothingElse) {
+    auto a = config_with(R"({"namespaces":[{"type":"pid"},{"type":"network"}],"sysctl":{"net.ipv4.ip_forward":"1"}})");
+    auto b = config_with(R"({"namespaces":[{"type":"network"},{"type":"pid"}],"sysctl":{"net.ipv4.ip_forward":"1"}})");
+    b.hostname = "other";
+    b.process->args = {"true"};
+    b.annotations["x"] = "y";
+    // Order of namespaces, hostname, args and annotations do not matter.
+    EXPECT_EQ(detail::lease_key(a), detail::lease_key(b));
+    auto c = config_with(R"({"namespaces":[{"type":"pid"},{"type":"network"}],"sysctl":{"net.ipv4.ip_forward":"0"}})");
+    EXPECT_NE(detail::lease_key(a), detail::lease_key(c));
+    auto d = config_with(R"({"namespaces":[{"type":"pid"},{"type":"network","path":"/proc/1/ns/net"}],"sysctl":{"net.ipv4.ip_forward":"1"}})");
+    EXPECT_NE(detail::lease_key(a), detail::lease_key(d));
+    auto e = config_with(R"({"namespaces":[{"type":"pid"},{"type":"network"}],"sysctl":{"net.ipv4.ip_forward":"1"},"resources":{"pids":{"limit":5}}})");
+    EXPECT_NE(detail::lease_key(a), detail::lease_key(e));
+}
+
+TEST(PoolStats, Percentiles) {
+    EXPECT_EQ(detail::percentile({}, 50), 0);
+    std::vector<double> v;
+    for (int i = 100; i >= 1; --i) v.push_back(i);
+    EXPECT_EQ(detail::percentile(v, 50), 50);
+    EXPECT_EQ(detail::percentile(v, 99), 99);
+    EXPECT_EQ(detail::percentile(v, 100), 100);
+    EXPECT_EQ(detail::percentile({7}, 99), 7);
+}
+
+}  // namespace
+}  // namespace tarn::pool
