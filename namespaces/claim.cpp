@@ -1,6 +1,9 @@
 // The claim a warm-pool daemon sends a parked sandbox: the per-request part of the
 // process, and its stdio.
+#include <fcntl.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -8,6 +11,7 @@
 #include <memory>
 
 #include "namespaces/steps.hpp"
+#include "namespaces/syscalls.hpp"
 
 namespace tarn::ns::detail {
 namespace {
@@ -46,6 +50,11 @@ void send_claim(int sock, const Claim& c) {
     for (const std::string& a : c.args) put_str(buf, a);
     put_u32(buf, static_cast<uint32_t>(c.env.size()));
     for (const std::string& e : c.env) put_str(buf, e);
+    put_u32(buf, static_cast<uint32_t>(c.binds.size()));
+    for (const Claim::Bind& b : c.binds) put_str(buf, b.destination);
+    if (c.binds.size() > kMaxClaimBinds) throw Error("claim: more than " + std::to_string(kMaxClaimBinds) + " bind mounts");
+    std::vector<int> fds(c.stdio.begin(), c.stdio.end());
+    for (const Claim::Bind& b : c.binds) fds.push_back(b.tree);
     if (buf.size() > kMaxClaimBytes)
         throw Error("claim: " + std::to_string(buf.size()) + " bytes of args and env, more than the " +
                     std::to_string(kMaxClaimBytes) + " a sandbox takes");
@@ -53,14 +62,14 @@ void send_claim(int sock, const Claim& c) {
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    char cbuf[CMSG_SPACE(3 * sizeof(int))]{};
+    alignas(cmsghdr) char cbuf[CMSG_SPACE((3 + kMaxClaimBinds) * sizeof(int))]{};
     msg.msg_control = cbuf;
-    msg.msg_controllen = sizeof cbuf;
+    msg.msg_controllen = CMSG_SPACE(fds.size() * sizeof(int));
     cmsghdr* cm = CMSG_FIRSTHDR(&msg);
     cm->cmsg_level = SOL_SOCKET;
     cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(3 * sizeof(int));
-    std::memcpy(CMSG_DATA(cm), c.stdio.data(), 3 * sizeof(int));
+    cm->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
+    std::memcpy(CMSG_DATA(cm), fds.data(), fds.size() * sizeof(int));
     while (::sendmsg(sock, &msg, MSG_NOSIGNAL) < 0)
         if (errno != EINTR) throw_errno("claim: send to sandbox");
 }
@@ -72,25 +81,46 @@ bool recv_claim(int sock, Claim& claim) {
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    char cbuf[CMSG_SPACE(3 * sizeof(int))]{};
+    alignas(cmsghdr) char cbuf[CMSG_SPACE((3 + kMaxClaimBinds) * sizeof(int))]{};
     msg.msg_control = cbuf;
     msg.msg_controllen = sizeof cbuf;
     ssize_t n;
     while ((n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0)
         if (errno != EINTR) throw_errno("claim: receive");
     if (n == 0) return false;
-    int got = 0;
+    std::vector<int> fds;
     for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
         if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-        got = static_cast<int>((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-        std::memcpy(claim.stdio.data(), CMSG_DATA(cm), std::min(got, 3) * sizeof(int));
+        size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        fds.resize(k);
+        std::memcpy(fds.data(), CMSG_DATA(cm), k * sizeof(int));
     }
-    if (got != 3 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) throw Error("claim: malformed message");
+    if (fds.size() < 3 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) throw Error("claim: malformed message");
+    std::copy(fds.begin(), fds.begin() + 3, claim.stdio.begin());
     Reader r{std::string_view(buf.get(), static_cast<size_t>(n))};
     claim.cwd = r.str();
     for (uint32_t i = 0, k = r.u32(); i < k; ++i) claim.args.push_back(r.str());
     for (uint32_t i = 0, k = r.u32(); i < k; ++i) claim.env.push_back(r.str());
+    uint32_t nb = r.u32();
+    if (nb != fds.size() - 3) throw Error("claim: malformed message");
+    for (uint32_t i = 0; i < nb; ++i) claim.binds.push_back({fds[3 + i], r.str()});
     return true;
+}
+
+void mount_claim_binds(Claim& claim) {
+    if (claim.binds.empty()) return;
+    UniqueFd root(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!root) throw_errno("claim: open /");
+    for (Claim::Bind& b : claim.binds) {
+        UniqueFd tree(b.tree);
+        b.tree = -1;
+        struct stat st;
+        if (::fstat(tree.get(), &st) < 0) throw_errno("claim: bind onto " + b.destination);
+        // Resolved inside the container's root: no symlink in the image leads out.
+        UniqueFd target = mkdir_all_in_root(root.get(), b.destination, !S_ISDIR(st.st_mode));
+        if (::move_mount(tree.get(), "", target.get(), "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+            throw_errno("claim: bind onto " + b.destination);
+    }
 }
 
 void apply_claim(Claim& claim, std::vector<std::string>& args, std::vector<std::string>& env) {

@@ -163,9 +163,17 @@ struct Claim {
     std::string cwd;                // empty: process.cwd
     // stdin, stdout, stderr for the workload (borrowed; sent with SCM_RIGHTS).
     std::array<int, 3> stdio{-1, -1, -1};
+    // Extra bind mounts: detached mount trees (open_tree(OPEN_TREE_CLONE) in the
+    // sender's namespace, borrowed) and where they go inside the container.
+    struct Bind {
+        int tree = -1;
+        std::string destination;
+    };
+    std::vector<Bind> binds;
 };
 // The largest encoded claim a sandbox accepts (args + env + cwd).
 inline constexpr size_t kMaxClaimBytes = 128 * 1024;
+inline constexpr size_t kMaxClaimBinds = 16;
 
 // A container init spawned without blocking, for a daemon keeping many sandboxes in
 // flight: poll fd() for input and call advance() until it returns true (parked),

@@ -218,10 +218,11 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         detail::apply_personality(c);
         detail::apply_lsm_labels(proc);
     }
-    detail::become_workload(proc, t);
+    // A parked sandbox learns its command, and its extra binds, only at claim time:
+    // it stays privileged until then.
+    if (!o.await_claim) detail::become_workload(proc, t);
     std::vector<std::string> args = proc.args, env = proc.env;
     std::string exe;
-    // A parked sandbox learns its command only at claim time.
     if (!o.await_claim) exe = detail::find_executable(args, env);
     detail::SeccompFilter filter;
     std::string listener_state;
@@ -238,6 +239,8 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     if (o.await_claim) {
         Claim claim;
         if (!detail::recv_claim(sock.fd(), claim)) ::_exit(0);
+        detail::mount_claim_binds(claim);
+        detail::become_workload(proc, t);
         detail::apply_claim(claim, args, env);
         exe = detail::find_executable(args, env);
     }

@@ -49,6 +49,8 @@ void become_workload(const oci::Process& p, Timings& t);
 void send_claim(int sock, const Claim& c);
 // False on EOF (the daemon went away). The stdio fds land in claim.stdio (owned now).
 bool recv_claim(int sock, Claim& claim);
+// Attaches the claim's bind mounts (after pivot_root, still privileged).
+void mount_claim_binds(Claim& claim);
 // dup2s the stdio, merges env, changes to the claim's cwd; args replace `args`.
 void apply_claim(Claim& claim, std::vector<std::string>& args, std::vector<std::string>& env);
 

@@ -38,6 +38,59 @@ std::string_view subcommand_of(int argc, char** argv) {
     return {};
 }
 
+// `tarn pool run`: the flags, and the call once parsed.
+struct PoolRun {
+    tarn::pool::RunRequest req;
+    std::string memory;
+    int64_t pids = 0;
+    std::vector<std::string> command;
+
+    int call(const std::string& socket) {
+        req.args = command;
+        if (!memory.empty()) req.memory = rt::parse_bytes(memory, "--memory");
+        if (pids) req.pids = pids;
+        return tarn::pool::run_command(socket, req);
+    }
+};
+
+CLI::App* add_pool_run(CLI::App* pool, PoolRun& o, std::string& socket) {
+    CLI::App* r = pool->add_subcommand("run", "run a command in a sandbox from a pool");
+    r->add_option("--socket", socket, "the daemon's socket")->capture_default_str();
+    r->add_option("-e,--env", o.req.env, "environment variable K=V")->allow_extra_args(false);
+    r->add_option("--cwd", o.req.cwd, "working directory");
+    r->add_option("--memory", o.memory, "this sandbox's memory limit (k/m/g suffixes)");
+    r->add_option("--pids", o.pids, "this sandbox's pids limit");
+    r->add_option("--bind", o.req.binds, "bind mount SOURCE:DESTINATION[:ro]")->allow_extra_args(false);
+    r->add_option("--wait", o.req.wait_ms, "ms to wait for a free sandbox when the pool is full")->capture_default_str();
+    r->add_option("pool", o.req.pool, "pool name")->required();
+    r->add_option("command", o.command, "command and arguments (after --)")->required();
+    return r;
+}
+
+// `tarn pool run ...` is the warm pool's hot path: its parser is built alone, not
+// with every other command's (which costs more than the rest of the client).
+int pool_run_main(int argc, char** argv) {
+    CLI::App app{"tarn: an OCI container runtime"};
+    CLI::App* pool = app.add_subcommand("pool", "the warm pool of pre-created sandboxes");
+    std::string socket = tarn::pool::kDefaultSocket;
+    PoolRun o;
+    add_pool_run(pool, o, socket);
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        if (e.get_exit_code() == 0) return app.exit(e);
+        std::cerr << "tarn: " << e.what() << "\nRun 'tarn pool run --help' for usage.\n";
+        return 1;
+    }
+    try {
+        rt::log_setup(rt::GlobalOptions{});
+        return o.call(socket);
+    } catch (const std::exception& e) {
+        rt::log_error(e.what());
+        return 1;
+    }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -50,6 +103,8 @@ int main(int argc, char** argv) {
         } catch (const std::exception&) {
         }
     }
+    if (argc > 2 && std::string_view(argv[1]) == "pool" && std::string_view(argv[2]) == "run")
+        return pool_run_main(argc, argv);
     CLI::App app{"tarn: an OCI container runtime"};
     app.set_version_flag("-v,--version", [] { return rt::version_text(); });
     app.require_subcommand(1);
@@ -186,20 +241,8 @@ int main(int argc, char** argv) {
     pool_serve->add_option("--memory", serve_memory, "the pool's memory budget (k/m/g suffixes)");
     pool_serve->add_option("--pids", serve_pids, "the pool's pids budget");
 
-    tarn::pool::RunRequest pool_req;
-    std::string run_memory;
-    int64_t run_pids = 0;
-    std::vector<std::string> pool_cmd;
-    CLI::App* pool_run = pool->add_subcommand("run", "run a command in a sandbox from a pool");
-    pool_run->add_option("--socket", pool_socket, "the daemon's socket")->capture_default_str();
-    pool_run->add_option("-e,--env", pool_req.env, "environment variable K=V")->allow_extra_args(false);
-    pool_run->add_option("--cwd", pool_req.cwd, "working directory");
-    pool_run->add_option("--memory", run_memory, "this sandbox's memory limit (k/m/g suffixes)");
-    pool_run->add_option("--pids", run_pids, "this sandbox's pids limit");
-    pool_run->add_option("--wait", pool_req.wait_ms, "ms to wait for a free sandbox when the pool is full")
-        ->capture_default_str();
-    pool_run->add_option("pool", pool_req.pool, "pool name")->required();
-    pool_run->add_option("command", pool_cmd, "command and arguments (after --)")->required();
+    PoolRun pool_run_o;
+    CLI::App* pool_run = add_pool_run(pool, pool_run_o, pool_socket);
 
     std::string status_pool;
     bool status_json = false;
@@ -270,12 +313,7 @@ int main(int argc, char** argv) {
             if (pool_serve->count("--socket")) d.socket = pool_socket;
             return tarn::pool::serve_command(d);
         }
-        if (*pool_run) {
-            pool_req.args = pool_cmd;
-            if (!run_memory.empty()) pool_req.memory = rt::parse_bytes(run_memory, "--memory");
-            if (run_pids) pool_req.pids = run_pids;
-            return tarn::pool::run_command(pool_socket, pool_req);
-        }
+        if (*pool_run) return pool_run_o.call(pool_socket);
         if (*pool_status) return tarn::pool::status_command(pool_socket, status_pool, status_json);
         if (*pool_stop) return tarn::pool::stop_command(pool_socket, stop_now);
     } catch (const std::exception& e) {

@@ -4,6 +4,7 @@
 // at a time, so claims are served while other sandboxes are being made.
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/mount.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -623,6 +624,19 @@ void Daemon::on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds) {
         throw Error("cwd: expected an absolute path");
     for (const char* k : {"memory", "pids", "waitMs"})
         if (msg.contains(k) && !msg[k].is_number_integer()) throw Error(std::string(k) + ": expected integer");
+    if (msg.contains("binds")) {
+        const json& bs = msg["binds"];
+        if (!bs.is_array() || bs.size() > ns::kMaxClaimBinds)
+            throw Error("binds: expected an array of at most " + std::to_string(ns::kMaxClaimBinds));
+        for (const json& b : bs) {
+            if (!b.is_object() || !b.contains("source") || !b["source"].is_string() || !b.contains("destination") ||
+                !b["destination"].is_string())
+                throw Error("binds: each needs a source and a destination");
+            for (const char* k : {"source", "destination"})
+                if (b[k].get<std::string>().rfind('/', 0) != 0)
+                    throw Error(std::string("binds: ") + k + " \"" + b[k].get<std::string>() + "\": not an absolute path");
+        }
+    }
     if (fds.size() != 3) throw Error("run: expected 3 fds (stdin, stdout, stderr), got " + std::to_string(fds.size()));
     c->pool = &p;
     c->req = std::move(msg);
@@ -658,7 +672,23 @@ void Daemon::claim(Pool& p, Sandbox* sb, Conn* c) {
         if (r.contains("memory")) lim.memory = oci::Memory{.limit = r["memory"].get<int64_t>()};
         if (r.contains("pids")) lim.pids = oci::Pids{r["pids"].get<int64_t>()};
         if (lim.memory || lim.pids) cgroups::open(sb->cgroup, mode_)->apply(lim);
+        // Bind sources are opened here, in the host's mount namespace, as detached
+        // trees the sandbox attaches inside its root.
+        std::vector<UniqueFd> trees;
         ns::Claim cl;
+        for (const json& b : r.value("binds", json::array())) {
+            std::string src = b["source"].get<std::string>();
+            UniqueFd t(::open_tree(AT_FDCWD, src.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
+            if (!t) throw_errno("bind source " + src);
+            if (b.value("readonly", false)) {
+                mount_attr attr{};
+                attr.attr_set = MOUNT_ATTR_RDONLY;
+                if (::mount_setattr(t.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
+                    throw_errno("bind source " + src + ": read-only");
+            }
+            cl.binds.push_back({t.get(), b["destination"].get<std::string>()});
+            trees.push_back(std::move(t));
+        }
         cl.args = string_list(r, "args", true);
         cl.env = string_list(r, "env", false);
         cl.cwd = r.value("cwd", "");

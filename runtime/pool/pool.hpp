@@ -64,6 +64,8 @@ struct RunRequest {
     std::string cwd;               // empty: the template's process.cwd
     std::optional<int64_t> memory;  // per-sandbox memory limit, bytes
     std::optional<int64_t> pids;    // per-sandbox pids limit
+    // Extra bind mounts "SOURCE:DESTINATION[:ro]" (recursive; SOURCE on the host).
+    std::vector<std::string> binds;
     // When the pool is at its maximum: how long to wait for a sandbox (0: fail at once).
     unsigned wait_ms = 10000;
     std::array<int, 3> stdio{0, 1, 2};

@@ -382,6 +382,23 @@ TEST_F(PoolTest, AFullPoolMakesAClaimWaitOrFailAsTheCallerChooses) {
     EXPECT_GE(status()["misses"].get<int>(), 3);
 }
 
+TEST_F(PoolTest, ExtraBindMountsGoWhereAskedReadOnlyWhenAsked) {
+    serve();
+    std::string src = tmpl.scratch("bindsrc");
+    write_text(src + "/in", "from the host\n");
+    Result r = run("cat /pool-ro/in; touch /pool-ro/x 2>&1 | grep -c Read-only; echo out > /pool-rw/out",
+                   {"--bind", src + ":/pool-ro:ro", "--bind", shared + ":/pool-rw"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "from the host\n1\n");
+    EXPECT_EQ(read_text(shared_file("out")), "out\n");
+    EXPECT_FALSE(path_exists(src + "/x"));
+    // The next sandbox has none of them (names no other test puts in the shared rootfs).
+    EXPECT_EQ(run("ls /pool-ro /pool-rw 2>&1 | grep -c 'No such file'").out, "2\n");
+    r = pool({"run", "--bind", "/no/such/dir:/pool-ro", "p", "--", "true"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("bind source /no/such/dir: no such file or directory"), std::string::npos) << r.err;
+}
+
 TEST_F(PoolTest, BadRequestsGetClearErrorsAndLeakNothing) {
     serve();
     Result r = pool({"run", "nope", "--", "true"});
