@@ -13,10 +13,10 @@
 // ("linux.resources.memory.swap: must be >= memory.limit (swap 1024 < limit 4096)").
 //
 // Devices: on v1 linux.resources.devices becomes devices.deny/devices.allow writes.
-// On v2 the device controller is an eBPF program, which this library does not load
-// (yet): apply() records the rules, and pending_device_rules() hands them to the
-// runtime, which decides whether to load a filter or refuse the config. They are
-// never dropped silently.
+// On v2 the device controller is an eBPF program: apply() builds one from the rules
+// (plus the default allow list, with v1's semantics) and attaches it to the cgroup
+// (devices_v2.cpp). Only where there is no cgroup2 to attach to (a fake cgroupfs)
+// are the rules left in pending_device_rules(); they are never dropped silently.
 //
 // All paths are relative to a mount root ("/sys/fs/cgroup" unless told otherwise),
 // so tests can point the library at a fake cgroupfs in a temporary directory.
@@ -165,8 +165,8 @@ public:
     virtual Stats stats() const = 0;
     virtual uint64_t oom_kill_count() const = 0;
 
-    // v2: the device rules of the last apply() plus the default allow rules (the
-    // eBPF filter the runtime must load); empty when the config had none. v1: empty.
+    // v2 on something that is not a cgroup2 mount: the device rules of the last apply()
+    // plus the default allow rules, which no filter enforces. Otherwise empty.
     const std::vector<oci::DeviceCgroupRule>& pending_device_rules() const { return pending_devices_; }
 
 protected:

@@ -3,6 +3,7 @@
 // stats readers. Not part of the library's interface.
 #pragma once
 
+#include <linux/bpf.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -57,6 +58,27 @@ void translate_rdma_v2(const std::map<std::string, oci::Rdma>& r, const DirInfo&
                        std::vector<Write>& out);
 void translate_unified(const std::map<std::string, std::string>& unified, const DirInfo& dir, bool to_unified,
                        std::vector<Write>& out);
+// ---- devices on v2 (devices_v2.cpp) ----
+// One exception to the default of a device filter: BPF_DEVCG_DEV_CHAR/BLOCK, a major
+// and minor (absent: any), and BPF_DEVCG_ACC_* bits.
+struct DeviceException {
+    uint32_t type = 0;
+    std::optional<uint32_t> major, minor;
+    uint32_t access = 0;
+    bool operator==(const DeviceException&) const = default;
+};
+struct DeviceFilter {
+    bool default_allow = true;
+    std::vector<DeviceException> exceptions;
+};
+// The rules followed by default_device_rules(), with v1's semantics; errors name the field.
+DeviceFilter emulate_device_rules(const std::vector<oci::DeviceCgroupRule>& rules);
+// The BPF_PROG_TYPE_CGROUP_DEVICE program for a filter: 1 allows, 0 denies.
+std::vector<bpf_insn> device_filter_program(const DeviceFilter& f);
+// Loads the program and attaches it to the cgroup (BPF_F_ALLOW_MULTI), then detaches
+// the device programs attached there before. `what` prefixes errors.
+void attach_device_filter(int cgroup_fd, const std::vector<bpf_insn>& prog, const std::string& what);
+
 // devices.deny/devices.allow writes for the rules followed by default_device_rules().
 std::vector<Write> translate_devices_v1(const std::vector<oci::DeviceCgroupRule>& rules);
 

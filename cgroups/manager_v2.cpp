@@ -1,5 +1,7 @@
 // The cgroup v2 manager, and the v2 tree setup the hybrid manager shares.
 #include <fcntl.h>
+#include <linux/magic.h>
+#include <sys/statfs.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -115,8 +117,10 @@ public:
     void apply(const oci::Resources& r) override {
         DirInfo info = probe_v2(dir_);
         std::vector<Write> writes;
+        std::optional<DeviceFilter> devices;
         try {
             writes = translate_v2(r, info);
+            if (!r.devices.empty()) devices = emulate_device_rules(r.devices);
             if (r.memory && r.memory->check_before_update.value_or(false)) {
                 uint64_t mem = parse_uint_or_max(read(dir_, "memory.current"), "memory.current");
                 uint64_t swap = 0;
@@ -129,11 +133,17 @@ public:
         }
         for (const auto& w : writes) write(dir_, w);
         pending_devices_.clear();
-        if (!r.devices.empty()) {
-            pending_devices_ = r.devices;
-            const auto& d = default_device_rules();
-            pending_devices_.insert(pending_devices_.end(), d.begin(), d.end());
+        if (!devices) return;
+        struct statfs sf{};
+        if (::statfs(dir_.c_str(), &sf) == 0 && sf.f_type == CGROUP2_SUPER_MAGIC) {
+            UniqueFd fd(open_v2_dir_fd());
+            attach_device_filter(fd.get(), device_filter_program(*devices), "cgroup " + dir_);
+            return;
         }
+        // Not a cgroup2 mount (a test's fake cgroupfs): nothing to attach a program to.
+        pending_devices_ = r.devices;
+        const auto& d = default_device_rules();
+        pending_devices_.insert(pending_devices_.end(), d.begin(), d.end());
     }
 
     void add_process(pid_t pid) override { add_pid(dir_, pid); }

@@ -17,20 +17,23 @@ using namespace detail;
 
 void exec_main(const oci::Process& proc, const ExecOptions& o, SyncSocket& sock) {
     Timings t;
-    sock.expect(MsgType::go, "runtime went away");
+    pid_t host_pid = sock.expect(MsgType::go, "runtime went away").value;
     if (proc.terminal) {
         UniqueFd master = detail::setup_console(proc);
         if (o.console_socket >= 0) send_fd(o.console_socket, master.get(), "console");
         if (o.want_pty_master) sock.send(MsgType::pty, {}, nullptr, 0, master.get());
     }
+    detail::apply_lsm_labels(proc);
     detail::become_workload(proc, t);
     std::string exe = detail::find_executable(proc.args, proc.env);
     detail::SeccompFilter filter;
+    std::string listener_state;
     if (o.seccomp) filter = detail::build_seccomp(*o.seccomp, proc.no_new_privileges);
+    if (filter.notifies() && o.seccomp_state) listener_state = o.seccomp_state(host_pid);
     ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
     sock.send(MsgType::ready, {}, &t);
     detail::close_fds_on_exec(o.preserve_fds);
-    detail::load_seccomp(filter);
+    detail::load_seccomp_and_notify(filter, o.seccomp_listener, listener_state);
     detail::exec_process(exe, proc.args, proc.env);
 }
 
@@ -65,7 +68,8 @@ Spawned spawn_exec(int init_pidfd, pid_t init_pid, const oci::Process& process, 
             if (p < 0) throw_errno("clone3 exec process");
             if (p == 0) {
                 run_child(s, [&] {
-                    detail::close_inherited_fds(opts.preserve_fds, {child_end.get(), opts.console_socket});
+                    detail::close_inherited_fds(opts.preserve_fds,
+                                                {child_end.get(), opts.console_socket, opts.seccomp_listener});
                     exec_main(process, opts, s);
                 });
             }
@@ -89,7 +93,8 @@ Spawned spawn_exec(int init_pidfd, pid_t init_pid, const oci::Process& process, 
             PhaseScope s(out.timings, Phase::cgroup);
             place_in_cgroup(pid);
         }
-        sock.send(MsgType::go);
+        // The exec'd process's pid as the host sees it (for the seccomp listener's state).
+        sock.send(MsgType::go, {}, nullptr, pid);
         int pty = -1;
         for (;;) {
             if (!sock.recv(p, &pty)) throw Error("exec process died during setup");

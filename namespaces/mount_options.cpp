@@ -83,7 +83,29 @@ constexpr PropOpt kPropagation[] = {
     {"unbindable", MS_UNBINDABLE}, {"runbindable", MS_UNBINDABLE | MS_REC},
 };
 
-bool is_atime_attr(uint64_t a) { return a == kAttrNoatime || a == kAttrStrictatime || a == kAttrRelatime; }
+// The atime options as mount_setattr(2) takes them: one three-bit field, changed only by
+// clearing the whole MOUNT_ATTR__ATIME mask and setting the new mode (anything else is
+// EINVAL). "atime"/"nostrictatime" go back to the default, relatime; "norelatime" is
+// strictatime.
+struct AtimeOpt {
+    std::string_view name;
+    uint64_t mode;
+};
+constexpr AtimeOpt kAtime[] = {
+    {"noatime", kAttrNoatime},   {"atime", kAttrRelatime},         {"relatime", kAttrRelatime},
+    {"norelatime", kAttrStrictatime}, {"strictatime", kAttrStrictatime}, {"nostrictatime", kAttrRelatime},
+};
+
+const AtimeOpt* atime_option(std::string_view name) {
+    for (const AtimeOpt& a : kAtime)
+        if (a.name == name) return &a;
+    return nullptr;
+}
+
+void set_atime(uint64_t& set, uint64_t& clr, uint64_t mode) {
+    set = (set & ~kAttrAtimeMask) | mode;
+    clr |= kAttrAtimeMask;
+}
 
 }  // namespace
 
@@ -105,17 +127,14 @@ MountOptions parse_mount_options(const std::vector<std::string>& options) {
         for (const FlagOpt& f : kFlags) {
             if (o != f.name) continue;
             matched = true;
-            if (f.clear) {
-                m.flags &= ~f.flag;
+            if (f.clear) m.flags &= ~f.flag;
+            else m.flags |= f.flag;
+            if (const AtimeOpt* a = atime_option(o)) {
+                set_atime(m.attr_set, m.attr_clr, a->mode);
+            } else if (f.clear) {
                 m.attr_set &= ~f.attr;
                 m.attr_clr |= f.attr;
             } else {
-                m.flags |= f.flag;
-                if (is_atime_attr(f.attr)) {
-                    // The atime modes are one field: choosing one clears the others.
-                    m.attr_set &= ~kAttrAtimeMask;
-                    m.attr_clr |= kAttrAtimeMask;
-                }
                 m.attr_set |= f.attr;
                 m.attr_clr &= ~f.attr;
             }
@@ -124,14 +143,12 @@ MountOptions parse_mount_options(const std::vector<std::string>& options) {
         for (const RecOpt& r : kRecursive) {
             if (matched || o != r.name) continue;
             matched = true;
-            if (r.clear) {
+            if (const AtimeOpt* a = atime_option(o.substr(1))) {
+                set_atime(m.rec_attr_set, m.rec_attr_clr, a->mode);
+            } else if (r.clear) {
                 m.rec_attr_set &= ~r.attr;
-                m.rec_attr_clr |= r.attr == 0 ? 0 : r.attr;
+                m.rec_attr_clr |= r.attr;
             } else {
-                if (is_atime_attr(r.attr)) {
-                    m.rec_attr_set &= ~kAttrAtimeMask;
-                    m.rec_attr_clr |= kAttrAtimeMask;
-                }
                 m.rec_attr_set |= r.attr;
                 m.rec_attr_clr &= ~r.attr;
             }

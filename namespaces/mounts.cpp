@@ -1,6 +1,7 @@
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/statfs.h>
 #include <unistd.h>
 
@@ -149,7 +150,13 @@ void mount_all(const oci::Config& c, const std::string& rootfs, bool in_userns) 
                     UniqueFd check(open_in_root(root.get(), m.destination, O_PATH | O_DIRECTORY, true));
                     if (!check) throw_errno(m.type + " mount target " + m.destination + " must be a directory");
                 }
-                fs_mount(m.source, target.get(), m.type, o.flags, o.data, m.destination);
+                std::string data = o.data;
+                // linux.mountLabel labels the filesystems the runtime creates for the
+                // container (check_lsm has made sure SELinux is there to read it).
+                if (c.linux && !c.linux->mount_label.empty() &&
+                    (m.type == "tmpfs" || m.type == "devpts" || m.type == "mqueue"))
+                    data += (data.empty() ? "" : ",") + std::string("context=\"") + c.linux->mount_label + "\"";
+                fs_mount(m.source, target.get(), m.type, o.flags, data, m.destination);
             }
             set_propagation(root.get(), m.destination, o.propagation);
         } catch (const Error& e) {
@@ -162,6 +169,22 @@ void finish_rootfs(const oci::Config& c) {
     UniqueFd root(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root) throw_errno("open /");
     if (c.linux) {
+        // The mask source is the container's /dev/null: it must be the null device, not
+        // a symlink or a file an image or a racing container put there, or the "mask"
+        // would bind something writable (/proc/sys/kernel/core_pattern) over the masked
+        // path (CVE-2025-31133). It is bound through this verified fd, never by path.
+        UniqueFd null_dev;
+        auto null_source = [&]() -> std::string {
+            if (!null_dev) {
+                null_dev.reset(::open("/dev/null", O_PATH | O_NOFOLLOW | O_CLOEXEC));
+                if (!null_dev) throw_errno("mask: open /dev/null");
+                struct stat st;
+                if (::fstat(null_dev.get(), &st) < 0) throw_errno("mask: stat /dev/null");
+                if (!S_ISCHR(st.st_mode) || st.st_rdev != makedev(1, 3))
+                    throw Error("mask: /dev/null in the container is not the null device");
+            }
+            return fd_path(null_dev.get());
+        };
         for (const std::string& p : c.linux->masked_paths) {
             // A symlink must not move the mask elsewhere, so nothing is followed at all.
             UniqueFd fd(open_in_root(root.get(), p, O_PATH | O_NOFOLLOW, true));
@@ -175,7 +198,7 @@ void finish_rootfs(const oci::Config& c) {
             if (S_ISDIR(st.st_mode))
                 r = ::mount("tmpfs", fd_path(fd.get()).c_str(), "tmpfs", MS_RDONLY, "size=0k,nr_inodes=1");
             else
-                r = ::mount("/dev/null", fd_path(fd.get()).c_str(), nullptr, MS_BIND, nullptr);
+                r = ::mount(null_source().c_str(), fd_path(fd.get()).c_str(), nullptr, MS_BIND, nullptr);
             if (r < 0) throw_errno("mask " + p);
         }
         for (const std::string& p : c.linux->readonly_paths) {

@@ -102,6 +102,11 @@ struct InitOptions {
     // A fresh session keyring named after the container, so it never shares the
     // caller's keys (--no-new-keyring leaves the caller's). Empty: keep it.
     std::string session_keyring;
+    // linux.seccomp.listenerPath, connected by the runtime before the init starts (after
+    // pivot_root the init could not reach the host's path): the init sends the notify fd
+    // and seccomp_state(its host pid) there once the filter is loaded. -1: none.
+    int seccomp_listener = -1;
+    std::function<std::string(pid_t)> seccomp_state;
     // Warm pool: after setup the init reports ready and waits on the sync socket for a
     // Claim (ParkedInit::claim) instead of exec'ing; the socket closing ends it.
     bool await_claim = false;
@@ -136,10 +141,19 @@ struct ExecOptions {
     std::vector<oci::NamespaceType> namespaces;
     // Container's rootfs mount is already the root of its mount namespace.
     std::optional<oci::Seccomp> seccomp;
+    // As InitOptions: where the exec'd process's notify fd goes.
+    int seccomp_listener = -1;
+    std::function<std::string(pid_t)> seccomp_state;
 };
 Spawned spawn_exec(int init_pidfd, pid_t init_pid, const oci::Process& process, const ExecOptions& opts,
                    const std::function<void(pid_t)>& place_in_cgroup);
 
+// Linux security modules (lsm.cpp). Whether AppArmor / SELinux is active on this host,
+// and the check create and exec make first: a profile or label the host cannot apply
+// is an error naming the field, never silently dropped.
+bool apparmor_enabled();
+bool selinux_enabled();
+void check_lsm(const oci::Process* p, const oci::Linux* l);
 // ---- warm pool: sandboxes set up ahead of the request ------------------------
 
 // The per-request part of process a claim hands a parked sandbox.

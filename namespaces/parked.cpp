@@ -49,6 +49,10 @@ ParkedInit::ParkedInit(const oci::Config& config, const InitOptions& opts, const
         SyncSocket s(child_end.get());
         run_child(s, [&] {
             ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+            // As spawn_init: not dumpable while it runs the runtime's code (CVE-2019-5736).
+            if (!(config.linux && config.linux->find_namespace(oci::NamespaceType::user)) &&
+                ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+                throw_errno("prctl dumpable");
             parent_end.reset();
             close_inherited_fds(0, {child_end.get()});
             init_main(config, opts, ChildSteps{}, s, plan);

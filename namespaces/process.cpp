@@ -1,10 +1,12 @@
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/magic.h>
 #include <sched.h>
 #include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -111,11 +113,15 @@ void apply_sysctl(const oci::Config& c) {
         std::string path = "/proc/sys/" + key;
         for (size_t i = strlen("/proc/sys/"); i < path.size(); ++i)
             if (path[i] == '.') path[i] = '/';
-        try {
-            write_file(path, value);
-        } catch (const Error& e) {
-            throw e.wrapped("linux.sysctl." + key);
-        }
+        // The file must be procfs's own: a /proc that is a bind mount of something else
+        // (an image's directory, the CVE-2025-52881 class) would take the write silently.
+        UniqueFd fd(::open(path.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+        if (!fd) throw_errno("linux.sysctl." + key + ": open " + path);
+        struct statfs sf{};
+        if (::fstatfs(fd.get(), &sf) < 0 || sf.f_type != PROC_SUPER_MAGIC)
+            throw Error("linux.sysctl." + key + ": " + path + " is not on procfs");
+        if (::write(fd.get(), value.data(), value.size()) < 0)
+            throw_errno("linux.sysctl." + key + ": write \"" + value + "\" to " + path);
     }
 }
 

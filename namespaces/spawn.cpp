@@ -216,6 +216,7 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         if (!o.session_keyring.empty())
             (void)::syscall(SYS_keyctl, 1, o.session_keyring.c_str(), 0, 0, 0);
         detail::apply_personality(c);
+        detail::apply_lsm_labels(proc);
     }
     // A parked sandbox learns its command, and its extra binds, only at claim time:
     // it stays privileged until then.
@@ -224,9 +225,12 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     std::string exe;
     if (!o.await_claim) exe = detail::find_executable(args, env);
     detail::SeccompFilter filter;
+    std::string listener_state;
     if (c.linux && c.linux->seccomp) {
         PhaseScope s(t, Phase::seccomp);
         filter = detail::build_seccomp(*c.linux->seccomp, proc.no_new_privileges);
+        // Rendered now: after the filter is loaded, the fewer syscalls the better.
+        if (filter.notifies() && o.seccomp_state) listener_state = o.seccomp_state(host_pid);
     }
     // From here the runtime may exit (create); the init must outlive it. A parked
     // sandbox needs no death signal: its daemon's end of the socket closing ends it.
@@ -249,7 +253,7 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     }
     if (steps.start_container) steps.start_container(host_pid);
     detail::close_fds_on_exec(o.preserve_fds);
-    detail::load_seccomp(filter);
+    detail::load_seccomp_and_notify(filter, o.seccomp_listener, listener_state);
     detail::exec_process(exe, args, env);
 }
 
@@ -276,10 +280,16 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
     UniqueFd parent_end(sv[0]), child_end(sv[1]);
 
+    // Without a user namespace, nothing in the container may open our /proc/<pid>/exe or
+    // ptrace us while we set up (a joined pid namespace has other processes in it). In
+    // one, a non-dumpable process's /proc files belong to the host's root and the init
+    // could no longer use its own /proc/self; the sealed binary (reexec_sealed) covers it.
+    bool any_userns = config.linux && config.linux->find_namespace(oci::NamespaceType::user);
     auto child_body = [&](SyncSocket& s) {
         ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        if (!any_userns && ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) throw_errno("prctl dumpable");
         parent_end.reset();
-        detail::close_inherited_fds(opts.preserve_fds, {child_end.get(), opts.console_socket});
+        detail::close_inherited_fds(opts.preserve_fds, {child_end.get(), opts.console_socket, opts.seccomp_listener});
         init_main(config, opts, child, s, plan);
     };
 

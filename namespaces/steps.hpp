@@ -3,6 +3,8 @@
 // reuse them through spawn_init.
 #pragma once
 
+#include <linux/filter.h>
+
 #include <string>
 #include <utility>
 #include <vector>
@@ -93,22 +95,48 @@ void close_inherited_fds(unsigned preserve_fds, const std::vector<int>& keep);
 class SeccompFilter {
 public:
     SeccompFilter() = default;
-    SeccompFilter(SeccompFilter&& o) noexcept : ctx_(std::exchange(o.ctx_, nullptr)) {}
+    SeccompFilter(SeccompFilter&& o) noexcept
+        : ctx_(std::exchange(o.ctx_, nullptr)), notify_(o.notify_), no_new_privs_(o.no_new_privs_),
+          flags_(o.flags_), bpf_(std::move(o.bpf_)) {}
     SeccompFilter& operator=(SeccompFilter&& o) noexcept {
         std::swap(ctx_, o.ctx_);
+        std::swap(notify_, o.notify_);
+        std::swap(no_new_privs_, o.no_new_privs_);
+        std::swap(flags_, o.flags_);
+        std::swap(bpf_, o.bpf_);
         return *this;
     }
+    // Some rule has SCMP_ACT_NOTIFY: loading yields a listener fd.
+    bool notifies() const { return notify_; }
     SeccompFilter(const SeccompFilter&) = delete;
     SeccompFilter& operator=(const SeccompFilter&) = delete;
     ~SeccompFilter();
 
 private:
     friend SeccompFilter build_seccomp(const oci::Seccomp& s, bool no_new_privs);
-    friend void load_seccomp(SeccompFilter& f);
+    friend UniqueFd load_seccomp(SeccompFilter& f);
     void* ctx_ = nullptr;
+    bool notify_ = false;
+    bool no_new_privs_ = true;
+    unsigned long flags_ = 0;  // SECCOMP_FILTER_FLAG_* asked for
+    // The exported program, when it must be loaded with flags libseccomp cannot set
+    // (WAIT_KILLABLE_RECV); empty: seccomp_load.
+    std::vector<sock_filter> bpf_;
 };
 SeccompFilter build_seccomp(const oci::Seccomp& s, bool no_new_privs);
-void load_seccomp(SeccompFilter& f);
+// Loads the filter into the calling thread; returns the notify fd when it has one.
+UniqueFd load_seccomp(SeccompFilter& f);
+// Sends the containerProcessState JSON and the notify fd over the connected
+// listenerPath socket (one message, SCM_RIGHTS).
+void send_seccomp_listener(int sock, int notify_fd, const std::string& state_json);
+// Loads the filter last before execve and, with a listener, hands it the notify fd.
+void load_seccomp_and_notify(SeccompFilter& f, int listener, const std::string& state_json);
+
+// ---- lsm.cpp
+// Sets process.apparmorProfile / process.selinuxLabel for the next execve through our
+// own /proc/self/attr (verified to be procfs). Before the user switch: once
+// non-dumpable and unprivileged, those files are no longer ours to write.
+void apply_lsm_labels(const oci::Process& p);
 
 // ---- console.cpp
 // Opens a new pty in the container's devpts, makes its slave the stdio and controlling

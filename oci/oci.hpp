@@ -415,6 +415,11 @@ struct State {
 nlohmann::json to_json(const State& s);
 std::string to_json_text(const State& s, int indent = 2);
 
+// config-linux.md "Seccomp", listenerPath: the containerProcessState document sent with
+// the seccomp notify fd. `pid` is the process the filter applies to (the init, or an
+// exec'd process) as the host sees it; `state` is the container's.
+std::string process_state_json(const State& state, int pid, const std::string& metadata);
+
 // ---- features (features.md / features-linux.md) ---------------------------
 
 // What this build really supports; filled in by the runtime.

@@ -40,4 +40,16 @@ std::string to_json_text(const State& s, int indent) {
     return detail::dump_text(to_json(s), indent, "state");
 }
 
+std::string process_state_json(const State& state, int pid, const std::string& metadata) {
+    nlohmann::json j = {
+        {"ociVersion", state.oci_version},
+        // Names of the fds sent with this message, in SCM_RIGHTS order.
+        {"fds", {"seccompFd"}},
+        {"pid", pid},
+        {"state", to_json(state)},
+    };
+    detail::put_if(j, "metadata", metadata);
+    return detail::dump_text(j, -1, "container process state");
+}
+
 }  // namespace tarn::oci

@@ -22,6 +22,23 @@ void add_create_flags(CLI::App* c, rt::CreateOptions& o, rt::GlobalOptions& g) {
     c->add_option("id", o.id, "container id")->required();
 }
 
+// The subcommand, found without building the parser: global options that take a value
+// are skipped with it. Empty when unsure (the parser then decides).
+std::string_view subcommand_of(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a = argv[i];
+        if (a == "--") return {};
+        if (a.empty() || a[0] != '-') return a;
+        if (a.find('=') != std::string_view::npos) continue;
+        if (a == "--root" || a == "--log" || a == "--log-format" || a == "--criu") ++i;
+        else if (a == "--rootless" && i + 1 < argc &&
+                 (std::string_view(argv[i + 1]) == "true" || std::string_view(argv[i + 1]) == "false" ||
+                  std::string_view(argv[i + 1]) == "auto"))
+            ++i;
+    }
+    return {};
+}
+
 // `tarn pool run`: the flags, and the call once parsed.
 struct PoolRun {
     tarn::pool::RunRequest req;
@@ -78,6 +95,15 @@ int pool_run_main(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    // Re-exec from the sealed binary before anything else: building the parser twice
+    // would double its cost. A failure here is reported after parsing (with --log).
+    std::string_view early = subcommand_of(argc, argv);
+    if (early == "create" || early == "run" || early == "exec") {
+        try {
+            rt::reexec_sealed(argv);
+        } catch (const std::exception&) {
+        }
+    }
     if (argc > 2 && std::string_view(argv[1]) == "pool" && std::string_view(argv[2]) == "run")
         return pool_run_main(argc, argv);
     CLI::App app{"tarn: an OCI container runtime"};
@@ -255,6 +281,9 @@ int main(int argc, char** argv) {
     if (!rootless_value.empty() && rootless_value != "auto") g.rootless = rootless_value == "true";
     try {
         rt::log_setup(g);
+        // The commands whose processes enter a container run from a sealed copy of tarn.
+        // The pool daemon too: its sandboxes are clones of it, parked inside namespaces.
+        if (*create || *run || *exec || *pool_serve) rt::reexec_sealed(argv);
         if (*create) return rt::create(g, create_o);
         if (*start) return rt::start(g, start_id);
         if (*run) return rt::run(g, run_o);

@@ -52,16 +52,44 @@ std::string hook_state(const Record& r, oci::Status status, int pid) {
     return oci::to_json_text(s, -1);
 }
 
-UniqueFd connect_console_socket(const std::string& path) {
+namespace {
+
+UniqueFd connect_unix(const std::string& path, const std::string& what) {
     UniqueFd s(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!s) throw_errno("console socket");
+    if (!s) throw_errno(what);
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
-    if (path.size() >= sizeof addr.sun_path) throw Error("--console-socket " + path + ": path too long");
+    if (path.size() >= sizeof addr.sun_path) throw Error(what + " " + path + ": path too long");
     std::strcpy(addr.sun_path, path.c_str());
     if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
-        throw_errno("connect to console socket " + path);
+        throw_errno("connect to " + what + " " + path);
     return s;
+}
+
+bool has_notify(const oci::Seccomp& s) {
+    for (const oci::SeccompSyscall& sc : s.syscalls)
+        if (sc.action == "SCMP_ACT_NOTIFY") return true;
+    return false;
+}
+
+}  // namespace
+
+UniqueFd connect_console_socket(const std::string& path) { return connect_unix(path, "console socket"); }
+
+UniqueFd connect_seccomp_listener(const oci::Config& c) {
+    if (!c.linux || !c.linux->seccomp || c.linux->seccomp->listener_path.empty() || !has_notify(*c.linux->seccomp))
+        return {};
+    return connect_unix(c.linux->seccomp->listener_path, "linux.seccomp.listenerPath");
+}
+
+std::function<std::string(pid_t)> seccomp_state_for(const oci::Config& c, const oci::State& state, bool init) {
+    if (!c.linux || !c.linux->seccomp) return {};
+    std::string metadata = c.linux->seccomp->listener_metadata;
+    return [state, metadata, init](pid_t pid) {
+        oci::State s = state;
+        if (init) s.pid = pid;
+        return oci::process_state_json(s, pid, metadata);
+    };
 }
 
 void write_pid_file(const std::string& path, pid_t pid) {
@@ -92,6 +120,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         if (cfg.process->terminal) throw Error("process.terminal: not supported in vm mode yet");
         vm_settings = vm::resolve(g, cfg);
     }
+    ns::check_lsm(&*cfg.process, cfg.linux ? &*cfg.linux : nullptr);
     if (cfg.process->terminal && o.console_socket.empty() && !want_pty)
         throw Error("process.terminal is true: a detached container needs --console-socket");
     if (!cfg.process->terminal && !o.console_socket.empty())
@@ -158,7 +187,8 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         // host cgroup, which holds QEMU, a memory limit would OOM-kill the VM itself.
         if (!in_vm) cgroup->apply(resources);
         if (!cgroup->pending_device_rules().empty())
-            log_debug("create " + o.id + ": linux.resources.devices is not enforced on cgroup v2 yet");
+            log_warn("create " + o.id + ": linux.resources.devices is not enforced: " + cgroup_path +
+                     " is not on a cgroup2 mount");
         UniqueFd cgroup_fd(cgroup->open_v2_dir_fd());
         auto cgroup_time = std::chrono::steady_clock::now() - t_cgroup;
 
@@ -177,6 +207,14 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         if (!o.console_socket.empty()) {
             console = connect_console_socket(o.console_socket);
             io.console_socket = console.get();
+        }
+        UniqueFd listener = connect_seccomp_listener(cfg);
+        if (listener) {
+            io.seccomp_listener = listener.get();
+            // The init's filter is loaded as the container starts, as runc reports it.
+            oci::State st = rec.state;
+            st.status = oci::Status::creating;
+            io.seccomp_state = seccomp_state_for(cfg, st, true);
         }
         const oci::Hooks no_hooks;
         const oci::Hooks& hooks = cfg.hooks ? *cfg.hooks : no_hooks;

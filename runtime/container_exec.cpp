@@ -80,6 +80,7 @@ int exec(const GlobalOptions& g, const ExecOptions& o) {
             dir.unlock();
             return vm::exec(state_dir, o.id, proc, o.detach, o.pid_file);
         }
+        ns::check_lsm(&proc, nullptr);
         if (proc.terminal && o.detach && o.console_socket.empty())
             throw Error("--tty with --detach needs --console-socket");
         UniqueFd pidfd(detail::open_init_pidfd(rec));
@@ -95,6 +96,13 @@ int exec(const GlobalOptions& g, const ExecOptions& o) {
         if (cfg.linux)
             for (const oci::Namespace& n : cfg.linux->namespaces) eo.namespaces.push_back(n.type);
         if (cfg.linux) eo.seccomp = cfg.linux->seccomp;
+        UniqueFd listener = detail::connect_seccomp_listener(cfg);
+        if (listener) {
+            eo.seccomp_listener = listener.get();
+            oci::State state = rec.state;
+            state.status = oci::Status::running;
+            eo.seccomp_state = detail::seccomp_state_for(cfg, state, false);
+        }
         if (!o.detach) detail::block_forwarded_signals();
         // The container's lock is not held while the process runs: kill/delete must work.
         pid_t init_pid = rec.state.pid;

@@ -1,5 +1,7 @@
 #include <seccomp.h>
+#include <linux/seccomp.h>
 #include <sys/capability.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -39,10 +41,23 @@ int features() {
         if (name.rfind("CAP_", 0) == 0) f.capabilities.push_back(name);
     }
     f.seccomp_enabled = true;
-    f.seccomp_actions = {"SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS",
-                         "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"};
+    // Whether tarn supports them (features-linux.md), not whether this host runs them:
+    // a config naming a profile fails create where the LSM is absent.
+    f.apparmor = true;
+    f.selinux = true;
+    // What this kernel's seccomp can return (SECCOMP_GET_ACTION_AVAIL): KILL_PROCESS and
+    // LOG need 4.14, NOTIFY 5.0.
+    for (auto [name, ret] : {std::pair{"SCMP_ACT_ALLOW", SECCOMP_RET_ALLOW}, {"SCMP_ACT_ERRNO", SECCOMP_RET_ERRNO},
+                             {"SCMP_ACT_KILL", SECCOMP_RET_KILL_THREAD}, {"SCMP_ACT_KILL_PROCESS", SECCOMP_RET_KILL_PROCESS},
+                             {"SCMP_ACT_KILL_THREAD", SECCOMP_RET_KILL_THREAD}, {"SCMP_ACT_LOG", SECCOMP_RET_LOG},
+                             {"SCMP_ACT_NOTIFY", SECCOMP_RET_USER_NOTIF}, {"SCMP_ACT_TRACE", SECCOMP_RET_TRACE},
+                             {"SCMP_ACT_TRAP", SECCOMP_RET_TRAP}}) {
+        uint32_t action = ret;
+        if (::syscall(SYS_seccomp, SECCOMP_GET_ACTION_AVAIL, 0, &action) == 0) f.seccomp_actions.push_back(name);
+    }
     f.seccomp_operators = {"SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE",
                            "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"};
+    scmp_filter_ctx probe = seccomp_init(SCMP_ACT_ALLOW);
     for (const char* a : {"SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_ARM", "SCMP_ARCH_AARCH64",
                           "SCMP_ARCH_MIPS", "SCMP_ARCH_MIPS64", "SCMP_ARCH_MIPS64N32", "SCMP_ARCH_MIPSEL",
                           "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPSEL64N32", "SCMP_ARCH_PPC", "SCMP_ARCH_PPC64",
@@ -50,12 +65,25 @@ int features() {
                           "SCMP_ARCH_PARISC64", "SCMP_ARCH_RISCV64"}) {
         std::string lower = std::string(a).substr(10);
         for (char& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-        if (seccomp_arch_resolve_name(lower.c_str())) f.seccomp_archs.push_back(a);
+        // Listed only if a filter for this machine can take it too: libseccomp refuses
+        // to mix byte orders (the big-endian MIPS, PPC, S390, PARISC on x86).
+        uint32_t arch = seccomp_arch_resolve_name(lower.c_str());
+        int r = arch ? seccomp_arch_add(probe, arch) : -EINVAL;
+        if (r == 0 || r == -EEXIST) f.seccomp_archs.push_back(a);
     }
+    seccomp_release(probe);
     f.seccomp_known_flags = {"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
                              "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"};
-    f.seccomp_supported_flags = {"SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG",
-                                 "SECCOMP_FILTER_FLAG_SPEC_ALLOW"};
+    // Listed when the kernel takes them: loading a NULL filter fails with EFAULT for flags
+    // it knows and EINVAL otherwise. WAIT_KILLABLE_RECV (5.19) only goes with a listener.
+    for (auto [name, flag] : {std::pair{"SECCOMP_FILTER_FLAG_TSYNC", SECCOMP_FILTER_FLAG_TSYNC},
+                              {"SECCOMP_FILTER_FLAG_LOG", SECCOMP_FILTER_FLAG_LOG},
+                              {"SECCOMP_FILTER_FLAG_SPEC_ALLOW", SECCOMP_FILTER_FLAG_SPEC_ALLOW},
+                              {"SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV",
+                               SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV | SECCOMP_FILTER_FLAG_NEW_LISTENER}}) {
+        if (::syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flag, nullptr) < 0 && errno == EFAULT)
+            f.seccomp_supported_flags.push_back(name);
+    }
     f.annotations["io.github.tarn.version"] = TARN_VERSION;
     const scmp_version* v = seccomp_version();
     f.annotations["io.github.seccomp.libseccomp.version"] =

@@ -1,6 +1,8 @@
 // Pieces shared by the lifecycle commands. Internal to runtime/.
 #pragma once
 
+#include <functional>
+
 #include <string>
 
 #include "namespaces/namespaces.hpp"
@@ -39,5 +41,11 @@ void write_pid_file(const std::string& path, pid_t pid);
 
 // Connects to the --console-socket the pty master is sent to.
 UniqueFd connect_console_socket(const std::string& path);
+
+// With linux.seccomp.listenerPath and some SCMP_ACT_NOTIFY rule: the connected listener
+// socket, and the containerProcessState for a process of this container (`init`: the
+// process is the container's init, so it is also the state's pid). Otherwise -1.
+UniqueFd connect_seccomp_listener(const oci::Config& c);
+std::function<std::string(pid_t)> seccomp_state_for(const oci::Config& c, const oci::State& state, bool init);
 
 }  // namespace tarn::runtime::detail

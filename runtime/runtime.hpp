@@ -105,6 +105,9 @@ struct VmSetupOptions {
 int vm_setup(const VmSetupOptions& o);
 std::string version_text();
 
+// Re-execs tarn (same argv and environment) from a copy no container can write to,
+// unless it already runs from one (runtime/sealed_exe.cpp, the CVE-2019-5736 class).
+void reexec_sealed(char** argv);
 // "512m", "1G", "1024" -> bytes; "-1" stays -1 (unlimited), as runc's flags take it.
 // Errors name the flag.
 int64_t parse_bytes(const std::string& s, const char* flag);

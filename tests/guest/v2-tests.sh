@@ -493,6 +493,35 @@ note "tarn run exit $rc $(head -n 2 "$W/l2.out" | tr '\n' ' ')"
 [ $rc -eq 0 ] && [ ! -e "$CG/tarn-test/l2" ] && [ ! -e "$ROOT/l2" ]
 verdict $? "(l) tarn run removes the cgroup and the state when the container exits"
 
+# --- (m) linux.resources.devices: the eBPF device filter ----------------------------------
+# /dev/kmsg (c 1:11) is bound in from the host and is not a default device. Writing it
+# needs no capability (reading it would need CAP_SYSLOG): with "deny all" plus "c 1:11 w"
+# the write works, with "c 1:11 r" it gets EPERM; /dev/null stays open (default list).
+cleanup
+cat > "$s/devices.sh" <<'EOF'
+if (echo tarn-guest-m > /dev/kmsg) 2> /dev/shm/err; then echo kmsg-write-ok; else echo kmsg-write-denied; fi
+cat /dev/shm/err
+if (echo x > /dev/null); then echo null-ok; else echo null-denied; fi
+EOF
+kmsg='{ "destination": "/dev/kmsg", "type": "bind", "source": "/dev/kmsg", "options": [ "bind" ] }'
+devices() { echo '{ "devices": [ { "allow": false, "access": "rwm" }, { "allow": true, "type": "c", "major": 1, "minor": 11, "access": "'"$1"'" } ] }'; }
+bundle m1 /tarn-test/m1 "$(devices w)" '"sh", "/t/devices.sh"' "$kmsg"
+run m1
+note "tarn run exit $rc"; show "$W/m1.out"
+[ $rc -eq 0 ] && grep -q kmsg-write-ok "$W/m1.out" && grep -q null-ok "$W/m1.out"
+verdict $? "(m) devices [deny all, allow c 1:11 w]: /dev/kmsg takes a write, /dev/null works"
+bundle m2 /tarn-test/m2 "$(devices r)" '"sh", "/t/devices.sh"' "$kmsg"
+run m2
+note "tarn run exit $rc"; show "$W/m2.out"
+[ $rc -eq 0 ] && grep -q kmsg-write-denied "$W/m2.out" && grep -q "not permitted" "$W/m2.out" &&
+    grep -q null-ok "$W/m2.out"
+verdict $? "(m) devices [deny all, allow c 1:11 r]: writing /dev/kmsg gets EPERM, /dev/null works"
+bundle m3 /tarn-test/m3 '{ "pids": { "limit": 16 } }' '"sh", "/t/devices.sh"' "$kmsg"
+run m3
+note "tarn run exit $rc"; show "$W/m3.out"
+[ $rc -eq 0 ] && grep -q kmsg-write-ok "$W/m3.out"
+verdict $? "(m) without linux.resources.devices there is no filter: /dev/kmsg takes a write"
+
 cleanup
 [ $skipped -gt 0 ] && echo "$skipped skipped"
 echo "$passed passed, $failed failed"
