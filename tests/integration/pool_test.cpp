@@ -379,7 +379,9 @@ TEST_F(PoolTest, AFullPoolMakesAClaimWaitOrFailAsTheCallerChooses) {
     EXPECT_EQ(busy->wait(), 0) << busy->output();
     EXPECT_EQ(patient->wait(), 0) << patient->output();
     EXPECT_EQ(patient->output(), "second\n");
-    EXPECT_GE(status()["misses"].get<int>(), 3);
+    // The refused and the timed-out claim were misses (the patient one may find the
+    // next sandbox already made).
+    EXPECT_GE(status()["misses"].get<int>(), 2);
 }
 
 TEST_F(PoolTest, ExtraBindMountsGoWhereAskedReadOnlyWhenAsked) {
