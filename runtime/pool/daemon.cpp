@@ -139,7 +139,9 @@ private:
     void on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds);
     void claim(Pool& p, Sandbox* sb, Conn* c);
     void on_lease(Conn* c, const json& msg);
-    void end_lease(Conn* c);
+    // released: the caller holds the namespaces and the cgroup is its container's;
+    // otherwise (the caller went away first) the sandbox is destroyed like any other.
+    void end_lease(Conn* c, bool released);
     // The leases file (<socket>.leases): cgroups lent to containers, one per line.
     std::string leases_file() const { return o_.socket + ".leases"; }
     void load_leases();
@@ -536,7 +538,7 @@ void Daemon::fail(Conn* c, const std::string& msg) {
 
 void Daemon::close_conn(Conn* c) {
     if (c->waiting && c->pool) std::erase(c->pool->waiting, c);
-    if (c->leased) end_lease(c);
+    if (c->leased) end_lease(c, false);
     if (Sandbox* sb = c->sb) {
         // Nobody is left to receive the result: the workload goes.
         sb->owner = nullptr;
@@ -577,7 +579,7 @@ void Daemon::on_conn(Conn* c) {
             on_lease(c, msg);
         } else if (op == "release") {
             if (!c->leased) throw Error("release: nothing leased on this connection");
-            end_lease(c);
+            end_lease(c, true);
             reply(c, json{{"ok", true}});
         } else if (op == "stop") {
             reply(c, json{{"ok", true}});
@@ -715,8 +717,9 @@ bool valid_container_id(const std::string& id) {
 // OCI path: `tarn create` for a bundle annotated with the pool borrows an idle
 // sandbox's namespaces (network, ipc, uts) and cgroup. The sandbox's cgroup becomes
 // the container's (cgroup v2 cannot rename, so it keeps its name) and is recorded
-// in the leases file, so neither this daemon nor a restarted one reaps it; the
-// parked init goes once the caller has opened the namespaces ("release").
+// in the leases file at "release", so neither this daemon nor a restarted one reaps
+// it; the parked init goes then too. Until then the sandbox is the daemon's: a caller
+// that goes away between "lease" and "release" leaves nothing behind.
 void Daemon::on_lease(Conn* c, const json& msg) {
     if (c->sb || c->waiting || c->leased) throw Error("one request per connection");
     if (stopping_) throw Error("the pool daemon is stopping");
@@ -739,7 +742,6 @@ void Daemon::on_lease(Conn* c, const json& msg) {
     Sandbox* sb = p.idle.front();
     p.idle.pop_front();
     ++p.hits;
-    record_lease(sb->cgroup);
     unwatch(sb->init->fd(), sb->sync_id);
     sb->st = Sandbox::St::leased;
     sb->owner = c;
@@ -778,10 +780,17 @@ void Daemon::record_lease(const std::string& cgroup) {
         throw_errno("write " + leases_file());
 }
 
-void Daemon::end_lease(Conn* c) {
+void Daemon::end_lease(Conn* c, bool released) {
     Sandbox* sb = c->leased;
     c->leased = nullptr;
     Pool& p = *sb->pool;
+    if (!released) {
+        sb->owner = nullptr;
+        sb->st = Sandbox::St::starting;  // neither idle nor running: nothing to count down
+        destroy_sandbox(sb);
+        return;
+    }
+    record_lease(sb->cgroup);
     ++p.leases;
     sb->owner = nullptr;
     sb->init.reset();  // killed and reaped: the caller holds the namespaces now

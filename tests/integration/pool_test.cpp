@@ -17,6 +17,8 @@
 
 #include "cgroups/cgroups.hpp"
 #include "harness.hpp"
+#include "oci/oci.hpp"
+#include "runtime/pool/detail.hpp"
 
 namespace tarn::test {
 namespace {
@@ -579,6 +581,36 @@ TEST_F(PoolOciTest, CreateStartStateKillDeleteWorkAsForAColdContainer) {
     EXPECT_TRUE(eventually([&] { return json::parse(b.tarn({"state", "oci2"}).out)["status"] == "stopped"; }));
     ASSERT_EQ(b.tarn({"delete", "oci2"}).code, 0);
     EXPECT_EQ(sandbox_dirs(cgparent + "/p").size(), status()["total"].get<size_t>()) << "the container's cgroup stayed";
+}
+
+TEST_F(PoolOciTest, ACallerThatGoesAwayBeforeTheReleaseLeavesNothing) {
+    serve(1, 2);
+    ASSERT_TRUE(eventually([&] { return status()["idle"] == 1; }, 20000ms));
+    b.write();
+    oci::Config cfg = oci::load_config(b.dir());
+    int s = ::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, sock.c_str());
+    ASSERT_EQ(::connect(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    pool::detail::send_message(s, json{{"op", "lease"}, {"pool", "p"}, {"id", "gone"}, {"key", pool::detail::lease_key(cfg)}});
+    json reply;
+    std::vector<UniqueFd> fds;
+    ASSERT_TRUE(pool::detail::recv_message(s, reply, &fds));
+    ASSERT_TRUE(reply.contains("cgroup")) << reply.dump();
+    std::string leased = reply["cgroup"].get<std::string>();
+    ::close(s);  // no "release"
+    EXPECT_TRUE(eventually([&] { return !path_exists(host_cgroup_dir(leased, "pids")); }, 20000ms))
+        << leased << " stayed";
+    EXPECT_EQ(status()["leases"], 0);
+    std::string leases = path_exists(sock + ".leases") ? read_text(sock + ".leases") : "";
+    EXPECT_EQ(leases.find(leased), std::string::npos) << leases;
+    // The pool refills and serves the next bundle as usual.
+    ASSERT_TRUE(eventually([&] { return status()["idle"] == 1; }, 20000ms));
+    b.cmd("echo warm");
+    Result r = debug_run("after-gone");
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.err.find("from pool p"), std::string::npos) << r.err;
 }
 
 TEST_F(PoolOciTest, ABundleThatDiffersFromTheTemplateStartsCold) {
