@@ -55,7 +55,8 @@ void apply_capabilities(const oci::Capabilities& caps) {
     cap_free(c);
     if (r < 0) throw_errno("apply capabilities (effective must be within permitted)", err);
     if (CAP_AMBIENT_SUPPORTED()) {
-        cap_reset_ambient();
+        // One call: libcap's reset asks about every capability first.
+        if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0) throw_errno("clear ambient capabilities");
         for (int v : capability_numbers(caps.ambient, "process.capabilities.ambient")) {
             // Ambient needs the capability permitted and inheritable; the kernel says EPERM otherwise.
             if (cap_set_ambient(v, CAP_SET) < 0)

@@ -211,7 +211,7 @@ void change_cwd(const std::string& cwd) {
         throw Error("cwd " + cwd + ": resolves outside the container root");
 }
 
-void become_workload(const oci::Process& p, Timings& t) {
+void become_workload(const oci::Process& p, Timings& t, bool bounding_dropped) {
     {
         PhaseScope s(t, Phase::rlimits);
         apply_rlimits(p);
@@ -224,7 +224,7 @@ void become_workload(const oci::Process& p, Timings& t) {
     }
     {
         PhaseScope s(t, Phase::capabilities);
-        if (p.capabilities) drop_bounding(*p.capabilities);
+        if (p.capabilities && !bounding_dropped) drop_bounding(*p.capabilities);
         switch_user(p.user);
         if (p.capabilities) apply_capabilities(*p.capabilities);
         if (p.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_errno("set no_new_privs");

@@ -235,12 +235,16 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     // From here the runtime may exit (create); the init must outlive it. A parked
     // sandbox needs no death signal: its daemon's end of the socket closing ends it.
     ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+    // The bounding set only limits what an exec can gain: a parked sandbox drops it
+    // now, keeping its effective capabilities for the claim's binds, and the claim
+    // path is ~40 syscalls shorter.
+    if (o.await_claim && proc.capabilities) detail::drop_bounding(*proc.capabilities);
     sock.send(MsgType::ready, {}, &t);
     if (o.await_claim) {
         Claim claim;
         if (!detail::recv_claim(sock.fd(), claim)) ::_exit(0);
         detail::mount_claim_binds(claim);
-        detail::become_workload(proc, t);
+        detail::become_workload(proc, t, /*bounding_dropped=*/true);
         detail::apply_claim(claim, args, env);
         exe = detail::find_executable(args, env);
     }

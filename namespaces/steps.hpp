@@ -42,7 +42,7 @@ void change_cwd(const std::string& cwd);
 
 // The process half shared by the init and `exec`: rlimits, oom score, scheduling,
 // cpu affinity, capabilities around the user switch, no_new_privs, umask and cwd.
-void become_workload(const oci::Process& p, Timings& t);
+void become_workload(const oci::Process& p, Timings& t, bool bounding_dropped = false);
 
 // ---- claim.cpp (warm pool)
 // Length-prefixed strings plus the three stdio fds, in one SOCK_SEQPACKET message.

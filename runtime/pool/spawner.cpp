@@ -4,6 +4,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <iostream>
 #include <map>
 
@@ -63,18 +64,18 @@ void make(int sock, const Template& t, std::map<std::string, cgroups::ResourcePo
     }
 }
 
-void destroy(const std::string& path, cgroups::Mode mode) {
+// One attempt: the pid namespace died with its init, anything still inside is a
+// leftover and is killed; a cgroup whose last task is still exiting refuses rmdir
+// (EBUSY) for a moment. Returns false to be tried again later.
+bool destroy(const std::string& path, cgroups::Mode mode, bool last_try) {
     auto cg = cgroups::open(path, mode);
-    // The pid namespace died with its init; anything still inside is a leftover.
-    for (int i = 0; i < 200; ++i) {
-        try {
-            if (!cg->pids().empty()) cg->kill_all(SIGKILL);
-            cg->destroy();
-            return;
-        } catch (const Error& e) {
-            if (i == 199) std::cerr << "tarn: pool: " << e.what() << "\n";
-        }
-        ::usleep(10000);
+    try {
+        if (!cg->pids().empty()) cg->kill_all(SIGKILL);
+        cg->destroy();
+        return true;
+    } catch (const Error& e) {
+        if (last_try) std::cerr << "tarn: pool: " << e.what() << "\n";
+        return false;
     }
 }
 
@@ -87,8 +88,28 @@ void spawner_main(int sock, const std::vector<const Template*>& templates) {
         std::map<std::string, const Template*> by_name;
         for (const Template* t : templates) by_name[t->pool] = t;
         std::map<std::string, cgroups::ResourcePool> pools;
+        cgroups::Mode mode = templates.empty() ? cgroups::Mode::unified : templates[0]->mode;
+        // Cgroups whose rmdir was refused, with the attempts left: retried between
+        // requests, never by sleeping in the middle of one (making sandboxes waits
+        // for nothing else).
+        std::map<std::string, int> retry;
+        auto retry_all = [&] {
+            for (auto it = retry.begin(); it != retry.end();)
+                it = destroy(it->first, mode, it->second == 1) || --it->second == 0 ? retry.erase(it) : std::next(it);
+        };
+        auto last_retry = std::chrono::steady_clock::now();
         json msg;
-        while (recv_message(sock, msg)) {
+        for (;;) {
+            if (!retry.empty()) {
+                auto now = std::chrono::steady_clock::now();
+                if (now - last_retry >= std::chrono::milliseconds(10)) {
+                    retry_all();
+                    last_retry = now;
+                }
+                pollfd pf{sock, POLLIN, 0};
+                if (!retry.empty() && ::poll(&pf, 1, 10) == 0) continue;
+            }
+            if (!recv_message(sock, msg)) break;
             std::string op = msg.value("op", "");
             if (op == "make") {
                 auto it = by_name.find(msg.value("pool", ""));
@@ -97,10 +118,15 @@ void spawner_main(int sock, const std::vector<const Template*>& templates) {
             } else if (op == "destroy") {
                 std::string path = msg.value("cgroup", "");
                 held_mount_ns.erase(path);  // the mount tree goes here, off the daemon's loop
-                destroy(path, templates.empty() ? cgroups::Mode::unified : templates[0]->mode);
+                if (!destroy(path, mode, false)) retry[path] = 200;
             } else if (op == "forget") {
                 held_mount_ns.erase(msg.value("cgroup", ""));
             }
+        }
+        // The daemon is done with us (stop): what is left is waited for here.
+        while (!retry.empty()) {
+            ::usleep(10000);
+            retry_all();
         }
     } catch (const std::exception& e) {
         std::cerr << "tarn: pool spawner: " << e.what() << "\n";
