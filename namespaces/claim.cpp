@@ -16,6 +16,8 @@
 namespace tarn::ns::detail {
 namespace {
 
+static_assert(kMaxPassedFds >= 3 + kMaxClaimBinds, "a claim passes stdio and its binds in one message");
+
 void put_u32(std::string& out, uint32_t v) { out.append(reinterpret_cast<const char*>(&v), sizeof v); }
 
 void put_str(std::string& out, const std::string& s) {
@@ -58,52 +60,24 @@ void send_claim(int sock, const Claim& c) {
     if (buf.size() > kMaxClaimBytes)
         throw Error("claim: " + std::to_string(buf.size()) + " bytes of args and env, more than the " +
                     std::to_string(kMaxClaimBytes) + " a sandbox takes");
-    iovec iov{buf.data(), buf.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char cbuf[CMSG_SPACE((3 + kMaxClaimBinds) * sizeof(int))]{};
-    msg.msg_control = cbuf;
-    msg.msg_controllen = CMSG_SPACE(fds.size() * sizeof(int));
-    cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-    cm->cmsg_level = SOL_SOCKET;
-    cm->cmsg_type = SCM_RIGHTS;
-    cm->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
-    std::memcpy(CMSG_DATA(cm), fds.data(), fds.size() * sizeof(int));
-    while (::sendmsg(sock, &msg, MSG_NOSIGNAL) < 0)
-        if (errno != EINTR) throw_errno("claim: send to sandbox");
+    send_with_fds(sock, buf, fds, "claim: send to sandbox");
 }
 
 bool recv_claim(int sock, Claim& claim) {
     // Uninitialised: only the bytes the claim fills are ever touched.
     std::unique_ptr<char[]> buf(new char[kMaxClaimBytes]);
-    iovec iov{buf.get(), kMaxClaimBytes};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) char cbuf[CMSG_SPACE((3 + kMaxClaimBinds) * sizeof(int))]{};
-    msg.msg_control = cbuf;
-    msg.msg_controllen = sizeof cbuf;
-    ssize_t n;
-    while ((n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0)
-        if (errno != EINTR) throw_errno("claim: receive");
-    if (n == 0) return false;
-    std::vector<int> fds;
-    for (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS) continue;
-        size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        fds.resize(k);
-        std::memcpy(fds.data(), CMSG_DATA(cm), k * sizeof(int));
-    }
-    if (fds.size() < 3 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) throw Error("claim: malformed message");
-    std::copy(fds.begin(), fds.begin() + 3, claim.stdio.begin());
-    Reader r{std::string_view(buf.get(), static_cast<size_t>(n))};
+    std::vector<UniqueFd> fds;
+    Received got = recv_with_fds(sock, {buf.get(), kMaxClaimBytes}, &fds, "claim: receive");
+    if (got.bytes == 0 && fds.empty()) return false;
+    if (fds.size() < 3 || got.truncated || got.fds_truncated) throw Error("claim: malformed message");
+    for (int i = 0; i < 3; ++i) claim.stdio[i] = fds[i].release();
+    Reader r{std::string_view(buf.get(), got.bytes)};
     claim.cwd = r.str();
     for (uint32_t i = 0, k = r.u32(); i < k; ++i) claim.args.push_back(r.str());
     for (uint32_t i = 0, k = r.u32(); i < k; ++i) claim.env.push_back(r.str());
     uint32_t nb = r.u32();
     if (nb != fds.size() - 3) throw Error("claim: malformed message");
-    for (uint32_t i = 0; i < nb; ++i) claim.binds.push_back({fds[3 + i], r.str()});
+    for (uint32_t i = 0; i < nb; ++i) claim.binds.push_back({fds[3 + i].release(), r.str()});
     return true;
 }
 

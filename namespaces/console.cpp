@@ -11,45 +11,15 @@
 namespace tarn::ns {
 
 void send_fd(int sock, int fd, std::string_view name) {
-    char buf[CMSG_SPACE(sizeof(int))]{};
-    std::string payload(name.empty() ? std::string_view("fd") : name);
-    iovec iov{payload.data(), payload.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = buf;
-    msg.msg_controllen = sizeof buf;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-    while (::sendmsg(sock, &msg, MSG_NOSIGNAL) < 0) {
-        if (errno != EINTR) throw_errno("send fd over console socket");
-    }
+    send_with_fds(sock, name.empty() ? std::string_view("fd") : name, {&fd, 1}, "send fd over console socket");
 }
 
 int recv_fd(int sock) {
     char data[4096];
-    char buf[CMSG_SPACE(sizeof(int))]{};
-    iovec iov{data, sizeof data};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = buf;
-    msg.msg_controllen = sizeof buf;
-    ssize_t n;
-    while ((n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC)) < 0) {
-        if (errno != EINTR) throw_errno("receive fd");
-    }
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int fd;
-            std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-            return fd;
-        }
-    }
-    throw Error("receive fd: message carried no fd");
+    std::vector<UniqueFd> fds;
+    recv_with_fds(sock, data, &fds, "receive fd");
+    if (fds.empty()) throw Error("receive fd: message carried no fd");
+    return fds.front().release();
 }
 
 namespace detail {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -228,6 +229,18 @@ private:
 // Sends a fd over a unix socket with SCM_RIGHTS (console socket protocol).
 void send_fd(int sock, int fd, std::string_view name);
 int recv_fd(int sock);
+
+// One message and its fds (SCM_RIGHTS) over a unix socket, EINTR retried; errors
+// say `what`. The most fds one message carries:
+inline constexpr size_t kMaxPassedFds = 24;
+size_t send_with_fds(int sock, std::string_view data, std::span<const int> fds, const char* what);
+struct Received {
+    size_t bytes = 0;  // 0 with no fds: the peer closed
+    bool truncated = false;      // the message was larger than the buffer
+    bool fds_truncated = false;  // more fds than kMaxPassedFds came; they were closed
+};
+// Received fds are close-on-exec and appended to `fds` (closed when it is null).
+Received recv_with_fds(int sock, std::span<char> buf, std::vector<UniqueFd>* fds, const char* what);
 
 // Start time of a process in clock ticks since boot (/proc/<pid>/stat field 22), or 0
 // when the process does not exist. Used to tell a container's init from a reused pid.

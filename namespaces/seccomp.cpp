@@ -161,24 +161,9 @@ UniqueFd load_seccomp(SeccompFilter& f) {
 void send_seccomp_listener(int sock, int notify_fd, const std::string& state_json) {
     // config-linux.md: the state is the payload and the fds go as SCM_RIGHTS in the
     // same message, in the order the state's "fds" names them.
-    char buf[CMSG_SPACE(sizeof(int))]{};
-    iovec iov{const_cast<char*>(state_json.data()), state_json.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = buf;
-    msg.msg_controllen = sizeof buf;
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    std::memcpy(CMSG_DATA(c), &notify_fd, sizeof notify_fd);
-    ssize_t n;
-    while ((n = ::sendmsg(sock, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
-    }
-    if (n < 0) throw_errno("linux.seccomp.listenerPath: send the notify fd");
+    size_t sent = send_with_fds(sock, state_json, {&notify_fd, 1}, "linux.seccomp.listenerPath: send the notify fd");
     // A stream socket may take the payload in parts; the fd went with the first.
-    size_t sent = static_cast<size_t>(n);
+    ssize_t n;
     while (sent < state_json.size()) {
         n = ::send(sock, state_json.data() + sent, state_json.size() - sent, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR) continue;

@@ -13,46 +13,16 @@ void SyncSocket::send(MsgType t, const std::string& text, const Timings* timings
     p.value = value;
     if (timings) p.timings = *timings;
     std::strncpy(p.text, text.c_str(), sizeof p.text - 1);
-    iovec iov{&p, sizeof p};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    char cbuf[CMSG_SPACE(sizeof(int))]{};
-    if (pass_fd >= 0) {
-        msg.msg_control = cbuf;
-        msg.msg_controllen = sizeof cbuf;
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        std::memcpy(CMSG_DATA(c), &pass_fd, sizeof pass_fd);
-    }
-    while (::sendmsg(fd_, &msg, MSG_NOSIGNAL) < 0) {
-        if (errno != EINTR) throw_errno("sync with container init");
-    }
+    std::span<const int> fds;
+    if (pass_fd >= 0) fds = {&pass_fd, 1};
+    send_with_fds(fd_, {reinterpret_cast<const char*>(&p), sizeof p}, fds, "sync with container init");
 }
 
 bool SyncSocket::recv(Packet& p, int* fd_out) {
-    iovec iov{&p, sizeof p};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    char cbuf[CMSG_SPACE(sizeof(int))]{};
-    msg.msg_control = cbuf;
-    msg.msg_controllen = sizeof cbuf;
-    ssize_t n;
-    while ((n = ::recvmsg(fd_, &msg, MSG_CMSG_CLOEXEC)) < 0) {
-        if (errno != EINTR) throw_errno("sync with container init");
-    }
-    if (n == 0) return false;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            int fd;
-            std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-            if (fd_out) *fd_out = fd;
-            else ::close(fd);
-        }
-    }
+    std::vector<UniqueFd> fds;
+    Received r = recv_with_fds(fd_, {reinterpret_cast<char*>(&p), sizeof p}, &fds, "sync with container init");
+    if (r.bytes == 0 && fds.empty()) return false;
+    if (fd_out && !fds.empty()) *fd_out = fds.front().release();
     p.text[sizeof p.text - 1] = '\0';
     return true;
 }

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <memory>
 
+#include "namespaces/namespaces.hpp"
 #include "runtime/pool/detail.hpp"
 #include "runtime/pool/pool.hpp"
 #include "oci/oci.hpp"
@@ -14,52 +15,19 @@ namespace tarn::pool::detail {
 void send_message(int sock, const nlohmann::json& msg, const std::vector<int>& fds) {
     std::string text = msg.dump();
     if (text.size() > kMaxMessage) throw Error("pool message of " + std::to_string(text.size()) + " bytes is too large");
-    iovec iov{text.data(), text.size()};
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    std::vector<char> cbuf;
-    if (!fds.empty()) {
-        cbuf.resize(CMSG_SPACE(fds.size() * sizeof(int)));
-        m.msg_control = cbuf.data();
-        m.msg_controllen = cbuf.size();
-        cmsghdr* c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(fds.size() * sizeof(int));
-        std::memcpy(CMSG_DATA(c), fds.data(), fds.size() * sizeof(int));
-    }
-    while (::sendmsg(sock, &m, MSG_NOSIGNAL) < 0)
-        if (errno != EINTR) throw_errno("pool socket: send");
+    ns::send_with_fds(sock, text, fds, "pool socket: send");
 }
 
 bool recv_message(int sock, nlohmann::json& msg, std::vector<UniqueFd>* fds) {
-    // Uninitialised: only the bytes a message fills are ever touched.
-    std::unique_ptr<char[]> buf(new char[kMaxMessage]);
-    iovec iov{buf.get(), kMaxMessage};
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    alignas(cmsghdr) char cbuf[CMSG_SPACE(8 * sizeof(int))];
-    m.msg_control = cbuf;
-    m.msg_controllen = sizeof cbuf;
-    ssize_t n;
-    while ((n = ::recvmsg(sock, &m, MSG_CMSG_CLOEXEC)) < 0)
-        if (errno != EINTR) throw_errno("pool socket: receive");
+    // One buffer per thread, reused: a fresh 160 KiB allocation per message is an
+    // mmap/munmap pair or a heap grown and trimmed each time.
+    thread_local std::unique_ptr<char[]> buf(new char[kMaxMessage]);
     std::vector<UniqueFd> got;
-    for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
-        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; ++i) {
-            int fd;
-            std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-            got.emplace_back(fd);
-        }
-    }
-    if (n == 0 && got.empty()) return false;
-    if (m.msg_flags & MSG_TRUNC) throw Error("pool message larger than " + std::to_string(kMaxMessage) + " bytes");
-    if (m.msg_flags & MSG_CTRUNC) throw Error("pool message with too many fds");
-    msg = nlohmann::json::parse(buf.get(), buf.get() + n, nullptr, false);
+    ns::Received r = ns::recv_with_fds(sock, {buf.get(), kMaxMessage}, &got, "pool socket: receive");
+    if (r.bytes == 0 && got.empty()) return false;
+    if (r.truncated) throw Error("pool message larger than " + std::to_string(kMaxMessage) + " bytes");
+    if (r.fds_truncated) throw Error("pool message with too many fds");
+    msg = nlohmann::json::parse(buf.get(), buf.get() + r.bytes, nullptr, false);
     if (msg.is_discarded() || !msg.is_object()) throw Error("pool message is not a JSON object");
     if (fds) *fds = std::move(got);
     return true;

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "cgroups/detail.hpp"
+#include "error_of.hpp"
 
 using namespace tarn;
 using namespace tarn::cgroups;
@@ -49,15 +50,7 @@ private:
     std::string root_;
 };
 
-template <typename F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
+using test::error_of;
 
 // A v2 root offering the usual controllers.
 void v2_root(const FakeRoot& f,

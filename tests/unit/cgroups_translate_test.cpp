@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cgroups/detail.hpp"
+#include "error_of.hpp"
 
 using namespace tarn;
 using namespace tarn::cgroups;
@@ -39,15 +40,7 @@ FileValues translate(const oci::Resources& r, const DirInfo& d = full_v2()) {
     return files(detail::translate_v2(r, d));
 }
 
-template <typename F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
+using test::error_of;
 
 std::string translate_error(const oci::Resources& r, const DirInfo& d = full_v2()) {
     return error_of([&] { detail::translate_v2(r, d); });

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "oci/oci.hpp"
+#include "error_of.hpp"
 
 namespace tarn::oci {
 namespace {
@@ -12,12 +13,7 @@ namespace {
 using nlohmann::json;
 
 std::string error_of(std::string_view text, std::string_view source = "config.json") {
-    try {
-        parse_config(text, source);
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
+    return test::error_of([&] { parse_config(text, source); });
 }
 
 // A minimal valid config with `patch` merged in (RFC 7396: objects merge, arrays are

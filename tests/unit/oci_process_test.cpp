@@ -4,21 +4,14 @@
 #include <nlohmann/json.hpp>
 
 #include "oci/oci.hpp"
+#include "error_of.hpp"
 
 namespace tarn::oci {
 namespace {
 
 using nlohmann::json;
 
-template <class F>
-std::string error_of(F&& f) {
-    try {
-        f();
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "(no error)";
-}
+using test::error_of;
 
 TEST(OciProcess, ParsesAProcessDocument) {
     Process p = parse_process(R"({

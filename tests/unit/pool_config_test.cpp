@@ -3,19 +3,17 @@
 
 #include "runtime/pool/detail.hpp"
 #include "runtime/pool/pool.hpp"
+#include "error_of.hpp"
 
 namespace tarn::pool {
 namespace {
 
 using nlohmann::json;
 
+// Empty when the configuration is accepted.
 std::string error_of(const json& j) {
-    try {
-        parse_config(j, "pool.json");
-    } catch (const Error& e) {
-        return e.what();
-    }
-    return "";
+    std::string e = test::error_of([&] { parse_config(j, "pool.json"); });
+    return e == "(no error)" ? "" : e;
 }
 
 json one_pool(json p = json::object()) {
