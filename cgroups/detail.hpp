@@ -41,10 +41,20 @@ struct DirInfo {
 };
 
 // What a v1 (or hybrid) cgroup offers: the files of its directory in every mounted
-// hierarchy, keyed by controller, and on hybrid hosts the cgroup2 part.
+// hierarchy, keyed by controller, and on hybrid hosts the cgroup2 part. A controller
+// is given either its files or its directory, listed the first time a translation
+// asks about it: most configs touch two or three of the ten hierarchies.
 struct V1Layout {
     std::map<std::string, std::set<std::string>> files;
+    std::map<std::string, std::string> dirs;
     std::optional<DirInfo> unified;
+
+    bool mounted(const std::string& controller) const { return files.count(controller) || dirs.count(controller); }
+    // Empty for a controller that is not mounted, or whose directory is missing.
+    const std::set<std::string>& files_of(const std::string& controller) const;
+
+private:
+    mutable std::map<std::string, std::set<std::string>> listed_;
 };
 
 std::vector<Write> translate_v2(const oci::Resources& r, const DirInfo& dir);

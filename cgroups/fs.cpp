@@ -123,6 +123,16 @@ std::set<std::string> list_files(const std::string& dir) {
     return out;
 }
 
+const std::set<std::string>& V1Layout::files_of(const std::string& controller) const {
+    if (auto it = files.find(controller); it != files.end()) return it->second;
+    auto [it, fresh] = listed_.try_emplace(controller);
+    if (fresh) {
+        auto d = dirs.find(controller);
+        if (d != dirs.end() && is_dir(d->second)) it->second = list_files(d->second);
+    }
+    return it->second;
+}
+
 std::vector<std::string> list_subdirs(const std::string& dir) {
     std::vector<std::string> out;
     for_each_entry(dir, [&](std::string name, bool directory) {

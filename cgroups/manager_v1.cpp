@@ -124,14 +124,11 @@ public:
 
     void apply(const oci::Resources& r) override {
         V1Layout layout;
-        for (const auto& h : hierarchies_) {
-            // A missing directory still counts as mounted: the write then fails
-            // naming the directory, which says more than "not mounted".
-            std::set<std::string> files;
-            if (is_dir(h.mount + path_)) files = list_files(h.mount + path_);
-            for (const auto& c : h.controllers) layout.files[c] = files;
-        }
-        layout.files.erase("systemd");
+        // A missing directory still counts as mounted: the write then fails naming
+        // the directory, which says more than "not mounted".
+        for (const auto& h : hierarchies_)
+            for (const auto& c : h.controllers) layout.dirs[c] = h.mount + path_;
+        layout.dirs.erase("systemd");
         if (has_unified()) layout.unified = probe_v2(unified_dir());
 
         std::vector<Write> writes;

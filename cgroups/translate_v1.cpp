@@ -22,14 +22,11 @@ struct V1 {
     const V1Layout& layout;
     std::vector<Write>& out;
 
-    bool mounted(const std::string& c) const { return layout.files.count(c) > 0; }
+    bool mounted(const std::string& c) const { return layout.mounted(c); }
     void need(const std::string& c, const std::string& field) const {
         if (!mounted(c)) throw Error(field + ": the " + c + " controller is not mounted");
     }
-    bool has(const std::string& c, const std::string& file) const {
-        auto it = layout.files.find(c);
-        return it != layout.files.end() && it->second.count(file) > 0;
-    }
+    bool has(const std::string& c, const std::string& file) const { return layout.files_of(c).count(file) > 0; }
     void add(const std::string& c, std::string file, std::string value, std::string field,
              bool retry = false) {
         need(c, field);
@@ -185,7 +182,7 @@ void rdma(V1& t, const std::map<std::string, oci::Rdma>& r) {
     if (r.empty()) return;
     if (t.mounted("rdma")) {
         // v1 rdma.max has the v2 syntax.
-        DirInfo d{t.layout.files.at("rdma"), {"rdma"}};
+        DirInfo d{t.layout.files_of("rdma"), {"rdma"}};
         translate_rdma_v2(r, d, false, t.out);
     } else if (t.layout.unified && t.layout.unified->controllers.count("rdma")) {
         translate_rdma_v2(r, *t.layout.unified, true, t.out);
