@@ -170,7 +170,10 @@ void make_dirs(const std::string& root, const std::string& path, std::vector<std
 }
 
 void remove_tree(const std::string& dir, std::chrono::milliseconds patience) {
-    if (!is_dir(dir)) return;
+    // The common case, a cgroup with no children and no processes, is one rmdir;
+    // the directory is listed only when that is refused.
+    if (::rmdir(dir.c_str()) == 0 || errno == ENOENT) return;
+    if (errno != EBUSY && errno != ENOTEMPTY) throw_errno("cgroup " + dir + ": rmdir");
     for (const auto& sub : list_subdirs(dir)) remove_tree(dir + "/" + sub, patience);
     auto deadline = std::chrono::steady_clock::now() + patience;
     auto pause = std::chrono::milliseconds(1);
