@@ -309,7 +309,7 @@ bool Monitor::from_client(ExecClient& c) {
         auto msg = tarn::vm::decode(*line);
         if (!msg) continue;
         std::string op = msg->value("op", "");
-        if (op != "exec" && op != "stdin" && op != "signal") continue;
+        if (op != "exec" && op != "stdin" && op != "signal" && op != "resize") continue;
         (*msg)["n"] = c.n;
         send(*msg);
     }

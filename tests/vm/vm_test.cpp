@@ -194,6 +194,13 @@ TEST(VmLifecycle, ExecRunsInTheGuestContainer) {
     EXPECT_EQ(e.out, "through stdin\n1\n");
     EXPECT_NE(e.err.find("err"), std::string::npos);
 
+    // --tty: a pty in the guest; "\n" comes back as "\r\n" from its line discipline.
+    Result t =
+        b.tarn({"exec", "-t", "vmexec", "sh", "-c", "tty; [ -t 0 ] && echo stdin is a terminal; exit 6"});
+    EXPECT_EQ(t.code, 6) << t.err;
+    EXPECT_NE(t.out.find("/dev/pts/"), std::string::npos) << t.out;
+    EXPECT_NE(t.out.find("stdin is a terminal\r\n"), std::string::npos) << t.out;
+
     Result missing = b.tarn({"exec", "vmexec", "/no/such/binary"});
     EXPECT_NE(missing.code, 0);
     EXPECT_NE(missing.err.find("/no/such/binary"), std::string::npos) << missing.err;
