@@ -50,6 +50,8 @@ command -v qemu-system-x86_64 >/dev/null || fail "no qemu-system-x86_64: apt-get
 
 now() { echo "${EPOCHREALTIME/,/.}"; }
 
+# What a run killed outright (no trap) left: one run per build directory at a time.
+rm -rf "$build"/kvm-nested.??????{,.bundle,.cpio}
 stage=$(mktemp -d "$build/kvm-nested.XXXXXX")
 initrd=$stage.cpio
 qpid=""
@@ -165,7 +167,9 @@ append+=" mitigations=off 8250.nr_uarts=1 random.trust_cpu=on pci=off"
 
 t_qemu=$(now)
 # 2 GiB: the nested VM's 256 MiB, QEMU's own, and the page cache of the 9p root.
-qemu-system-x86_64 -name tarn-kvm-nested -accel tcg -M microvm -cpu max -smp 2 -m 2048 \
+# --pdeathsig: QEMU dies with this script even when it is killed outright (ctest's
+# timeout), when no trap runs.
+setpriv --pdeathsig KILL qemu-system-x86_64 -name tarn-kvm-nested -accel tcg -M microvm -cpu max -smp 2 -m 2048 \
     -nodefaults -no-user-config -display none -serial stdio -no-reboot \
     -kernel "$cache/vmlinux" -initrd "$initrd" -append "$append" \
     -fsdev "local,id=fs0,path=/,security_model=none,readonly=on,multidevs=remap" \
