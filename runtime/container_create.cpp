@@ -117,7 +117,6 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     bool in_vm = vm::selected(g, cfg);
     std::optional<vm::Settings> vm_settings;
     if (in_vm) {
-        if (cfg.process->terminal) throw Error("process.terminal: not supported in vm mode yet");
         vm_settings = vm::resolve(g, cfg);
     }
     ns::check_lsm(&*cfg.process, cfg.linux ? &*cfg.linux : nullptr);
@@ -249,7 +248,18 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             vl.exec_fifo = io.exec_fifo;
             vl.settings = *vm_settings;
             vl.place_in_cgroup = [&](pid_t pid) { cgroup->add_process(pid); };
+            std::optional<vm::HostPty> pty;
+            if (cfg.process->terminal) {
+                pty = vm::open_host_pty(*cfg.process);
+                vl.terminal = pty->slave.get();
+            }
             sp = vm::spawn(vl);
+            if (pty) {
+                // As a container init does: the master goes to the console socket, or to
+                // `run`, which proxies it.
+                if (console) ns::send_fd(console.get(), pty->master.get(), "console");
+                if (io.want_pty_master) sp.pty_master = std::move(pty->master);
+            }
         } else {
             sp = ns::spawn_init(cfg, io, ps, cs);
         }

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
@@ -147,6 +148,9 @@ struct Proc {
     UniqueFd pidfd, in, out, err;
     std::string in_pending;
     bool in_eof = false;
+    // With process.terminal, `in` and `out` are the guest pty's master (two fds, so
+    // closing stdin on EOF leaves the output open) and `err` is unused.
+    bool terminal = false;
 };
 
 class Agent {
@@ -175,8 +179,11 @@ private:
     void create(const json& msg);
     void start();
     void exec(int n, const json& msg);
-    // Runs `spawn` with the new process's stdio on pipes, and registers it.
+    // Runs `spawn` with the new process's stdio on pipes, and registers it. A spawn
+    // that made a terminal (process.terminal) returns its pty master: the process's
+    // stdio is then that pty, and the pipes go unused.
     Proc& with_pipes(int n, const std::function<ns::Spawned()>& spawn);
+    void resize(Proc& p, const json& msg);
     Proc* find(int n);
     void forward_output(Proc& p, UniqueFd& fd, int which);
     void flush_stdin(Proc& p);
@@ -216,9 +223,16 @@ Proc& Agent::with_pipes(int n, const std::function<ns::Spawned()>& spawn) {
     p->n = n;
     p->pid = sp.pid;
     p->pidfd = std::move(sp.pidfd);
-    p->in = std::move(in.w);
-    p->out = std::move(out.r);
-    p->err = std::move(err.r);
+    if (sp.pty_master) {
+        p->terminal = true;
+        p->in.reset(::fcntl(sp.pty_master.get(), F_DUPFD_CLOEXEC, 3));
+        if (!p->in) throw_errno("dup pty master");
+        p->out = std::move(sp.pty_master);
+    } else {
+        p->in = std::move(in.w);
+        p->out = std::move(out.r);
+        p->err = std::move(err.r);
+    }
     for (int fd : {p->in.get(), p->out.get(), p->err.get()})
         ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
     procs_.push_back(std::move(p));
@@ -254,12 +268,16 @@ void Agent::create(const json& msg) {
     io.exec_fifo = kFifo;
     io.cgroup_fd = cgroup_fd.get();
     io.session_keyring = "_ses." + id;
+    // The container's init makes the pty inside its own /dev/pts and hands the master
+    // back; the agent relays it as the process's stdio.
+    io.want_pty_master = cfg.process && cfg.process->terminal;
     ns::ParentSteps ps;
     ps.place_in_cgroup = [&](pid_t p) { cgroup_->add_process(p); };
     ns::Spawned timings;
     Proc& init = with_pipes(0, [&] {
         ns::Spawned sp = ns::spawn_init(cfg, io, ps, ns::ChildSteps{});
         timings.timings = sp.timings;
+        if (io.want_pty_master && !sp.pty_master) throw Error("process.terminal: the init sent no pty");
         return sp;
     });
     init_pid_ = init.pid;
@@ -288,8 +306,8 @@ void Agent::exec(int n, const json& msg) {
     if (!init || !config_) throw Error("no container to exec in");
     if (n <= 0 || find(n)) throw Error("exec: bad process number " + std::to_string(n));
     oci::Process proc = oci::parse_process(msg.value("process", json::object()).dump(), "process");
-    if (proc.terminal) throw Error("process.terminal: not supported in vm mode yet");
     ns::ExecOptions eo;
+    eo.want_pty_master = proc.terminal;
     if (config_->linux)
         for (const oci::Namespace& ns : config_->linux->namespaces) eo.namespaces.push_back(ns.type);
     if (config_->linux) eo.seccomp = config_->linux->seccomp;
@@ -316,6 +334,8 @@ void Agent::request(const json& msg) {
             if (msg.contains("data")) p->in_pending += base64_decode(msg.value("data", ""));
             if (msg.value("eof", false)) p->in_eof = true;
             flush_stdin(*p);
+        } else if (op == "resize") {
+            if (Proc* p = find(n)) resize(*p, msg);
         } else if (op == "signal") {
             if (Proc* p = find(n)) ns::detail::pidfd_send_signal(p->pidfd.get(), msg.value("sig", SIGTERM));
         } else {
@@ -324,6 +344,15 @@ void Agent::request(const json& msg) {
     } catch (const std::exception& e) {
         send({{"t", "error"}, {"msg", e.what()}}, n);
     }
+}
+
+void Agent::resize(Proc& p, const json& msg) {
+    if (!p.terminal) return;  // a window size means nothing to pipes
+    winsize ws{};
+    ws.ws_row = static_cast<unsigned short>(msg.value("rows", 0));
+    ws.ws_col = static_cast<unsigned short>(msg.value("cols", 0));
+    // The kernel sends SIGWINCH to the pty's foreground process group.
+    if (::ioctl(p.out.get(), TIOCSWINSZ, &ws) < 0) throw_errno("resize the terminal");
 }
 
 void Agent::flush_stdin(Proc& p) {

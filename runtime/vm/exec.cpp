@@ -3,12 +3,15 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <optional>
 
 #include "runtime/vm/protocol.hpp"
 #include "runtime/vm/vm.hpp"
@@ -29,12 +32,37 @@ void write_all(int fd, std::string_view data) {
     }
 }
 
+// With --tty, the caller's terminal passes keys through untouched while the process
+// runs: the guest pty does the echo and line editing.
+class RawStdin {
+public:
+    RawStdin() {
+        if (::isatty(0) && ::tcgetattr(0, &saved_) == 0) {
+            termios raw = saved_;
+            ::cfmakeraw(&raw);
+            raw.c_oflag |= OPOST;
+            active_ = ::tcsetattr(0, TCSANOW, &raw) == 0;
+        }
+    }
+    ~RawStdin() {
+        if (active_) ::tcsetattr(0, TCSANOW, &saved_);
+    }
+    RawStdin(const RawStdin&) = delete;
+    RawStdin& operator=(const RawStdin&) = delete;
+
+private:
+    termios saved_{};
+    bool active_ = false;
+};
+
 class Client {
 public:
     explicit Client(UniqueFd sock) : sock_(std::move(sock)) {}
     json next();  // the next message; throws when the monitor goes away
     void send(const json& msg) { write_all(sock_.get(), tarn::vm::encode(msg)); }
-    int relay();  // stdio and signals until the exit message; returns the exit code
+    // Stdio and signals until the exit message; returns the exit code. With `terminal`,
+    // the caller's window size (now and on SIGWINCH) goes to the guest pty.
+    int relay(bool terminal = false);
 
 private:
     UniqueFd sock_;
@@ -53,12 +81,22 @@ json Client::next() {
     }
 }
 
-int Client::relay() {
+int Client::relay(bool terminal) {
     sigset_t all;
     sigfillset(&all);
     ::sigprocmask(SIG_BLOCK, &all, nullptr);
     UniqueFd sfd(::signalfd(-1, &all, SFD_CLOEXEC | SFD_NONBLOCK));
     bool stdin_open = ::fcntl(0, F_GETFD) >= 0;
+    std::optional<RawStdin> raw;
+    auto send_size = [&] {
+        winsize ws{};
+        if (::ioctl(0, TIOCGWINSZ, &ws) == 0 && ws.ws_row > 0 && ws.ws_col > 0)
+            send({{"op", "resize"}, {"rows", ws.ws_row}, {"cols", ws.ws_col}});
+    };
+    if (terminal) {
+        raw.emplace();
+        send_size();
+    }
     for (;;) {
         pollfd p[3] = {{sock_.get(), POLLIN, 0}, {sfd.get(), POLLIN, 0}, {stdin_open ? 0 : -1, POLLIN, 0}};
         if (::poll(p, 3, -1) < 0) {
@@ -88,6 +126,7 @@ int Client::relay() {
             signalfd_siginfo si;
             while (::read(sfd.get(), &si, sizeof si) == sizeof si) {
                 int sig = static_cast<int>(si.ssi_signo);
+                if (sig == SIGWINCH && terminal) send_size();
                 if (sig != SIGCHLD && sig != SIGPIPE && sig != SIGWINCH && sig != SIGURG)
                     send({{"op", "signal"}, {"sig", sig}});
             }
@@ -132,7 +171,9 @@ UniqueFd monitor_socket(const std::string& dir, bool listen) {
 
 int exec(const std::string& state_dir, const std::string& id, const oci::Process& process, bool detach,
          const std::string& pid_file) {
-    if (process.terminal) throw Error("process.terminal: not supported in vm mode yet");
+    // A detached process with a terminal needs a console socket to hand it to.
+    if (process.terminal && detach)
+        throw Error("--tty with --detach needs --console-socket, which vm mode does not support yet");
     Client c(monitor_socket(state_dir, false));
     c.send({{"op", "exec"}, {"process", oci::to_json(process)}});
     json first = c.next();
@@ -140,7 +181,7 @@ int exec(const std::string& state_dir, const std::string& id, const oci::Process
     if (first.value("t", "") != "started")
         throw Error("the vm monitor answered \"" + first.value("t", "") + "\"");
     log_debug("exec " + id + ": pid " + std::to_string(first.value("pid", 0)) + " in the guest");
-    if (!detach) return c.relay();
+    if (!detach) return c.relay(process.terminal);
     // The shim waits on the pid it is given: a process here that lives as long as the
     // one in the guest and exits with its code.
     pid_t pid = ::fork();

@@ -5,15 +5,18 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <deque>
 #include <memory>
 #include <set>
@@ -89,6 +92,7 @@ private:
     void send(const json& msg);
     void flush_outbox();
     void handle(const json& msg);
+    void send_window_size();
     void stop_qemu();
     void accept_client();
     // False when the client is gone.
@@ -108,7 +112,7 @@ private:
     std::deque<json> inbox_;
     std::deque<std::string> console_;  // the last lines that were not messages
     std::string outbox_;
-    bool started_ = false, stdin_open_ = true, exited_ = false;
+    bool started_ = false, stdin_open_ = true, exited_ = false, terminal_ = false;
     int exit_code_ = 255;
     Clock::time_point t_spawn_, t_ready_, t_created_, t_started_;
 };
@@ -305,7 +309,7 @@ bool Monitor::from_client(ExecClient& c) {
         auto msg = tarn::vm::decode(*line);
         if (!msg) continue;
         std::string op = msg->value("op", "");
-        if (op != "exec" && op != "stdin" && op != "signal") continue;
+        if (op != "exec" && op != "stdin" && op != "signal" && op != "resize") continue;
         (*msg)["n"] = c.n;
         send(*msg);
     }
@@ -351,6 +355,12 @@ void Monitor::handle(const json& msg) {
     }
 }
 
+void Monitor::send_window_size() {
+    winsize ws{};
+    if (::ioctl(0, TIOCGWINSZ, &ws) < 0 || ws.ws_row == 0 || ws.ws_col == 0) return;
+    send({{"op", "resize"}, {"rows", ws.ws_row}, {"cols", ws.ws_col}});
+}
+
 void Monitor::finish() {
     // After "exit" the agent powers the guest off; give it a moment, then pull the plug.
     if (qemu_pid_ > 0) {
@@ -371,6 +381,16 @@ void Monitor::run() {
     ::sigprocmask(SIG_BLOCK, &all, nullptr);
     ::setsid();  // a terminal's ^C reaches `run`, which forwards it once, not us too
     close_other_fds({0, 1, 2, ctl_, log_file_fd()});
+    terminal_ = l_.terminal >= 0;
+    if (terminal_) {
+        // The host pty's slave is our stdio. As its controlling process we get SIGWINCH
+        // when the master's holder resizes it. Raw: echo, line editing and CR/LF belong
+        // to the guest's pty, and doing them twice would garble the workload's output.
+        termios t;
+        if (::ioctl(0, TIOCSCTTY, 0) < 0 || ::tcgetattr(0, &t) < 0) ::_exit(1);
+        ::cfmakeraw(&t);
+        if (::tcsetattr(0, TCSANOW, &t) < 0) ::_exit(1);
+    }
     try {
         char go[8];
         if (::recv(ctl_, go, sizeof go, 0) <= 0) ::_exit(1);
@@ -397,6 +417,8 @@ void Monitor::run() {
     }
     ::close(ctl_);
     if (::fcntl(0, F_GETFD) < 0) stdin_open_ = false;
+    // A size set on the master before we were its controlling process sent no SIGWINCH.
+    if (terminal_) send_window_size();
 
     for (;;) {
         while (!inbox_.empty()) {
@@ -428,9 +450,11 @@ void Monitor::run() {
         if (p[0].revents & (POLLIN | POLLHUP)) read_serial();
         if (p[2].revents & POLLIN) {
             signalfd_siginfo si;
-            while (::read(signals_.get(), &si, sizeof si) == sizeof si)
+            while (::read(signals_.get(), &si, sizeof si) == sizeof si) {
+                if (si.ssi_signo == SIGWINCH && terminal_) send_window_size();
                 if (forwarded(static_cast<int>(si.ssi_signo)))
                     send({{"op", "signal"}, {"sig", si.ssi_signo}});
+            }
         }
         if (p[3].revents & POLLIN) {
             char b;
@@ -462,6 +486,22 @@ void Monitor::run() {
 
 }  // namespace
 
+HostPty open_host_pty(const oci::Process& p) {
+    HostPty t;
+    t.master.reset(::open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!t.master) throw_errno("open /dev/ptmx");
+    if (::unlockpt(t.master.get()) < 0) throw_errno("unlockpt");
+    t.slave.reset(::ioctl(t.master.get(), TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC));
+    if (!t.slave) throw_errno("open pty slave");
+    if (p.console_size) {
+        winsize ws{};
+        ws.ws_row = static_cast<unsigned short>(p.console_size->height);
+        ws.ws_col = static_cast<unsigned short>(p.console_size->width);
+        ::ioctl(t.slave.get(), TIOCSWINSZ, &ws);
+    }
+    return t;
+}
+
 ns::Spawned spawn(const Launch& l) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
@@ -470,6 +510,9 @@ ns::Spawned spawn(const Launch& l) {
     if (pid < 0) throw_errno("fork vm monitor");
     if (pid == 0) {
         ctl.reset();
+        if (l.terminal >= 0)
+            for (int fd = 0; fd < 3; ++fd)
+                if (::dup2(l.terminal, fd) < 0) ::_exit(1);
         Monitor(l, child_end.get()).run();
     }
     child_end.reset();

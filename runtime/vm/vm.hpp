@@ -68,7 +68,18 @@ struct Launch {
     std::string exec_fifo;  // empty: start at once (run)
     Settings settings;
     std::function<void(pid_t)> place_in_cgroup;
+    // process.terminal: the slave of a host pty (terminal()), which becomes the
+    // monitor's stdio and controlling terminal; -1 without a terminal.
+    int terminal = -1;
 };
+
+// process.terminal in a VM: the workload's pty is in the guest, and the caller gets the
+// master of a host pty whose slave the monitor relays to and from it (and whose window
+// size it forwards). Sized from process.consoleSize.
+struct HostPty {
+    UniqueFd master, slave;
+};
+HostPty open_host_pty(const oci::Process& p);
 
 // Forks the monitor, which starts QEMU, waits for the agent and has it create the
 // container; returns when the workload is parked (or running, without exec_fifo).

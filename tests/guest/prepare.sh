@@ -8,6 +8,9 @@
 #                           the bzImage)
 #   OUTDIR/modules/*.ko     the uncompressed modules the guest loads, and
 #   OUTDIR/modules/order    their file names in load (dependency) order
+#   OUTDIR/modules/kvm/     kvm and kvm_amd with their dependencies and their own order
+#                           file: only the nested-KVM test loads them (an outer guest
+#                           with emulated AMD SVM), so they stay out of modules/order
 #   OUTDIR/kernel-version   e.g. 6.1.0-56-amd64
 #
 # Host tools (qemu-system-x86, busybox-static, cpio, xz-utils, zstd, kmod) are installed
@@ -64,11 +67,17 @@ fi
 [ -n "$kpkg" ] || { echo "$0: cannot find the kernel package behind linux-image-amd64" >&2; exit 1; }
 kver=${kpkg#linux-image-}
 
+need_base=1 need_kvm=1
 if [ -f "$out/kernel-version" ] && [ "$(cat "$out/kernel-version")" = "$kver" ] &&
    [ -s "$out/vmlinux" ] && [ -s "$out/modules/order" ]; then
+    need_base=0
+    # A cache made before the kvm set existed gets just that set added.
+    [ -s "$out/modules/kvm/order" ] && need_kvm=0
+fi
+if [ $need_base -eq 0 ] && [ $need_kvm -eq 0 ]; then
     log "cached: $kver"
 else
-    log "preparing kernel $kver"
+    log "preparing kernel $kver$([ $need_base -eq 0 ] && echo ' (kvm modules only)')"
     work=$(mktemp -d "$out/.work.XXXXXX")
     trap 'rm -rf "$work"' EXIT
     deb=$(find "$out" -maxdepth 1 -name "${kpkg}_*.deb" | head -n1)
@@ -105,23 +114,21 @@ else
         done
         return 1
     }
-    extract_vmlinux "$vmlinuz" "$work/vmlinux" ||
-        { echo "$0: no compressed ELF payload found in $vmlinuz" >&2; exit 1; }
 
-    # Modules: what the guest loads, plus everything they depend on (modules.dep), in
-    # an order where each module comes after its dependencies.
+    # Modules: the named ones plus everything they depend on (modules.dep), copied
+    # uncompressed into a directory whose `order` file lists each after its dependencies.
     # The package ships no modules.dep (the postinst runs depmod): make one in the tree.
     moddir="$work/root/lib/modules/$kver"
     [ -f "$moddir/modules.dep" ] || /sbin/depmod -b "$work/root" "$kver"
-    want=(virtio_mmio 9pnet_virtio 9p brd)
-    declare -A path_of=() seen=()
-    order=()
+    declare -A path_of=()
     while IFS= read -r line; do
         mod=${line%%:*}
         base=$(basename "$mod"); base=${base%%.ko*}
         path_of[${base//-/_}]=$mod
     done < "$moddir/modules.dep"
     deps_of() { grep -m1 "^${path_of[$1]}:" "$moddir/modules.dep" | cut -d: -f2; }
+    declare -A seen=()
+    order=()
     visit() {
         local name=${1//-/_} d b
         [ -n "${seen[$name]:-}" ] && return 0
@@ -139,29 +146,49 @@ else
         done
         order+=("$name")
     }
-    for m in "${want[@]}"; do visit "$m"; done
+    copy_modules() {   # DST MODULE...
+        local dst=$1 m name src
+        shift
+        seen=() order=()
+        for m in "$@"; do visit "$m"; done
+        mkdir -p "$dst"
+        : > "$dst/order"
+        for name in "${order[@]}"; do
+            src="$moddir/${path_of[$name]}"
+            case "$src" in
+                *.ko.xz)  xz -dc "$src" ;;
+                *.ko.zst) zstd -dcq "$src" ;;
+                *.ko.gz)  gzip -dc "$src" ;;
+                *)        cat "$src" ;;
+            esac > "$dst/$name.ko"
+            echo "$name.ko" >> "$dst/order"
+        done
+    }
 
-    mkdir -p "$work/modules"
-    : > "$work/modules/order"
-    for name in "${order[@]}"; do
-        src="$moddir/${path_of[$name]}"
-        case "$src" in
-            *.ko.xz)  xz -dc "$src" ;;
-            *.ko.zst) zstd -dcq "$src" ;;
-            *.ko.gz)  gzip -dc "$src" ;;
-            *)        cat "$src" ;;
-        esac > "$work/modules/$name.ko"
-        echo "$name.ko" >> "$work/modules/order"
-    done
+    if [ $need_base -eq 1 ]; then
+        extract_vmlinux "$vmlinuz" "$work/vmlinux" ||
+            { echo "$0: no compressed ELF payload found in $vmlinuz" >&2; exit 1; }
+        copy_modules "$work/modules" virtio_mmio 9pnet_virtio 9p brd
+    fi
+    # kvm_amd (AMD SVM, which QEMU's TCG emulates with -cpu max) and what it needs
+    # (kvm, irqbypass, ccp). kvm_intel is left out: TCG does not emulate VMX.
+    copy_modules "$work/modules/kvm" kvm_amd
 
-    rm -rf "$out/modules" "$out/vmlinux"
-    mv "$work/modules" "$out/modules"
-    mv "$work/vmlinux" "$out/vmlinux"
-    echo "$kver" > "$out/kernel-version"
+    if [ $need_base -eq 1 ]; then
+        rm -rf "$out/modules" "$out/vmlinux"
+        mv "$work/modules" "$out/modules"
+        mv "$work/vmlinux" "$out/vmlinux"
+        echo "$kver" > "$out/kernel-version"
+    else
+        # Only the kvm set is new: the base modules may be in use by a guest being built.
+        rm -rf "$out/modules/kvm"
+        mv "$work/modules/kvm" "$out/modules/kvm"
+    fi
     rm -rf "$work" "$deb"
     trap - EXIT
 fi
 
 echo "vmlinux: $out/vmlinux"
 echo "modules: $out/modules ($(tr '\n' ' ' < "$out/modules/order"))"
+echo "kvm modules: $out/modules/kvm ($(tr '\n' ' ' < "$out/modules/kvm/order" 2>/dev/null))"
 echo "kernel: $(cat "$out/kernel-version")"

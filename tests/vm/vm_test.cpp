@@ -2,13 +2,20 @@
 // QEMU (TCG here, KVM where /dev/kvm exists) through the real tarn and tarn-agent.
 // TARN_VM_DIR names a directory with vmlinux and initrd.cpio (tests/vm/setup.sh makes
 // it; ctest runs that first), TARN_VM_KERNEL_DIR the kernel directory it came from.
+#include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
+#include <thread>
 
 #include "../integration/harness.hpp"
+#include "namespaces/namespaces.hpp"
 
 using namespace tarn::test;
 using nlohmann::json;
@@ -187,6 +194,13 @@ TEST(VmLifecycle, ExecRunsInTheGuestContainer) {
     EXPECT_EQ(e.out, "through stdin\n1\n");
     EXPECT_NE(e.err.find("err"), std::string::npos);
 
+    // --tty: a pty in the guest; "\n" comes back as "\r\n" from its line discipline.
+    Result t =
+        b.tarn({"exec", "-t", "vmexec", "sh", "-c", "tty; [ -t 0 ] && echo stdin is a terminal; exit 6"});
+    EXPECT_EQ(t.code, 6) << t.err;
+    EXPECT_NE(t.out.find("/dev/pts/"), std::string::npos) << t.out;
+    EXPECT_NE(t.out.find("stdin is a terminal\r\n"), std::string::npos) << t.out;
+
     Result missing = b.tarn({"exec", "vmexec", "/no/such/binary"});
     EXPECT_NE(missing.code, 0);
     EXPECT_NE(missing.err.find("/no/such/binary"), std::string::npos) << missing.err;
@@ -210,6 +224,87 @@ TEST(VmLifecycle, ExecRunsInTheGuestContainer) {
 
     EXPECT_EQ(b.tarn({"delete", "--force", "vmexec"}).code, 0);
     expect_nothing_left(b, "vmexec");
+}
+
+// ---- process.terminal: a pty in the guest, relayed to a host pty ---------------------
+
+TEST(VmTerminal, RunProxiesTheGuestPty) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    b.config["process"]["terminal"] = true;
+    b.config["process"]["consoleSize"] = {{"height", 30}, {"width", 101}};
+    b.cmd("tty; [ -t 0 ] && [ -t 1 ] && echo stdin and stdout are terminals; stty size; exit 5");
+    Result r = b.run("vmtty");
+    EXPECT_EQ(r.code, 5) << r.err;
+    EXPECT_NE(r.out.find("/dev/pts/0"), std::string::npos) << r.out;
+    // The guest's line discipline turns "\n" into "\r\n"; the host pty is raw and adds nothing.
+    EXPECT_NE(r.out.find("stdin and stdout are terminals\r\n"), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("\r\r\n"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("30 101"), std::string::npos) << r.out;
+    expect_nothing_left(b, "vmtty");
+}
+
+TEST(VmTerminal, ConsoleSocketGetsAMasterThatReachesTheGuest) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    std::string path = b.dir() + "/console.sock";
+    tarn::UniqueFd ls(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, path.c_str());
+    ASSERT_EQ(bind(ls.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    ASSERT_EQ(listen(ls.get(), 1), 0);
+    int master = -1;
+    std::thread receiver([&] {
+        int c = accept(ls.get(), nullptr, nullptr);
+        if (c >= 0) {
+            master = tarn::ns::recv_fd(c);
+            close(c);
+        }
+    });
+    b.config["process"]["terminal"] = true;
+    b.config["process"]["consoleSize"] = {{"height", 40}, {"width", 123}};
+    b.cmd("stty size; echo ready; read line; stty size; echo \"got $line\"; exit 3");
+    Result r = b.create("vmtty2", {"--console-socket", path});
+    if (r.code != 0) shutdown(ls.get(), SHUT_RDWR);
+    receiver.join();
+    ASSERT_EQ(r.code, 0) << r.err;
+    ASSERT_GE(master, 0);
+    tarn::UniqueFd m(master);
+    ASSERT_EQ(b.tarn({"start", "vmtty2"}).code, 0);
+    std::string out;
+    auto read_until = [&](const std::string& want) {
+        while (out.find(want) == std::string::npos) {
+            pollfd p{m.get(), POLLIN, 0};
+            if (poll(&p, 1, 60000) <= 0) return false;
+            char buf[512];
+            ssize_t n = read(m.get(), buf, sizeof buf);
+            if (n <= 0) return false;
+            out.append(buf, static_cast<size_t>(n));
+        }
+        return true;
+    };
+    ASSERT_TRUE(read_until("ready")) << out;
+    EXPECT_NE(out.find("40 123"), std::string::npos) << out;
+    // A resize of the host master reaches the guest pty (the monitor relays SIGWINCH)
+    // before the line typed after it.
+    winsize ws{};
+    ws.ws_row = 50;
+    ws.ws_col = 132;
+    ASSERT_EQ(ioctl(m.get(), TIOCSWINSZ, &ws), 0);
+    ASSERT_EQ(write(m.get(), "hello\r", 6), 6);
+    EXPECT_TRUE(read_until("got hello")) << out;
+    EXPECT_NE(out.find("50 132"), std::string::npos) << out;
+    std::string status;
+    for (int i = 0; i < 300 && status != "stopped"; ++i) {
+        usleep(50000);
+        status = json::parse(b.tarn({"state", "vmtty2"}).out)["status"];
+    }
+    EXPECT_EQ(status, "stopped");
+    EXPECT_EQ(b.tarn({"delete", "vmtty2"}).code, 0);
+    expect_nothing_left(b, "vmtty2");
 }
 
 // ---- failures: each names what is missing, and leaves nothing behind ----------------
