@@ -397,9 +397,14 @@ Connection Connection::open(const std::string& path, bool is_bus, std::chrono::m
     if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) throw_errno(what + ": connect");
 
     // SASL EXTERNAL: the server checks our uid against SO_PEERCRED. The leading NUL byte
-    // is where a client could pass credentials; the kernel supplies them for us.
+    // is where a client could pass credentials; the kernel supplies them for us. BEGIN goes
+    // in the same write (the protocol allows it), so the server has left its
+    // authentication state before it answers and before our first message arrives:
+    // systemd's own server (the private socket) leaves a message that comes in right
+    // behind a separate BEGIN unread until more data arrives.
     auto deadline = Clock::now() + timeout;
-    std::string hello = std::string(1, '\0') + "AUTH EXTERNAL " + hex(std::to_string(::geteuid())) + "\r\n";
+    std::string hello =
+        std::string(1, '\0') + "AUTH EXTERNAL " + hex(std::to_string(::geteuid())) + "\r\nBEGIN\r\n";
     send_all(fd.get(), hello, what);
     std::string line;
     while (line.find("\r\n") == std::string::npos) {
@@ -410,7 +415,6 @@ Connection Connection::open(const std::string& path, bool is_bus, std::chrono::m
     if (line.rfind("OK ", 0) != 0)
         throw Error(what + ": authentication refused: " + line.substr(0, line.find("\r\n")));
     if (line.size() != line.find("\r\n") + 2) throw Error(what + ": authentication: unexpected data after OK");
-    send_all(fd.get(), "BEGIN\r\n", what);
 
     Connection c(std::move(fd), path);
     if (is_bus)

@@ -252,7 +252,7 @@ bool path_exists(const char* p) {
 // systemd's two ways in: the system bus (what sd-bus and runc use), and the private
 // socket systemd listens on itself, which works without a dbus-daemon (early boot,
 // minimal hosts) and needs root.
-dbus::Connection connect_systemd() {
+dbus::Connection connect_systemd(std::chrono::milliseconds timeout) {
     if (!path_exists("/run/systemd/system"))
         throw Error("systemd cgroup driver: systemd is not running on this host (no /run/systemd/system)");
     std::string bus = "/run/dbus/system_bus_socket";
@@ -262,13 +262,13 @@ dbus::Connection connect_systemd() {
     }
     std::string why;
     try {
-        return dbus::Connection::open(bus, true, std::chrono::milliseconds(kCallTimeout));
+        return dbus::Connection::open(bus, true, timeout);
     } catch (const Error& e) {
         why = e.what();
     }
     if (::geteuid() == 0) {
         try {
-            return dbus::Connection::open("/run/systemd/private", false, std::chrono::milliseconds(kCallTimeout));
+            return dbus::Connection::open("/run/systemd/private", false, timeout);
         } catch (const Error& e) {
             why += "; " + std::string(e.what());
         }
@@ -278,7 +278,8 @@ dbus::Connection connect_systemd() {
 
 class Systemd {
 public:
-    Systemd() : c_(connect_systemd()) {}
+    explicit Systemd(std::chrono::milliseconds timeout = kCallTimeout)
+        : c_(connect_systemd(timeout)), timeout_(timeout) {}
 
     unsigned version() {
         if (!version_) {
@@ -286,7 +287,7 @@ public:
             w.string(kManagerIface);
             w.string("Version");
             auto m = dbus::check(c_.call(kService, kManagerPath, "org.freedesktop.DBus.Properties", "Get", "ss",
-                                         w.data(), kCallTimeout),
+                                         w.data(), timeout_),
                                  "systemd Version");
             version_ = m.body.empty() ? 0 : detail::parse_systemd_version(m.body[0].str("systemd Version"));
         }
@@ -303,7 +304,7 @@ public:
         w.begin_array(8);  // aux units: none
         w.end_array();
         auto m = c_.call(kService, kManagerPath, kManagerIface, "StartTransientUnit", "ssa(sv)a(sa(sv))", w.data(),
-                         kCallTimeout);
+                         timeout_);
         dbus::check(m, "systemd: start " + unit);
         wait_job(m, "start " + unit);
     }
@@ -314,7 +315,7 @@ public:
         dbus::Writer w;
         w.string(unit);
         w.string("replace");
-        auto m = c_.call(kService, kManagerPath, kManagerIface, "StopUnit", "ss", w.data(), kCallTimeout);
+        auto m = c_.call(kService, kManagerPath, kManagerIface, "StopUnit", "ss", w.data(), timeout_);
         if (m.type == dbus::MessageType::error && m.error_name == "org.freedesktop.systemd1.NoSuchUnit") return false;
         dbus::check(m, "systemd: stop " + unit);
         wait_job(m, "stop " + unit);
@@ -326,7 +327,7 @@ public:
     void reset_failed(const std::string& unit) {
         dbus::Writer w;
         w.string(unit);
-        c_.call(kService, kManagerPath, kManagerIface, "ResetFailedUnit", "s", w.data(), kCallTimeout);
+        c_.call(kService, kManagerPath, kManagerIface, "ResetFailedUnit", "s", w.data(), timeout_);
     }
 
     void set_properties(const std::string& unit, const std::vector<detail::Property>& props) {
@@ -335,14 +336,14 @@ public:
         w.boolean(true);  // runtime: gone at reboot, like the unit itself
         detail::marshal_properties(props, w);
         dbus::check(c_.call(kService, kManagerPath, kManagerIface, "SetUnitProperties", "sba(sv)", w.data(),
-                            kCallTimeout),
+                            timeout_),
                     "systemd: set properties of " + unit);
     }
 
     std::string control_group(const std::string& unit) {
         dbus::Writer w;
         w.string(unit);
-        auto m = dbus::check(c_.call(kService, kManagerPath, kManagerIface, "GetUnit", "s", w.data(), kCallTimeout),
+        auto m = dbus::check(c_.call(kService, kManagerPath, kManagerIface, "GetUnit", "s", w.data(), timeout_),
                              "systemd: unit " + unit);
         std::string object = m.body.at(0).str("systemd GetUnit");
         std::string type = unit.substr(unit.rfind('.') + 1);
@@ -351,7 +352,7 @@ public:
         g.string("org.freedesktop.systemd1." + type);
         g.string("ControlGroup");
         auto r = dbus::check(
-            c_.call(kService, object, "org.freedesktop.DBus.Properties", "Get", "ss", g.data(), kCallTimeout),
+            c_.call(kService, object, "org.freedesktop.DBus.Properties", "Get", "ss", g.data(), timeout_),
             "systemd: ControlGroup of " + unit);
         return r.body.at(0).str("systemd ControlGroup");
     }
@@ -367,10 +368,10 @@ private:
                 "type='signal',sender='org.freedesktop.systemd1',path='/org/freedesktop/systemd1',"
                 "interface='org.freedesktop.systemd1.Manager',member='JobRemoved'");
             dbus::check(c_.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch",
-                                "s", w.data(), kCallTimeout),
+                                "s", w.data(), timeout_),
                         "D-Bus AddMatch");
         }
-        dbus::check(c_.call(kService, kManagerPath, kManagerIface, "Subscribe", "", "", kCallTimeout),
+        dbus::check(c_.call(kService, kManagerPath, kManagerIface, "Subscribe", "", "", timeout_),
                     "systemd Subscribe");
         subscribed_ = true;
     }
@@ -395,6 +396,7 @@ private:
     }
 
     dbus::Connection c_;
+    std::chrono::milliseconds timeout_;
     unsigned version_ = 0;
     bool subscribed_ = false;
 };
@@ -524,7 +526,8 @@ Unit unit_for(std::string_view cgroups_path, std::string_view id) { return detai
 
 bool available(std::string* why) {
     try {
-        Systemd sd;
+        // Short: `features` should not hang on a wedged bus.
+        Systemd sd(std::chrono::milliseconds(2000));
         sd.version();
         return true;
     } catch (const Error& e) {

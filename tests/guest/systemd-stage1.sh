@@ -64,6 +64,13 @@ TTYPath=/dev/ttyS0
 ExecStart=/bin/sh /run/tarn-guest/guest.sh
 UNIT
 
+# The bus check starts dbus.service: only it and its socket, not the host's sysinit.target
+# (whose tmpfiles would clean /tmp under the running checks).
+for u in dbus.service dbus.socket; do
+    mkdir -p $r/run/systemd/system/$u.d
+    printf '[Unit]\nDefaultDependencies=no\n' > $r/run/systemd/system/$u.d/tarn-test.conf
+done
+
 umount /sys /proc
 mount --move /dev $r/dev
 exec switch_root $r /lib/systemd/systemd --unit=tarn-test.target --log-level=warning --log-target=console \
