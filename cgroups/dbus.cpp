@@ -35,9 +35,13 @@ size_t align_of(char type) {
     }
 }
 
-size_t align_up(size_t pos, size_t n) { return (pos + n - 1) / n * n; }
+size_t align_up(size_t pos, size_t n) {
+    return (pos + n - 1) / n * n;
+}
 
-Error malformed(std::string_view why) { return Error("D-Bus message: malformed (" + std::string(why) + ")"); }
+Error malformed(std::string_view why) {
+    return Error("D-Bus message: malformed (" + std::string(why) + ")");
+}
 
 // Where the complete type starting at sig[i] ends.
 size_t type_end(std::string_view sig, size_t i) {
@@ -48,7 +52,8 @@ size_t type_end(std::string_view sig, size_t i) {
         char close = c == '(' ? ')' : '}';
         size_t j = i + 1;
         while (j < sig.size() && sig[j] != close) j = type_end(sig, j);
-        if (j >= sig.size()) throw malformed("unclosed '" + std::string(1, c) + "' in \"" + std::string(sig) + "\"");
+        if (j >= sig.size())
+            throw malformed("unclosed '" + std::string(1, c) + "' in \"" + std::string(sig) + "\"");
         return j + 1;
     }
     if (std::string_view("ybnqiuxtdhsogv").find(c) == std::string_view::npos)
@@ -108,7 +113,8 @@ public:
                 break;
             case 'v': {
                 v.s = text(fixed(1));
-                if (v.s.empty() || type_end(v.s, 0) != v.s.size()) throw malformed("variant signature \"" + v.s + "\"");
+                if (v.s.empty() || type_end(v.s, 0) != v.s.size())
+                    throw malformed("variant signature \"" + v.s + "\"");
                 v.items.push_back(one(v.s, depth + 1));
                 break;
             }
@@ -168,15 +174,21 @@ private:
     size_t& pos_;
 };
 
-std::string type_name(char t) { return t ? std::string("'") + t + "'" : std::string("nothing"); }
+std::string type_name(char t) {
+    return t ? std::string("'") + t + "'" : std::string("nothing");
+}
 
 }  // namespace
 
 // ---- Writer -----------------------------------------------------------------------
 
-void Writer::align(size_t n) { buf_.resize(align_up(buf_.size(), n), '\0'); }
+void Writer::align(size_t n) {
+    buf_.resize(align_up(buf_.size(), n), '\0');
+}
 
-void Writer::byte(uint8_t v) { buf_.push_back(static_cast<char>(v)); }
+void Writer::byte(uint8_t v) {
+    buf_.push_back(static_cast<char>(v));
+}
 
 void Writer::u32(uint32_t v) {
     align(4);
@@ -231,7 +243,9 @@ uint64_t Value::uint(std::string_view what) const {
     return v.u;
 }
 
-const Value& Value::inner() const { return type == 'v' && !items.empty() ? items[0] : *this; }
+const Value& Value::inner() const {
+    return type == 'v' && !items.empty() ? items[0] : *this;
+}
 
 std::vector<Value> parse(std::string_view sig, std::string_view data, size_t& pos) {
     std::vector<Value> out;
@@ -306,15 +320,32 @@ Message parse_message(std::string_view bytes) {
     for (const Value& f : fields[0].items) {
         const Value& v = f.items[1].inner();
         switch (f.items[0].u) {
-            case 1: m.path = v.s; break;
-            case 2: m.interface = v.s; break;
-            case 3: m.member = v.s; break;
-            case 4: m.error_name = v.s; break;
-            case 5: m.reply_serial = static_cast<uint32_t>(v.u); break;
-            case 6: m.destination = v.s; break;
-            case 7: m.sender = v.s; break;
-            case 8: m.signature = v.s; break;
-            default: break;  // unix fds and fields from later versions of the protocol
+            case 1:
+                m.path = v.s;
+                break;
+            case 2:
+                m.interface = v.s;
+                break;
+            case 3:
+                m.member = v.s;
+                break;
+            case 4:
+                m.error_name = v.s;
+                break;
+            case 5:
+                m.reply_serial = static_cast<uint32_t>(v.u);
+                break;
+            case 6:
+                m.destination = v.s;
+                break;
+            case 7:
+                m.sender = v.s;
+                break;
+            case 8:
+                m.signature = v.s;
+                break;
+            default:
+                break;  // unix fds and fields from later versions of the protocol
         }
     }
     pos = align_up(pos, 8);
@@ -394,7 +425,8 @@ Connection Connection::open(const std::string& path, bool is_bus, std::chrono::m
     addr.sun_family = AF_UNIX;
     if (path.size() >= sizeof addr.sun_path) throw Error(what + ": path too long");
     std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) throw_errno(what + ": connect");
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
+        throw_errno(what + ": connect");
 
     // SASL EXTERNAL: the server checks our uid against SO_PEERCRED. The leading NUL byte
     // is where a client could pass credentials; the kernel supplies them for us. BEGIN goes
@@ -414,7 +446,8 @@ Connection Connection::open(const std::string& path, bool is_bus, std::chrono::m
     }
     if (line.rfind("OK ", 0) != 0)
         throw Error(what + ": authentication refused: " + line.substr(0, line.find("\r\n")));
-    if (line.size() != line.find("\r\n") + 2) throw Error(what + ": authentication: unexpected data after OK");
+    if (line.size() != line.find("\r\n") + 2)
+        throw Error(what + ": authentication: unexpected data after OK");
 
     Connection c(std::move(fd), path);
     if (is_bus)
@@ -424,7 +457,9 @@ Connection Connection::open(const std::string& path, bool is_bus, std::chrono::m
     return c;
 }
 
-void Connection::send(std::string_view bytes) { send_all(fd_.get(), bytes, "D-Bus " + path_); }
+void Connection::send(std::string_view bytes) {
+    send_all(fd_.get(), bytes, "D-Bus " + path_);
+}
 
 Message Connection::receive(Clock::time_point deadline) {
     const std::string what = "D-Bus " + path_;
@@ -454,13 +489,15 @@ Message Connection::call(std::string_view destination, std::string_view path, st
         } catch (const Error& e) {
             throw e.wrapped(std::string(interface) + "." + std::string(member));
         }
-        if ((m.type == MessageType::method_return || m.type == MessageType::error) && m.reply_serial == serial)
+        if ((m.type == MessageType::method_return || m.type == MessageType::error) &&
+            m.reply_serial == serial)
             return m;
         if (m.type == MessageType::signal) signals_.push_back(std::move(m));
     }
 }
 
-Message Connection::wait_signal(const std::function<bool(const Message&)>& match, std::chrono::milliseconds timeout) {
+Message Connection::wait_signal(const std::function<bool(const Message&)>& match,
+                                std::chrono::milliseconds timeout) {
     for (auto it = signals_.begin(); it != signals_.end(); ++it) {
         if (match(*it)) {
             Message m = std::move(*it);

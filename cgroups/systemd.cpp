@@ -8,8 +8,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cctype>
+#include <charconv>
 #include <cstdlib>
 #include <cstring>
 
@@ -22,7 +22,9 @@ namespace detail {
 
 namespace {
 
-std::string quoted(std::string_view s) { return "\"" + std::string(s) + "\""; }
+std::string quoted(std::string_view s) {
+    return "\"" + std::string(s) + "\"";
+}
 
 bool valid_unit_chars(std::string_view s) {
     // systemd's unit name alphabet; anything else it would refuse, or escape, and then
@@ -45,10 +47,12 @@ std::string expand_slice(std::string_view slice, std::string_view what) {
         throw Error(std::string(what) + ": slice " + quoted(slice) +
                     ": must not contain '/' (a sub-slice is written with dashes: \"a-b.slice\")");
     if (!ends_with(slice, suffix) || !valid_unit_chars(slice))
-        throw Error(std::string(what) + ": slice " + quoted(slice) + ": not a slice unit name (\"name.slice\")");
+        throw Error(std::string(what) + ": slice " + quoted(slice) +
+                    ": not a slice unit name (\"name.slice\")");
     if (slice == "-.slice") return "/";
     std::string_view stem = slice.substr(0, slice.size() - suffix.size());
-    if (stem.empty() || stem.front() == '-' || stem.back() == '-' || stem.find("--") != std::string_view::npos)
+    if (stem.empty() || stem.front() == '-' || stem.back() == '-' ||
+        stem.find("--") != std::string_view::npos)
         throw Error(std::string(what) + ": slice " + quoted(slice) + ": invalid dashes");
     // systemd nests slices by their dashes: "a-b-c.slice" is "a.slice/a-b.slice/a-b-c.slice".
     std::string out;
@@ -74,7 +78,8 @@ systemd::Unit unit_for(std::string_view cgroups_path, std::string_view id) {
         size_t c1 = cgroups_path.find(':');
         size_t c2 = c1 == std::string_view::npos ? c1 : cgroups_path.find(':', c1 + 1);
         if (c2 == std::string_view::npos || cgroups_path.find(':', c2 + 1) != std::string_view::npos)
-            throw Error(what + ": expected \"slice:prefix:name\" with --systemd-cgroup (e.g. \"system.slice:tarn:" +
+            throw Error(what +
+                        ": expected \"slice:prefix:name\" with --systemd-cgroup (e.g. \"system.slice:tarn:" +
                         std::string(id) + "\")");
         slice = cgroups_path.substr(0, c1);
         prefix = cgroups_path.substr(c1 + 1, c2 - c1 - 1);
@@ -113,7 +118,8 @@ std::vector<uint8_t> cpu_mask(std::string_view list, std::string_view field) {
     auto number = [&](std::string_view s) {
         unsigned v = 0;
         auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
-        if (s.empty() || ec != std::errc() || end != s.data() + s.size()) throw bad("not a list such as \"0-3,6\"");
+        if (s.empty() || ec != std::errc() || end != s.data() + s.size())
+            throw bad("not a list such as \"0-3,6\"");
         if (v >= 8192) throw bad("cpu or node " + std::string(s) + " is out of range");
         return v;
     };
@@ -156,7 +162,8 @@ std::vector<Property> unit_properties(const oci::Resources& r, unsigned version,
             // Other combinations are the cgroupfs translation's to refuse or handle.
         }
         int64_t low = m.reservation.value_or(0);
-        if (unified && (low > 0 || low == -1)) out.push_back({"MemoryLow", low == -1 ? infinity : uint64_t(low)});
+        if (unified && (low > 0 || low == -1))
+            out.push_back({"MemoryLow", low == -1 ? infinity : uint64_t(low)});
     }
     if (r.cpu) {
         const oci::Cpu& c = *r.cpu;
@@ -256,7 +263,8 @@ dbus::Connection connect_systemd(std::chrono::milliseconds timeout) {
     if (!path_exists("/run/systemd/system"))
         throw Error("systemd cgroup driver: systemd is not running on this host (no /run/systemd/system)");
     std::string bus = "/run/dbus/system_bus_socket";
-    if (const char* a = std::getenv("DBUS_SYSTEM_BUS_ADDRESS"); a && std::string_view(a).rfind("unix:path=", 0) == 0) {
+    if (const char* a = std::getenv("DBUS_SYSTEM_BUS_ADDRESS");
+        a && std::string_view(a).rfind("unix:path=", 0) == 0) {
         bus = a + std::strlen("unix:path=");
         bus = bus.substr(0, bus.find(','));
     }
@@ -286,8 +294,8 @@ public:
             dbus::Writer w;
             w.string(kManagerIface);
             w.string("Version");
-            auto m = dbus::check(c_.call(kService, kManagerPath, "org.freedesktop.DBus.Properties", "Get", "ss",
-                                         w.data(), timeout_),
+            auto m = dbus::check(c_.call(kService, kManagerPath, "org.freedesktop.DBus.Properties", "Get",
+                                         "ss", w.data(), timeout_),
                                  "systemd Version");
             version_ = m.body.empty() ? 0 : detail::parse_systemd_version(m.body[0].str("systemd Version"));
         }
@@ -303,8 +311,8 @@ public:
         detail::marshal_properties(props, w);
         w.begin_array(8);  // aux units: none
         w.end_array();
-        auto m = c_.call(kService, kManagerPath, kManagerIface, "StartTransientUnit", "ssa(sv)a(sa(sv))", w.data(),
-                         timeout_);
+        auto m = c_.call(kService, kManagerPath, kManagerIface, "StartTransientUnit", "ssa(sv)a(sa(sv))",
+                         w.data(), timeout_);
         dbus::check(m, "systemd: start " + unit);
         wait_job(m, "start " + unit);
     }
@@ -316,7 +324,8 @@ public:
         w.string(unit);
         w.string("replace");
         auto m = c_.call(kService, kManagerPath, kManagerIface, "StopUnit", "ss", w.data(), timeout_);
-        if (m.type == dbus::MessageType::error && m.error_name == "org.freedesktop.systemd1.NoSuchUnit") return false;
+        if (m.type == dbus::MessageType::error && m.error_name == "org.freedesktop.systemd1.NoSuchUnit")
+            return false;
         dbus::check(m, "systemd: stop " + unit);
         wait_job(m, "stop " + unit);
         return true;
@@ -343,8 +352,9 @@ public:
     std::string control_group(const std::string& unit) {
         dbus::Writer w;
         w.string(unit);
-        auto m = dbus::check(c_.call(kService, kManagerPath, kManagerIface, "GetUnit", "s", w.data(), timeout_),
-                             "systemd: unit " + unit);
+        auto m =
+            dbus::check(c_.call(kService, kManagerPath, kManagerIface, "GetUnit", "s", w.data(), timeout_),
+                        "systemd: unit " + unit);
         std::string object = m.body.at(0).str("systemd GetUnit");
         std::string type = unit.substr(unit.rfind('.') + 1);
         type[0] = static_cast<char>(std::toupper(static_cast<unsigned char>(type[0])));
@@ -367,8 +377,8 @@ private:
             w.string(
                 "type='signal',sender='org.freedesktop.systemd1',path='/org/freedesktop/systemd1',"
                 "interface='org.freedesktop.systemd1.Manager',member='JobRemoved'");
-            dbus::check(c_.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch",
-                                "s", w.data(), timeout_),
+            dbus::check(c_.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+                                "AddMatch", "s", w.data(), timeout_),
                         "D-Bus AddMatch");
         }
         dbus::check(c_.call(kService, kManagerPath, kManagerIface, "Subscribe", "", "", timeout_),
@@ -391,8 +401,8 @@ private:
         }
         const std::string& result = done.body[3].s;
         if (result != "done")
-            throw Error("systemd: " + what + ": job " + result +
-                        " (see `journalctl -u " + done.body[2].s + "` or `systemctl status " + done.body[2].s + "`)");
+            throw Error("systemd: " + what + ": job " + result + " (see `journalctl -u " + done.body[2].s +
+                        "` or `systemctl status " + done.body[2].s + "`)");
     }
 
     dbus::Connection c_;
@@ -452,9 +462,11 @@ public:
         }
         // Accounting on, as runc does: systemd then enables the controllers for the unit.
         const bool unified = mode_ == Mode::unified;
-        for (const char* a : {"MemoryAccounting", "CPUAccounting", "TasksAccounting"}) props.push_back({a, true});
+        for (const char* a : {"MemoryAccounting", "CPUAccounting", "TasksAccounting"})
+            props.push_back({a, true});
         props.push_back({unified ? "IOAccounting" : "BlockIOAccounting", true});
-        for (auto& p : detail::unit_properties(pending_, sd.version(), unified)) props.push_back(std::move(p));
+        for (auto& p : detail::unit_properties(pending_, sd.version(), unified))
+            props.push_back(std::move(p));
         sd.start(unit_.name, props);
         started_ = true;
         // Where systemd put it is what counts (a slice's place follows from its name).
@@ -522,7 +534,9 @@ private:
 
 namespace systemd {
 
-Unit unit_for(std::string_view cgroups_path, std::string_view id) { return detail::unit_for(cgroups_path, id); }
+Unit unit_for(std::string_view cgroups_path, std::string_view id) {
+    return detail::unit_for(cgroups_path, id);
+}
 
 bool available(std::string* why) {
     try {
@@ -536,9 +550,10 @@ bool available(std::string* why) {
     }
 }
 
-std::unique_ptr<Manager> open(const Unit& unit, Mode mode, const std::string& root, const std::string& description) {
-    return std::make_unique<SystemdManager>(unit, mode, root, description.empty() ? "tarn container " + unit.name
-                                                                                  : description);
+std::unique_ptr<Manager> open(const Unit& unit, Mode mode, const std::string& root,
+                              const std::string& description) {
+    return std::make_unique<SystemdManager>(
+        unit, mode, root, description.empty() ? "tarn container " + unit.name : description);
 }
 
 }  // namespace systemd

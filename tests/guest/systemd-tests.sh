@@ -166,6 +166,11 @@ if start st-a && ready st-a; then
         [ "$(prop tarn-st-a.scope MemoryMax)" = $((96 * MIB)) ] && [ "$(prop tarn-st-a.scope TasksMax)" = 48 ]
     verdict $? "update sets the unit's properties and the cgroup files"
 
+    t exec st-a cat /proc/self/cgroup > "$W/exec.out" 2>&1
+    show "$W/exec.out"
+    grep -qx "0::/system.slice/tarn-st-a.scope" "$W/exec.out"
+    verdict $? "exec joins the scope's cgroup"
+
     t pause st-a && st1=$(status_of st-a) && t resume st-a && st2=$(status_of st-a)
     note "after pause: ${st1:-?}, after resume: ${st2:-?}"
     [ "${st1:-}" = paused ] && [ "${st2:-}" = running ]
@@ -224,6 +229,16 @@ show "$W/st-c.out"
 [ $rc -eq 0 ] && grep -qx "0::/system.slice/tarn-st-c.scope" "$W/st-c.out" && ! systemctl is-active -q tarn-st-c.scope &&
     [ ! -e "$CG/system.slice/tarn-st-c.scope" ] && [ ! -e "$ROOT/st-c" ]
 verdict $? "tarn run: the container runs in tarn-st-c.scope; after exit no unit, cgroup or state"
+
+# --- a name ending in .slice: a slice unit, with the init put into it -----------------------
+bundle st-g "system.slice:tarn:tarn-stg.slice" '{ "pids": { "limit": 8 } }' '"cat", "/proc/self/cgroup"' \
+    '[ { "type": "pid" }, { "type": "uts" }, { "type": "mount" } ]'
+t run --bundle "$W/st-g" st-g > "$W/st-g.out" 2>&1 < /dev/null
+rc=$?
+show "$W/st-g.out"
+[ $rc -eq 0 ] && grep -qx "0::/tarn.slice/tarn-stg.slice" "$W/st-g.out" && ! systemctl is-active -q tarn-stg.slice &&
+    [ ! -e "$CG/tarn.slice/tarn-stg.slice" ] && [ ! -e "$ROOT/st-g" ]
+verdict $? "name tarn-stg.slice: the container runs in the slice /tarn.slice/tarn-stg.slice; stopped after exit"
 
 # --- errors ------------------------------------------------------------------------------
 bundle st-d "/tarn/st-d" '{}' '"true"'

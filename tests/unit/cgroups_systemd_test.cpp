@@ -13,7 +13,9 @@ using detail::Property;
 
 namespace {
 
-systemd::Unit unit(std::string_view path, std::string_view id = "c1") { return detail::unit_for(path, id); }
+systemd::Unit unit(std::string_view path, std::string_view id = "c1") {
+    return detail::unit_for(path, id);
+}
 
 std::string unit_error(std::string_view path, std::string_view id = "c1") {
     try {
@@ -35,25 +37,31 @@ constexpr uint64_t kInfinity = UINT64_MAX;
 // ---- slice:prefix:name ----------------------------------------------------------------
 
 TEST(SystemdUnit, ScopeInTheNamedSlice) {
-    EXPECT_EQ(unit("system.slice:tarn:c1"), (systemd::Unit{"tarn-c1.scope", "system.slice", "/system.slice/tarn-c1.scope"}));
+    EXPECT_EQ(unit("system.slice:tarn:c1"),
+              (systemd::Unit{"tarn-c1.scope", "system.slice", "/system.slice/tarn-c1.scope"}));
     EXPECT_EQ(unit("machine.slice:cri-containerd:abc"),
-              (systemd::Unit{"cri-containerd-abc.scope", "machine.slice", "/machine.slice/cri-containerd-abc.scope"}));
+              (systemd::Unit{"cri-containerd-abc.scope", "machine.slice",
+                             "/machine.slice/cri-containerd-abc.scope"}));
 }
 
 TEST(SystemdUnit, EmptyCgroupsPathIsSystemSliceTarnId) {
-    EXPECT_EQ(unit("", "web"), (systemd::Unit{"tarn-web.scope", "system.slice", "/system.slice/tarn-web.scope"}));
+    EXPECT_EQ(unit("", "web"),
+              (systemd::Unit{"tarn-web.scope", "system.slice", "/system.slice/tarn-web.scope"}));
 }
 
 TEST(SystemdUnit, EmptySliceIsSystemSlice) {
     EXPECT_EQ(unit(":tarn:c1").path, "/system.slice/tarn-c1.scope");
 }
 
-TEST(SystemdUnit, EmptyPrefixIsJustTheName) { EXPECT_EQ(unit("system.slice::c1").name, "c1.scope"); }
+TEST(SystemdUnit, EmptyPrefixIsJustTheName) {
+    EXPECT_EQ(unit("system.slice::c1").name, "c1.scope");
+}
 
 TEST(SystemdUnit, DashedSlicesNest) {
     // kubelet's layout: pods under kubepods-burstable-pod<uid>.slice.
-    EXPECT_EQ(unit("kubepods-burstable-pod12.slice:cri-containerd:abc").path,
-              "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12.slice/cri-containerd-abc.scope");
+    EXPECT_EQ(
+        unit("kubepods-burstable-pod12.slice:cri-containerd:abc").path,
+        "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12.slice/cri-containerd-abc.scope");
     EXPECT_EQ(detail::expand_slice("a-b.slice", "x"), "/a.slice/a-b.slice");
     EXPECT_EQ(detail::expand_slice("user-1000.slice", "x"), "/user.slice/user-1000.slice");
 }
@@ -67,7 +75,8 @@ TEST(SystemdUnit, RootSlice) {
 TEST(SystemdUnit, NameEndingInSliceMakesASlice) {
     // The prefix is not used, and a slice's place follows from its own name.
     EXPECT_EQ(unit("system.slice:tarn:box.slice"), (systemd::Unit{"box.slice", "-.slice", "/box.slice"}));
-    EXPECT_EQ(unit(":x:pool-box.slice"), (systemd::Unit{"pool-box.slice", "pool.slice", "/pool.slice/pool-box.slice"}));
+    EXPECT_EQ(unit(":x:pool-box.slice"),
+              (systemd::Unit{"pool-box.slice", "pool.slice", "/pool.slice/pool-box.slice"}));
 }
 
 TEST(SystemdUnit, MalformedPathsNameTheField) {
@@ -77,23 +86,31 @@ TEST(SystemdUnit, MalformedPathsNameTheField) {
     EXPECT_EQ(unit_error("a:b:c:d"),
               "linux.cgroupsPath \"a:b:c:d\": expected \"slice:prefix:name\" with --systemd-cgroup (e.g. "
               "\"system.slice:tarn:c1\")");
-    EXPECT_EQ(unit_error("system.slice:tarn:"), "linux.cgroupsPath \"system.slice:tarn:\": the name part is empty");
+    EXPECT_EQ(unit_error("system.slice:tarn:"),
+              "linux.cgroupsPath \"system.slice:tarn:\": the name part is empty");
     EXPECT_EQ(unit_error("user.slice/user-1000.slice:tarn:c1"),
-              "linux.cgroupsPath \"user.slice/user-1000.slice:tarn:c1\": slice \"user.slice/user-1000.slice\": must "
+              "linux.cgroupsPath \"user.slice/user-1000.slice:tarn:c1\": slice "
+              "\"user.slice/user-1000.slice\": must "
               "not contain '/' (a sub-slice is written with dashes: \"a-b.slice\")");
-    EXPECT_EQ(unit_error("system:tarn:c1"),
-              "linux.cgroupsPath \"system:tarn:c1\": slice \"system\": not a slice unit name (\"name.slice\")");
-    EXPECT_EQ(unit_error("a--b.slice:tarn:c1"), "linux.cgroupsPath \"a--b.slice:tarn:c1\": slice \"a--b.slice\": invalid dashes");
-    EXPECT_EQ(unit_error("-a.slice:tarn:c1"), "linux.cgroupsPath \"-a.slice:tarn:c1\": slice \"-a.slice\": invalid dashes");
-    EXPECT_EQ(unit_error("system.slice:tarn:a b"),
-              "linux.cgroupsPath \"system.slice:tarn:a b\": prefix and name may hold only letters, digits and "
-              "\":_.-\\@\"");
+    EXPECT_EQ(
+        unit_error("system:tarn:c1"),
+        "linux.cgroupsPath \"system:tarn:c1\": slice \"system\": not a slice unit name (\"name.slice\")");
+    EXPECT_EQ(unit_error("a--b.slice:tarn:c1"),
+              "linux.cgroupsPath \"a--b.slice:tarn:c1\": slice \"a--b.slice\": invalid dashes");
+    EXPECT_EQ(unit_error("-a.slice:tarn:c1"),
+              "linux.cgroupsPath \"-a.slice:tarn:c1\": slice \"-a.slice\": invalid dashes");
+    EXPECT_EQ(
+        unit_error("system.slice:tarn:a b"),
+        "linux.cgroupsPath \"system.slice:tarn:a b\": prefix and name may hold only letters, digits and "
+        "\":_.-\\@\"");
     EXPECT_EQ(unit_error("", "a/b"), "container id \"a/b\": not usable in a systemd unit name");
 }
 
 // ---- linux.resources -> properties ------------------------------------------------------
 
-TEST(SystemdProperties, NothingForNoResources) { EXPECT_TRUE(props({}).empty()); }
+TEST(SystemdProperties, NothingForNoResources) {
+    EXPECT_TRUE(props({}).empty());
+}
 
 TEST(SystemdProperties, Memory) {
     oci::Resources r;
