@@ -113,13 +113,19 @@ if ! cp /bin/busybox "$rootfs/bin/busybox"; then
     echo "$passed passed, $failed failed"
     exit 1
 fi
-for a in sh cat sleep echo true grep; do ln -s busybox "$rootfs/bin/$a"; done
+for a in sh cat sleep echo true grep head tr; do ln -s busybox "$rootfs/bin/$a"; done
 s=$W/base/rootfs/t
 mkdir -p "$s"
 cat > "$s/cgroup.sh" <<'EOF'
 echo "self: $(cat /proc/self/cgroup)"
 echo READY
 exec sleep 600
+EOF
+
+# Command substitution makes sh hold the whole 64 MiB.
+cat > "$s/hog.sh" <<'EOF'
+x=$(head -c 64m /dev/zero | tr '\0' a)
+echo "survived ${#x}"
 EOF
 
 # --- the default path: system.slice:tarn:<id> ----------------------------------------------
@@ -239,6 +245,20 @@ show "$W/st-g.out"
 [ $rc -eq 0 ] && grep -qx "0::/tarn.slice/tarn-stg.slice" "$W/st-g.out" && ! systemctl is-active -q tarn-stg.slice &&
     [ ! -e "$CG/tarn.slice/tarn-stg.slice" ] && [ ! -e "$ROOT/st-g" ]
 verdict $? "name tarn-stg.slice: the container runs in the slice /tarn.slice/tarn-stg.slice; stopped after exit"
+
+# --- an OOM-killed container: its scope fails, and delete clears that --------------------
+# systemd keeps a scope whose processes were OOM-killed loaded as "failed"; unless delete
+# resets it, the next container of that id could not have its unit.
+bundle st-h "" '{ "memory": { "limit": 16777216, "swap": 16777216 } }' '"sh", "/t/hog.sh"' \
+    '[ { "type": "pid" }, { "type": "uts" }, { "type": "mount" } ]'
+t run --bundle "$W/st-h" st-h > "$W/st-h.out" 2>&1 < /dev/null
+rc1=$?
+t run --bundle "$W/st-h" st-h > "$W/st-h2.out" 2>&1 < /dev/null
+rc2=$?
+note "first run exit $rc1: $(tail -n 2 "$W/st-h.out" | tr '\n' ' '); second run exit $rc2: $(tail -n 2 "$W/st-h2.out" | tr '\n' ' ')"
+note "unit: $(systemctl show -p ActiveState -p Result tarn-st-h.scope 2>&1 | tr '\n' ' ')"
+[ $rc1 -eq 137 ] && [ $rc2 -eq 137 ] && ! grep -q "tarn:" "$W/st-h2.out" && [ ! -e "$CG/system.slice/tarn-st-h.scope" ]
+verdict $? "an OOM-killed container (exit 137) can run again under the same id: delete resets its failed unit"
 
 # --- errors ------------------------------------------------------------------------------
 bundle st-d "/tarn/st-d" '{}' '"true"'
