@@ -58,8 +58,9 @@ Mode detect(const std::string& root = std::string(kDefaultRoot));
 //           enabling controllers below a cgroup with processes; a fixed absolute
 //           parent also keeps `delete` from depending on where `create` ran.
 // "." and empty components are dropped; ".." that would climb above the starting
-// point is an error, as is "slice:prefix:name" (systemd syntax). systemd = true asks
-// for the systemd driver, which tarn does not have: always an error.
+// point is an error, as is "slice:prefix:name" (the systemd driver's syntax) without
+// systemd = true. With systemd = true: the cgroup systemd will give the unit
+// (systemd::unit_for(...).path).
 std::string resolve_path(std::string_view cgroups_path, std::string_view id, bool systemd = false);
 
 // ---- stats (shaped after runc's `events --stats`) ---------------------------
@@ -185,6 +186,40 @@ std::unique_ptr<Manager> open(const std::string& path, Mode mode,
 // Devices" plus mknod of anything), as runc and crun add them: null, zero, full,
 // random, urandom, tty, console, ptmx, pts/*, net/tun.
 const std::vector<oci::DeviceCgroupRule>& default_device_rules();
+
+// ---- the systemd driver (systemd.cpp) ------------------------------------------
+
+namespace systemd {
+
+// The transient unit for a container, from linux.cgroupsPath "slice:prefix:name" (runc's
+// syntax): unit "<prefix>-<name>.scope" ("<name>.scope" without a prefix) in `slice`
+// (empty: "system.slice"; "-": the root slice), or the slice unit `name` itself when it
+// ends in ".slice" (the prefix is then unused). Slices nest by their dashes:
+// "a-b.slice" is the cgroup "/a.slice/a-b.slice". An empty cgroupsPath is
+// "system.slice:tarn:<id>".
+struct Unit {
+    std::string name;   // "tarn-c1.scope"
+    std::string slice;  // "system.slice"
+    std::string path;   // "/system.slice/tarn-c1.scope"
+    bool operator==(const Unit&) const = default;
+};
+Unit unit_for(std::string_view cgroups_path, std::string_view id);
+
+// Whether systemd runs here and answers over D-Bus (the system bus, or as root its
+// private socket); if not, `why` says what failed.
+bool available(std::string* why = nullptr);
+
+// The manager for a container's unit. create() only connects to systemd (an Error naming
+// the cause if it cannot); apply() before the init exists keeps the resources;
+// add_process(init) starts the unit around the init (StartTransientUnit with Delegate,
+// the resources systemd has properties for), waits for the job and writes every limit
+// into the unit's cgroup with the cgroupfs manager; open_v2_dir_fd() is -1 until then.
+// Opened for an existing unit: apply() is SetUnitProperties plus the cgroupfs writes,
+// destroy() stops the unit and removes what is left; the rest reads the cgroup directly.
+std::unique_ptr<Manager> open(const Unit& unit, Mode mode, const std::string& root = std::string(kDefaultRoot),
+                              const std::string& description = "");
+
+}  // namespace systemd
 
 // ---- resource pools ---------------------------------------------------------
 

@@ -13,9 +13,14 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <variant>
 #include <vector>
 
 #include "cgroups/cgroups.hpp"
+
+namespace tarn::cgroups::dbus {
+class Writer;
+}
 
 namespace tarn::cgroups::detail {
 
@@ -116,6 +121,30 @@ std::string resolve_path(std::string_view cgroups_path, std::string_view id, boo
                          std::string_view own);
 // Joins and normalises; throws if ".." climbs above `base`.
 std::string join_clean(std::string_view base, std::string_view rel, std::string_view what);
+
+// ---- the systemd driver (systemd.cpp) ----
+
+// One property of a transient unit, as StartTransientUnit and SetUnitProperties take it:
+// b, t, s, au (PIDs) or ay (cpu and node masks).
+struct Property {
+    std::string name;
+    std::variant<bool, uint64_t, std::string, std::vector<uint32_t>, std::vector<uint8_t>> value;
+    bool operator==(const Property&) const = default;
+};
+// "a-b.slice" -> "/a.slice/a-b.slice", "-.slice" -> "/"; `what` prefixes errors.
+std::string expand_slice(std::string_view slice, std::string_view what);
+systemd::Unit unit_for(std::string_view cgroups_path, std::string_view id);
+// "0-2,5" -> systemd's byte mask (cpu n is bit n % 8 of byte n / 8); errors name `field`.
+std::vector<uint8_t> cpu_mask(std::string_view list, std::string_view field);
+// The unit properties for linux.resources that systemd `version` has (MemoryMax,
+// MemoryLow, MemorySwapMax, CPUWeight, CPUQuotaPerSecUSec, CPUQuotaPeriodUSec, TasksMax,
+// AllowedCPUs, AllowedMemoryNodes; on v1 hosts MemoryLimit and CPUShares). The cgroupfs
+// manager writes the exact values afterwards; these keep systemd's view the same.
+std::vector<Property> unit_properties(const oci::Resources& r, unsigned version, bool unified);
+// Appends the a(sv) array StartTransientUnit and SetUnitProperties take.
+void marshal_properties(const std::vector<Property>& props, dbus::Writer& w);
+// The leading release number of systemd's Version property ("252.38-1~deb12u1" -> 252).
+unsigned parse_systemd_version(std::string_view v);
 
 // ---- cgroupfs files ---------------------------------------------------------------
 

@@ -85,10 +85,7 @@ std::string join_clean(std::string_view base, std::string_view rel, std::string_
 std::string resolve_path(std::string_view cgroups_path, std::string_view id, bool systemd,
                          std::string_view own) {
     std::string what = "linux.cgroupsPath " + quoted(cgroups_path);
-    if (systemd)
-        throw Error(what +
-                    ": systemd cgroup driver: not supported (tarn writes cgroupfs itself; run without "
-                    "--systemd-cgroup)");
+    if (systemd) return unit_for(cgroups_path, id).path;
     if (cgroups_path.empty()) {
         if (id.empty() || id == "." || id == ".." || id.find('/') != std::string_view::npos)
             throw Error("container id " + quoted(id) + ": not usable as a cgroup name");
@@ -96,9 +93,9 @@ std::string resolve_path(std::string_view cgroups_path, std::string_view id, boo
     }
     if (cgroups_path.front() != '/' && std::count(cgroups_path.begin(), cgroups_path.end(), ':') == 2)
         throw Error(what +
-                    ": \"slice:prefix:name\" is the systemd driver's syntax; systemd cgroup driver: not "
-                    "supported (use a path such as \"/tarn/" +
-                    std::string(id) + "\")");
+                    ": \"slice:prefix:name\" is the systemd driver's syntax: run with --systemd-cgroup, or use a "
+                    "path such as \"/tarn/" +
+                    std::string(id) + "\"");
     std::string out = cgroups_path.front() == '/' ? join_clean("/", cgroups_path, what)
                                                   : join_clean(own, cgroups_path, what);
     if (out == "/") throw Error(what + ": names the root cgroup");

@@ -107,6 +107,7 @@ Record ContainerDir::load() const {
     if (j.contains("annotations")) r.state.annotations = j["annotations"].get<std::map<std::string, std::string>>();
     r.pid_start = j.value("pidStart", uint64_t{0});
     r.cgroup_path = j.value("cgroupPath", "");
+    r.systemd_unit = j.value("systemdUnit", "");
     r.vm = j.value("isolation", "") == "vm";
     return r;
 }
@@ -119,6 +120,7 @@ void ContainerDir::save(const Record& r) const {
         {"status", r.state.status == oci::Status::creating ? "creating" : "created"},
     };
     if (!r.state.annotations.empty()) j["annotations"] = r.state.annotations;
+    if (!r.systemd_unit.empty()) j["systemdUnit"] = r.systemd_unit;
     if (r.vm) j["isolation"] = "vm";
     write_file_atomic(path_ + "/state.json", j.dump());
 }

@@ -15,6 +15,7 @@ struct Record {
     oci::State state;        // status is stored as "creating" until create finishes
     uint64_t pid_start = 0;  // /proc/<pid>/stat start time: a reused pid never matches
     std::string cgroup_path;
+    std::string systemd_unit;  // --systemd-cgroup: the container's transient unit
     bool vm = false;  // VM isolation mode: pid is the VM monitor's (runtime/vm/)
 };
 

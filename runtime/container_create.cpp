@@ -133,17 +133,29 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
 
     auto t_cgroup = std::chrono::steady_clock::now();
     cgroups::Mode mode = cgroups::detect();
-    std::string cgroup_path =
-        cgroups::resolve_path(cfg.linux ? cfg.linux->cgroups_path : std::string(), o.id, g.systemd_cgroup);
+    const std::string cgroups_path = cfg.linux ? cfg.linux->cgroups_path : std::string();
+    std::string cgroup_path = cgroups::resolve_path(cgroups_path, o.id, g.systemd_cgroup);
     const oci::Resources no_resources;
     const oci::Resources& resources = cfg.linux && cfg.linux->resources ? *cfg.linux->resources : no_resources;
+    std::unique_ptr<cgroups::Manager> cgroup;
+    std::string systemd_unit;
+    if (g.systemd_cgroup) {
+        // Connects to systemd before anything exists, so an unreachable systemd leaves
+        // nothing behind; the unit itself is started around the init (add_process).
+        cgroups::systemd::Unit unit = cgroups::systemd::unit_for(cgroups_path, o.id);
+        systemd_unit = unit.name;
+        cgroup = cgroups::systemd::open(unit, mode, std::string(cgroups::kDefaultRoot), "tarn container " + o.id);
+        cgroup->create(resources);
+    }
 
     ContainerDir dir = ContainerDir::create(g.root, o.id);
     // A bundle annotated with a pool borrows a ready sandbox's network, ipc and uts
     // namespaces and cgroup; anything in the way means a cold start, as without it.
     std::optional<pool::Lease> leased;
     // A VM has its own kernel: a host sandbox's namespaces are no use to it.
-    if (auto a = cfg.annotations.find(pool::kPoolAnnotation); !in_vm && a != cfg.annotations.end()) {
+    // A pool's sandboxes live in its own cgroups, not in systemd units.
+    if (auto a = cfg.annotations.find(pool::kPoolAnnotation);
+        !in_vm && !g.systemd_cgroup && a != cfg.annotations.end()) {
         auto sa = cfg.annotations.find(pool::kPoolSocketAnnotation);
         std::string why;
         try {
@@ -162,7 +174,6 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         }
     }
     Record rec;
-    std::unique_ptr<cgroups::Manager> cgroup;
     bool cgroup_existed = false;
     try {
         rec.state.id = o.id;
@@ -174,14 +185,17 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         rec.state.status = oci::Status::creating;
         // Recorded before it exists, so `delete --force` after a killed create finds it.
         rec.cgroup_path = cgroup_path;
+        rec.systemd_unit = systemd_unit;
         rec.vm = in_vm;
         dir.save(rec);
         dir.save_config(text);
 
-        cgroup = cgroups::open(cgroup_path, mode);
-        // A leased cgroup is this container's alone: a failed create removes it.
-        cgroup_existed = !leased && cgroup->exists();
-        cgroup->create(resources);
+        if (!cgroup) {
+            cgroup = cgroups::open(cgroup_path, mode);
+            // A leased cgroup is this container's alone: a failed create removes it.
+            cgroup_existed = !leased && cgroup->exists();
+            cgroup->create(resources);
+        }
         // In a VM, linux.resources apply inside the guest (and size the VM): on the
         // host cgroup, which holds QEMU, a memory limit would OOM-kill the VM itself.
         if (!in_vm) cgroup->apply(resources);
@@ -266,6 +280,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         sp.timings.add(ns::Phase::cgroup, cgroup_time);
         rec.state.pid = sp.pid;
         rec.pid_start = ns::process_start_time(sp.pid);
+        rec.cgroup_path = cgroup->path();  // systemd's ControlGroup for a unit
         rec.state.status = oci::Status::created;
         dir.save(rec);
         if (!o.pid_file.empty()) write_pid_file(o.pid_file, sp.pid);

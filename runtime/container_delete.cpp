@@ -12,7 +12,10 @@ namespace detail {
 
 void destroy(ContainerDir& dir, const Record& r, const oci::Config* config) {
     auto cg = open_cgroup(r);
-    if (cg && !cg->exists()) cg.reset();
+    // A cgroup that is gone still gets destroy(): a systemd unit can outlive its cgroup
+    // (an OOM-killed scope stays loaded as "failed" and would block the id's next unit).
+    std::unique_ptr<cgroups::Manager> gone;
+    if (cg && !cg->exists()) gone = std::move(cg);
     // A frozen task only acts on SIGKILL once thawed: queue the kill, then thaw.
     if (cg && cg->frozen()) {
         cg->kill_all(SIGKILL);
@@ -35,6 +38,7 @@ void destroy(ContainerDir& dir, const Record& r, const oci::Config* config) {
         for (int i = 0; i < 1000 && !cg->pids().empty(); ++i) ::usleep(2000);
         cg->destroy();
     }
+    if (gone) gone->destroy();
     if (config && config->hooks && !config->hooks->poststop.empty())
         run_hooks_warn(config->hooks->poststop, hook_state(r, oci::Status::stopped, 0), "poststop");
     dir.remove();

@@ -4,6 +4,7 @@
 
 #include <cstring>
 
+#include "runtime/cgroup.hpp"
 #include "runtime/lifecycle.hpp"
 #include "runtime/vm/vm.hpp"
 
@@ -107,7 +108,12 @@ int exec(const GlobalOptions& g, const ExecOptions& o) {
         // The container's lock is not held while the process runs: kill/delete must work.
         pid_t init_pid = rec.state.pid;
         dir.unlock();
-        sp = ns::spawn_exec(pidfd.get(), init_pid, proc, eo, nullptr);
+        // The process joins the container's cgroup (its limits, and with the systemd
+        // driver its unit) before it runs anything.
+        auto cg = detail::open_cgroup(rec);
+        std::function<void(pid_t)> place;
+        if (cg && cg->exists()) place = [&cg](pid_t pid) { cg->add_process(pid); };
+        sp = ns::spawn_exec(pidfd.get(), init_pid, proc, eo, place);
         if (!o.pid_file.empty()) detail::write_pid_file(o.pid_file, sp.pid);
         log_debug("exec " + o.id + ": pid " + std::to_string(sp.pid) + " phases: " + sp.timings.report());
     } catch (const Error& e) {

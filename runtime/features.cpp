@@ -7,6 +7,7 @@
 #include <cctype>
 #include <nlohmann/json.hpp>
 
+#include "cgroups/cgroups.hpp"
 #include "namespaces/mount_options.hpp"
 #include "runtime/runtime.hpp"
 
@@ -41,6 +42,8 @@ int features() {
         if (name.rfind("CAP_", 0) == 0) f.capabilities.push_back(name);
     }
     f.seccomp_enabled = true;
+    // Only where it would work: systemd runs and answers over D-Bus.
+    f.cgroup_systemd = cgroups::systemd::available();
     // Whether tarn supports them (features-linux.md), not whether this host runs them:
     // a config naming a profile fails create where the LSM is absent.
     f.apparmor = true;

@@ -2,7 +2,11 @@
 # Boots Debian 12's kernel under QEMU (TCG, microvm) with pure cgroup v2 and runs
 # tests/guest/v2-tests.sh inside it against the real tarn binary.
 #
-#   tests/guest/run.sh BUILD_DIR
+#   tests/guest/run.sh [--systemd] BUILD_DIR
+#
+# --systemd: the guest's pid 1 is this host's systemd instead (the host's / is shared
+# read-only as the guest's root, with tmpfs on /run, /tmp and /var), and the checks are
+# tests/guest/systemd-tests.sh, run from a unit, against the systemd cgroup driver.
 #
 # BUILD_DIR holds the static tarn at BUILD_DIR/runtime/tarn. It and the source tree are
 # shared into the guest read-only over virtio-9p, mounted at the same paths as here.
@@ -16,7 +20,9 @@
 #   TARN_GUEST_SMP, TARN_GUEST_MEM   guest cpus (default 2) and memory in MiB (default 1024)
 set -euo pipefail
 
-[ $# -eq 1 ] || { echo "usage: $0 BUILD_DIR" >&2; exit 2; }
+suite=v2
+if [ "${1:-}" = --systemd ]; then suite=systemd; shift; fi
+[ $# -eq 1 ] || { echo "usage: $0 [--systemd] BUILD_DIR" >&2; exit 2; }
 here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 build=$(cd "$1" && pwd)
@@ -61,6 +67,12 @@ mknod -m 600 "$stage/dev/console" c 5 1
     printf 'SRC=%q\nBUILD=%q\n' "$src" "$build"
     printf 'GUEST_CMD=%q\n' "${TARN_GUEST_CMD:-}"
 } > "$stage/etc/guest.conf"
+if [ $suite = systemd ]; then
+    [ -x /lib/systemd/systemd ] || { echo "$0: --systemd needs systemd installed here (/lib/systemd/systemd)" >&2; exit 1; }
+    cp "$here/systemd-stage1.sh" "$stage/init"
+    cp "$here/systemd-guest.sh" "$stage/guest.sh"
+    chmod 755 "$stage/init" "$stage/guest.sh"
+else
 
 # Stage 1 moves everything onto a tmpfs and switch_roots into it: pivot_root(2) refuses
 # to move the initial rootfs, so a runtime could not pivot_root in a guest left on it.
@@ -78,7 +90,9 @@ echo "guest: switch_root failed"
 INIT
 cat "$here/guest-init.sh" > "$stage/init2"
 chmod 755 "$stage/init" "$stage/init2"
+fi
 initrd=$cache/initrd.cpio
+[ $suite = systemd ] && initrd=$cache/initrd-systemd.cpio
 (cd "$stage" && find . -mindepth 1 | cpio --quiet -o -H newc) > "$initrd.tmp"
 mv "$initrd.tmp" "$initrd"
 
@@ -92,7 +106,14 @@ append="console=ttyS0 panic=-1 quiet cryptomgr.notests tsc=reliable no_timer_che
 append+=" mitigations=off 8250.nr_uarts=1 random.trust_cpu=on pci=off"
 [ -n "$khz" ] && [ "$khz" -gt 0 ] && append+=" tsc_early_khz=$khz"
 
+# The systemd guest's root: this host's file system, read-only (multidevs=remap: it spans
+# several file systems, whose inode numbers must not collide in the guest).
+extra=()
+[ $suite = systemd ] && extra=(-fsdev "local,id=fs2,path=/,security_model=none,readonly=on,multidevs=remap"
+                              -device virtio-9p-device,fsdev=fs2,mount_tag=hostroot)
+
 log=$cache/serial.log
+[ $suite = systemd ] && log=$cache/serial-systemd.log
 fifo=$(mktemp -u "$cache/serial.XXXXXX")
 mkfifo "$fifo"
 t_qemu=$(now)
@@ -103,7 +124,7 @@ qemu-system-x86_64 -accel tcg -M microvm -cpu qemu64 -smp "$smp" -m "$mem" \
     -device virtio-9p-device,fsdev=fs0,mount_tag=host0 \
     -fsdev "local,id=fs1,path=$src,security_model=none,readonly=on" \
     -device virtio-9p-device,fsdev=fs1,mount_tag=host1 \
-    </dev/null >"$fifo" 2>&1 &
+    "${extra[@]}" </dev/null >"$fifo" 2>&1 &
 qpid=$!
 
 # Read the console until QEMU exits or the deadline passes; note when the markers appear.

@@ -71,15 +71,14 @@ TEST(CgroupPath, RootIsRefused) {
     EXPECT_EQ(resolve_error("/a/.."), "linux.cgroupsPath \"/a/..\": names the root cgroup");
 }
 
-TEST(CgroupPath, SystemdSyntaxIsAClearError) {
+TEST(CgroupPath, SystemdSyntaxNeedsTheSystemdDriver) {
     EXPECT_EQ(resolve_error("system.slice:docker:abc"),
               "linux.cgroupsPath \"system.slice:docker:abc\": \"slice:prefix:name\" is the systemd driver's "
-              "syntax; "
-              "systemd cgroup driver: not supported (use a path such as \"/tarn/c1\")");
-    EXPECT_EQ(
-        resolve_error("/a", "c1", true),
-        "linux.cgroupsPath \"/a\": systemd cgroup driver: not supported (tarn writes cgroupfs itself; run "
-        "without --systemd-cgroup)");
+              "syntax: run with --systemd-cgroup, or use a path such as \"/tarn/c1\"");
+    EXPECT_EQ(resolve_error("/a", "c1", true),
+              "linux.cgroupsPath \"/a\": expected \"slice:prefix:name\" with --systemd-cgroup (e.g. "
+              "\"system.slice:tarn:c1\")");
+    EXPECT_EQ(detail::resolve_path("system.slice:docker:abc", "c1", true, "/"), "/system.slice/docker-abc.scope");
 }
 
 TEST(CgroupPath, IdMustBeAName) {
