@@ -7,14 +7,14 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <linux/magic.h>
-
+#include <fstream>
 #include <map>
-#include <utility>
+#include <sstream>
 
 #include "namespaces/mount_options.hpp"
 #include "namespaces/steps.hpp"
@@ -76,28 +76,26 @@ UniqueFd userns_with_maps(const std::vector<oci::IdMapping>& uids, const std::ve
     return ns;
 }
 
-std::string fs_name(int fd) {
+// The type of the filesystem `path` is on, as mountinfo names it ("devtmpfs" and
+// "tmpfs" share a magic number but not idmap support). Only on the error path.
+std::string fs_type(const std::string& path) {
+    struct statx stx {};
+    if (::statx(AT_FDCWD, path.c_str(), 0, STATX_MNT_ID, &stx) == 0 && (stx.stx_mask & STATX_MNT_ID)) {
+        std::ifstream in("/proc/self/mountinfo");
+        std::string prefix = std::to_string(stx.stx_mnt_id) + " ";
+        for (std::string line; std::getline(in, line);) {
+            size_t dash = line.find(" - ");
+            if (line.rfind(prefix, 0) != 0 || dash == std::string::npos) continue;
+            std::istringstream rest(line.substr(dash + 3));
+            std::string type;
+            rest >> type;
+            return type;
+        }
+    }
     struct statfs s;
-    if (::fstatfs(fd, &s) < 0) return "unknown";
-    static constexpr std::pair<unsigned long, const char*> kNames[] = {{EXT4_SUPER_MAGIC, "ext4"},
-                                                                       {TMPFS_MAGIC, "tmpfs"},
-                                                                       {BTRFS_SUPER_MAGIC, "btrfs"},
-                                                                       {XFS_SUPER_MAGIC, "xfs"},
-                                                                       {OVERLAYFS_SUPER_MAGIC, "overlay"},
-                                                                       {PROC_SUPER_MAGIC, "proc"},
-                                                                       {SYSFS_MAGIC, "sysfs"},
-                                                                       {CGROUP_SUPER_MAGIC, "cgroup"},
-                                                                       {CGROUP2_SUPER_MAGIC, "cgroup2"},
-                                                                       {DEVPTS_SUPER_MAGIC, "devpts"},
-                                                                       {NFS_SUPER_MAGIC, "nfs"},
-                                                                       {V9FS_MAGIC, "9p"},
-                                                                       {FUSE_SUPER_MAGIC, "fuse"},
-                                                                       {RAMFS_MAGIC, "ramfs"},
-                                                                       {SQUASHFS_MAGIC, "squashfs"}};
-    for (auto [magic, name] : kNames)
-        if (static_cast<unsigned long>(s.f_type) == magic) return name;
+    if (::statfs(path.c_str(), &s) < 0) return "unknown";
     char buf[32];
-    std::snprintf(buf, sizeof buf, "0x%lx", static_cast<unsigned long>(s.f_type));
+    std::snprintf(buf, sizeof buf, "magic 0x%lx", static_cast<unsigned long>(s.f_type));
     return buf;
 }
 
@@ -112,7 +110,7 @@ UniqueFd idmapped_tree(const oci::Mount& m, const MountOptions& o, int userns) {
         // The kernel's answer for a filesystem without FS_ALLOW_IDMAP (or, with ridmap,
         // a mount beneath the source on one).
         if (err == EINVAL || err == EOPNOTSUPP)
-            throw Error(std::string("the filesystem of ") + m.source + " (" + fs_name(tree.get()) + ")" +
+            throw Error(std::string("the filesystem of ") + m.source + " (" + fs_type(m.source) + ")" +
                         (o.recursive_idmap ? " or one mounted beneath it" : "") +
                         " does not support idmapped mounts");
         throw_errno("idmap " + m.source, err);
