@@ -140,7 +140,9 @@ Plan make_plan(const oci::Config& c, const InitOptions& o) {
 void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& steps, SyncSocket& sock, const Plan& plan) {
     Timings t;
     const oci::Process& proc = *c.process;
-    const bool userns = plan.new_userns;
+    // A user namespace joined by path counts as much as a new one: the init must become
+    // its root and cannot mknod there either.
+    const bool userns = c.linux && c.linux->find_namespace(oci::NamespaceType::user);
     sock.expect(MsgType::go, "runtime went away");
     if (userns) {
         // Become the container's root (if mapped) so files created below belong to it.

@@ -215,6 +215,30 @@ TEST(Mounts, IdmapOptionTakesTheContainersUserNamespaceMapping) {
     EXPECT_EQ(st.st_uid, 0u) << "and what it writes is owned by root on disk";
 }
 
+TEST(Mounts, IdmapOptionTakesAJoinedUserNamespace) {
+    REQUIRE_ROOT();
+    // A user namespace given by path has no mappings in the config: the idmapping is
+    // the namespace itself.
+    Bundle holder;
+    holder.config["linux"]["namespaces"].push_back({{"type", "user"}});
+    holder.config["linux"]["uidMappings"] = {id_map(0, 200000, 65536)};
+    holder.config["linux"]["gidMappings"] = {id_map(0, 200000, 65536)};
+    holder.cmd("exec sleep 1000");
+    ASSERT_EQ(holder.tarn({"run", "-d", "--bundle", holder.dir(), "idm-holder"}).code, 0);
+    int pid = json::parse(holder.tarn({"state", "idm-holder"}).out)["pid"];
+
+    Bundle b;
+    std::string src = b.scratch("volume");
+    owned_file(src, "f", 0);
+    b.config["linux"]["namespaces"].push_back(
+        {{"type", "user"}, {"path", "/proc/" + std::to_string(pid) + "/ns/user"}});
+    b.config["mounts"].push_back(
+        {{"destination", "/var"}, {"type", "bind"}, {"source", src}, {"options", {"bind", "idmap"}}});
+    Result r = b.cmd("stat -c %u:%g /var/f").run("idm5");
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "0:0\n");
+}
+
 TEST(Mounts, SymlinkedTargetStaysInsideTheRootfs) {
     REQUIRE_ROOT();
     // A hostile image points a mount target at a host path; the mount must land inside.
