@@ -28,9 +28,13 @@ ParkedInit::ParkedInit(const oci::Config& config, const InitOptions& opts, const
     Plan plan = make_plan(config, opts);
     if (plan.intermediate)
         throw Error("linux.namespaces: a pool template cannot join namespaces by path or create a time namespace");
-    t0_ = std::chrono::steady_clock::now();
-    std::vector<UniqueFd> idmapped = prepare_idmapped_mounts(config);
+    std::vector<UniqueFd> idmapped;
+    {
+        PhaseScope s(timings_, Phase::mounts);
+        idmapped = prepare_idmapped_mounts(config);
+    }
     for (const UniqueFd& t : idmapped) plan.idmapped_trees.push_back(t.get());
+    t0_ = std::chrono::steady_clock::now();
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
     UniqueFd parent_end(sv[0]), child_end(sv[1]);

@@ -268,7 +268,11 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
     Plan plan = make_plan(config, opts);
     // Ours until clone copies them to the init; closing them afterwards leaves the init
     // the only holder.
-    std::vector<UniqueFd> idmapped = prepare_idmapped_mounts(config);
+    std::vector<UniqueFd> idmapped;
+    {
+        PhaseScope s(out.timings, Phase::mounts);
+        idmapped = prepare_idmapped_mounts(config);
+    }
     for (const UniqueFd& t : idmapped) plan.idmapped_trees.push_back(t.get());
     int sv[2];
     auto t0 = std::chrono::steady_clock::now();
