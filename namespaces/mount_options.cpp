@@ -167,7 +167,7 @@ MountOptions parse_mount_options(const std::vector<std::string>& options) {
 }
 
 std::vector<std::string> known_mount_options() {
-    std::vector<std::string> out = {"bind", "rbind"};
+    std::vector<std::string> out = {"bind", "rbind", "idmap", "ridmap"};
     for (const FlagOpt& f : kFlags) out.emplace_back(f.name);
     for (const RecOpt& r : kRecursive) out.emplace_back(r.name);
     for (const PropOpt& p : kPropagation) out.emplace_back(p.name);

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <span>
 #include <sstream>
 
 #include "namespaces/mount_options.hpp"
@@ -31,16 +32,24 @@ void set_attrs(int tree, uint64_t set, uint64_t clr, bool recursive, const std::
 
 bool is_bind(const oci::Mount& m, const MountOptions& o) { return o.bind || m.type == "bind"; }
 
-// Bind mounts through the new mount API: the tree is cloned, given its attributes
+}  // namespace
+
+// Bind mounts through the new mount API: the tree is cloned and given its attributes
 // while still detached, then moved onto the target fd — there is no moment when the
 // mount is visible with the wrong flags, and no path is resolved twice.
-void bind_mount(const oci::Mount& m, const MountOptions& o, int target, const std::string& dest) {
+UniqueFd clone_bind_tree(const oci::Mount& m, const MountOptions& o) {
     unsigned flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (o.recursive_bind ? AT_RECURSIVE : 0);
     UniqueFd tree(::open_tree(AT_FDCWD, m.source.c_str(), flags));
     if (!tree) throw_errno("bind " + m.source);
-    set_attrs(tree.get(), o.attr_set, o.attr_clr, false, dest);
-    set_attrs(tree.get(), o.rec_attr_set, o.rec_attr_clr, true, dest);
-    if (::move_mount(tree.get(), "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
+    set_attrs(tree.get(), o.attr_set, o.attr_clr, false, m.destination);
+    set_attrs(tree.get(), o.rec_attr_set, o.rec_attr_clr, true, m.destination);
+    return tree;
+}
+
+namespace {
+
+void attach_tree(int tree, int target, const std::string& dest) {
+    if (::move_mount(tree, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH) < 0)
         throw_errno("move mount onto " + dest);
 }
 
@@ -126,18 +135,27 @@ void set_propagation(int root, const std::string& dest, unsigned long prop) {
 
 }  // namespace
 
-void mount_all(const oci::Config& c, const std::string& rootfs, bool in_userns) {
+void mount_all(const oci::Config& c, const std::string& rootfs, std::span<const int> idmapped) {
     UniqueFd root(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root) throw_errno("open rootfs " + rootfs);
-    (void)in_userns;
-    for (const oci::Mount& m : c.mounts) {
+    for (size_t i = 0; i < c.mounts.size(); ++i) {
+        const oci::Mount& m = c.mounts[i];
         MountOptions o = parse_mount_options(m.options);
         bool bind = is_bind(m, o);
         try {
             if (bind) {
                 bool dir = source_is_dir(m.source);
                 UniqueFd target = mkdir_all_in_root(root.get(), m.destination, !dir);
-                bind_mount(m, o, target.get(), m.destination);
+                if (wants_idmap(m, o)) {
+                    // Built by the runtime before clone (prepare_idmapped_mounts); ours
+                    // to close once attached.
+                    if (i >= idmapped.size() || idmapped[i] < 0)
+                        throw Error("idmapped mount was not prepared");
+                    UniqueFd tree(idmapped[i]);
+                    attach_tree(tree.get(), target.get(), m.destination);
+                } else {
+                    attach_tree(clone_bind_tree(m, o).get(), target.get(), m.destination);
+                }
             } else if (m.type == "cgroup" || m.type == "cgroup2") {
                 UniqueFd target = mkdir_all_in_root(root.get(), m.destination);
                 cgroup_mount(root.get(), m, o, target.get());

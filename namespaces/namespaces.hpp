@@ -149,6 +149,11 @@ struct ExecOptions {
 Spawned spawn_exec(int init_pidfd, pid_t init_pid, const oci::Process& process, const ExecOptions& opts,
                    const std::function<void(pid_t)>& place_in_cgroup);
 
+// Whether this kernel can make idmapped mounts (mount_setattr MOUNT_ATTR_IDMAP, 5.12).
+// Which filesystems take them is the filesystem's business: a create that asks for one
+// on a filesystem without support fails naming the mount.
+bool idmapped_mounts_supported();
+
 // Linux security modules (lsm.cpp). Whether AppArmor / SELinux is active on this host,
 // and the check create and exec make first: a profile or label the host cannot apply
 // is an error naming the field, never silently dropped.

@@ -28,6 +28,12 @@ ParkedInit::ParkedInit(const oci::Config& config, const InitOptions& opts, const
     Plan plan = make_plan(config, opts);
     if (plan.intermediate)
         throw Error("linux.namespaces: a pool template cannot join namespaces by path or create a time namespace");
+    std::vector<UniqueFd> idmapped;
+    {
+        PhaseScope s(timings_, Phase::mounts);
+        idmapped = prepare_idmapped_mounts(config);
+    }
+    for (const UniqueFd& t : idmapped) plan.idmapped_trees.push_back(t.get());
     t0_ = std::chrono::steady_clock::now();
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
@@ -54,7 +60,9 @@ ParkedInit::ParkedInit(const oci::Config& config, const InitOptions& opts, const
                 ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
                 throw_errno("prctl dumpable");
             parent_end.reset();
-            close_inherited_fds(0, {child_end.get()});
+            std::vector<int> keep{child_end.get()};
+            keep.insert(keep.end(), plan.idmapped_trees.begin(), plan.idmapped_trees.end());
+            close_inherited_fds(0, keep);
             init_main(config, opts, ChildSteps{}, s, plan);
         });
     }
@@ -62,6 +70,7 @@ ParkedInit::ParkedInit(const oci::Config& config, const InitOptions& opts, const
     pidfd_.reset(pidfd);
     sock_ = std::move(parent_end);
     child_end.reset();
+    idmapped.clear();
     timings_.add(Phase::clone, std::chrono::steady_clock::now() - t0_);
     try {
         if (place && opts.cgroup_fd < 0) {

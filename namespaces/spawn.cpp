@@ -63,21 +63,10 @@ int clone_flag(oci::NamespaceType t) {
     return 0;
 }
 
-namespace {
-
-std::string format_map(const std::vector<oci::IdMapping>& m) {
-    std::string s;
-    for (const oci::IdMapping& e : m)
-        s += std::to_string(e.container_id) + " " + std::to_string(e.host_id) + " " + std::to_string(e.size) + "\n";
-    return s;
-}
-
-}  // namespace
-
 void write_id_maps(pid_t pid, const oci::Linux& l) {
     std::string base = "/proc/" + std::to_string(pid) + "/";
     try {
-        if (!l.uid_mappings.empty()) write_file(base + "uid_map", format_map(l.uid_mappings));
+        if (!l.uid_mappings.empty()) write_file(base + "uid_map", format_id_map(l.uid_mappings));
     } catch (const Error& e) {
         throw e.wrapped("linux.uidMappings");
     }
@@ -85,7 +74,7 @@ void write_id_maps(pid_t pid, const oci::Linux& l) {
         // Without CAP_SETGID in the parent namespace the kernel only takes a gid map once
         // setgroups is denied (user_namespaces(7)).
         if (::geteuid() != 0) write_file(base + "setgroups", "deny");
-        if (!l.gid_mappings.empty()) write_file(base + "gid_map", format_map(l.gid_mappings));
+        if (!l.gid_mappings.empty()) write_file(base + "gid_map", format_id_map(l.gid_mappings));
     } catch (const Error& e) {
         throw e.wrapped("linux.gidMappings");
     }
@@ -151,7 +140,9 @@ Plan make_plan(const oci::Config& c, const InitOptions& o) {
 void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& steps, SyncSocket& sock, const Plan& plan) {
     Timings t;
     const oci::Process& proc = *c.process;
-    const bool userns = plan.new_userns;
+    // A user namespace joined by path counts as much as a new one: the init must become
+    // its root and cannot mknod there either.
+    const bool userns = c.linux && c.linux->find_namespace(oci::NamespaceType::user);
     sock.expect(MsgType::go, "runtime went away");
     if (userns) {
         // Become the container's root (if mapped) so files created below belong to it.
@@ -167,7 +158,7 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     }
     {
         PhaseScope s(t, Phase::mounts);
-        detail::mount_all(c, o.rootfs, userns);
+        detail::mount_all(c, o.rootfs, plan.idmapped_trees);
     }
     {
         PhaseScope s(t, Phase::devices);
@@ -279,6 +270,14 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
     if (!config.process) throw Error("process: required to start a container");
     Spawned out;
     Plan plan = make_plan(config, opts);
+    // Ours until clone copies them to the init; closing them afterwards leaves the init
+    // the only holder.
+    std::vector<UniqueFd> idmapped;
+    {
+        PhaseScope s(out.timings, Phase::mounts);
+        idmapped = prepare_idmapped_mounts(config);
+    }
+    for (const UniqueFd& t : idmapped) plan.idmapped_trees.push_back(t.get());
     int sv[2];
     auto t0 = std::chrono::steady_clock::now();
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
@@ -293,7 +292,9 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         if (!any_userns && ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) throw_errno("prctl dumpable");
         parent_end.reset();
-        detail::close_inherited_fds(opts.preserve_fds, {child_end.get(), opts.console_socket, opts.seccomp_listener});
+        std::vector<int> keep{child_end.get(), opts.console_socket, opts.seccomp_listener};
+        keep.insert(keep.end(), plan.idmapped_trees.begin(), plan.idmapped_trees.end());
+        detail::close_inherited_fds(opts.preserve_fds, keep);
         init_main(config, opts, child, s, plan);
     };
 
@@ -340,6 +341,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         pid = -1;
     }
     child_end.reset();
+    idmapped.clear();
     SyncSocket sock(parent_end.get());
     try {
         if (intermediate > 0) {

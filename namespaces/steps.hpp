@@ -5,10 +5,12 @@
 
 #include <linux/filter.h>
 
+#include <span>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "namespaces/mount_options.hpp"
 #include "namespaces/namespaces.hpp"
 
 namespace tarn::ns::detail {
@@ -18,8 +20,22 @@ namespace tarn::ns::detail {
 // itself so it is a mount point pivot_root accepts. With `overlay`, what gets mounted
 // there is an overlay of the rootfs under a private tmpfs (InitOptions::rootfs_overlay).
 void prepare_rootfs(const oci::Config& c, const std::string& rootfs, bool overlay);
-// Every linux mount of config.mounts, resolved inside the rootfs.
-void mount_all(const oci::Config& c, const std::string& rootfs, bool in_userns);
+// Every linux mount of config.mounts, resolved inside the rootfs. `idmapped` holds, by
+// mount index, the trees prepare_idmapped_mounts built (-1 elsewhere); they are closed
+// once attached.
+void mount_all(const oci::Config& c, const std::string& rootfs, std::span<const int> idmapped);
+// A detached clone of a bind mount's source (rbind: recursive) with the mount's
+// attributes (ro, nosuid, rro, ...) already set.
+UniqueFd clone_bind_tree(const oci::Mount& m, const MountOptions& o);
+
+// ---- idmap.cpp (in the runtime, before clone)
+// The bind mount wants an idmapping: uidMappings/gidMappings, or idmap/ridmap.
+bool wants_idmap(const oci::Mount& m, const MountOptions& o);
+// For each mount that wants one, a detached bind tree carrying its idmapping, by mount
+// index (an empty vector when none does). Errors name the mount ("mounts[2]: ...").
+std::vector<UniqueFd> prepare_idmapped_mounts(const oci::Config& c);
+// "containerID hostID size\n" lines, as uid_map and gid_map take them.
+std::string format_id_map(const std::vector<oci::IdMapping>& m);
 // The default devices, linux.devices and the /dev symlinks (when /dev is a fresh tmpfs).
 void create_devices(const oci::Config& c, const std::string& rootfs, bool in_userns);
 // pivot_root (or chroot with no_pivot) into the rootfs; the old root is detached.
@@ -65,6 +81,8 @@ struct Plan {
     // its cgroup (no CLONE_INTO_CGROUP: v1 and hybrid hosts), so the namespace's root
     // is the container's cgroup, not the runtime's.
     bool late_cgroupns = false;
+    // Detached idmapped bind trees the init inherits across clone, by mount index.
+    std::vector<int> idmapped_trees;
 };
 Plan make_plan(const oci::Config& c, const InitOptions& o);
 void write_id_maps(pid_t pid, const oci::Linux& l);

@@ -127,17 +127,67 @@ bool supported_version(std::string_view v) {
     return parts[0] == 1 && parts[1] <= 3;
 }
 
+// The rules the kernel applies when uid_map/gid_map is written (user_namespaces(7)),
+// checked here so the error names the entry rather than "invalid argument".
 void validate_id_mappings(const std::string& path, const std::vector<IdMapping>& maps) {
-    for (std::size_t i = 0; i < maps.size(); ++i)
-        if (maps[i].size == 0) fail(member_path(element_path(path, i), "size"), "must be greater than zero");
+    // UID_GID_MAP_MAX_EXTENTS in include/linux/user_namespace.h.
+    constexpr std::size_t kMaxExtents = 340;
+    if (maps.size() > kMaxExtents)
+        fail(path, "at most " + std::to_string(kMaxExtents) + " entries, got " + std::to_string(maps.size()));
+    auto end = [](uint32_t start, uint32_t size) { return uint64_t{start} + size; };
+    for (std::size_t i = 0; i < maps.size(); ++i) {
+        const IdMapping& m = maps[i];
+        std::string at = element_path(path, i);
+        if (m.size == 0) fail(member_path(at, "size"), "must be greater than zero");
+        // (uint32_t)-1 is never a valid id: the range must end at or below it.
+        if (end(m.container_id, m.size) > UINT32_MAX)
+            fail(member_path(at, "size"), "containerID + size overflows 32 bits");
+        if (end(m.host_id, m.size) > UINT32_MAX)
+            fail(member_path(at, "size"), "hostID + size overflows 32 bits");
+        for (std::size_t k = 0; k < i; ++k) {
+            const IdMapping& o = maps[k];
+            if (m.container_id < end(o.container_id, o.size) && o.container_id < end(m.container_id, m.size))
+                fail(at, "containerID range overlaps entry " + std::to_string(k));
+            if (m.host_id < end(o.host_id, o.size) && o.host_id < end(m.host_id, m.size))
+                fail(at, "hostID range overlaps entry " + std::to_string(k));
+        }
+    }
 }
 
-void validate_mount(const std::string& path, const Mount& m) {
+bool has_option(const Mount& m, std::string_view name) {
+    return std::find(m.options.begin(), m.options.end(), name) != m.options.end();
+}
+
+// config.md "Mounts": uidMappings/gidMappings and the idmap/ridmap options.
+void validate_idmapped_mount(const std::string& path, const Mount& m, const Linux* l) {
+    bool uids = !m.uid_mappings.empty(), gids = !m.gid_mappings.empty();
+    bool option = has_option(m, "idmap") || has_option(m, "ridmap");
+    if (!uids && !gids && !option) return;
+    if (uids != gids)
+        fail(member_path(path, uids ? "gidMappings" : "uidMappings"),
+             std::string("required with ") + (uids ? "uidMappings" : "gidMappings"));
+    bool bind = m.type == "bind" || has_option(m, "bind") || has_option(m, "rbind");
+    if (!bind)
+        fail(member_path(path, uids ? "uidMappings" : "options"),
+             "only bind mounts can be idmapped (type " + quote(m.type) + " without bind or rbind)");
+    if (!uids) {
+        // The container's own mappings are the fallback; without a user namespace there
+        // is nothing to fall back on.
+        const Namespace* user = l ? l->find_namespace(NamespaceType::user) : nullptr;
+        bool fallback = user && (!user->path.empty() || !l->uid_mappings.empty());
+        if (!fallback)
+            fail(member_path(path, "options"),
+                 "idmap needs uidMappings and gidMappings, or a user namespace for the container");
+    }
+}
+
+void validate_mount(const std::string& path, const Mount& m, const Linux* l) {
     // Linux mounts are made relative to the container's root, so the destination must be
     // absolute (config.md "Mounts", POSIX platforms).
     check_absolute(member_path(path, "destination"), m.destination);
     validate_id_mappings(member_path(path, "uidMappings"), m.uid_mappings);
     validate_id_mappings(member_path(path, "gidMappings"), m.gid_mappings);
+    validate_idmapped_mount(path, m, l);
 }
 
 void validate_hooks(const Hooks& h) {
@@ -389,7 +439,8 @@ void validate(const Config& c) {
         fail("ociVersion", "unsupported version " + quote(c.oci_version) + " (supported 1.0.0 to 1.3.x)");
 
     if (c.root && c.root->path.empty()) fail("root.path", "required");
-    for (std::size_t i = 0; i < c.mounts.size(); ++i) validate_mount(element_path("mounts", i), c.mounts[i]);
+    for (std::size_t i = 0; i < c.mounts.size(); ++i)
+        validate_mount(element_path("mounts", i), c.mounts[i], c.linux ? &*c.linux : nullptr);
     if (c.process) detail::validate_process(*c.process, "process");
     if (c.hooks) validate_hooks(*c.hooks);
     // config.md "Annotations": keys MUST NOT be empty.

@@ -9,6 +9,7 @@
 
 #include "cgroups/cgroups.hpp"
 #include "namespaces/mount_options.hpp"
+#include "namespaces/namespaces.hpp"
 #include "runtime/runtime.hpp"
 
 #ifndef TARN_VERSION
@@ -48,6 +49,9 @@ int features() {
     // a config naming a profile fails create where the LSM is absent.
     f.apparmor = true;
     f.selinux = true;
+    // Unlike those, an idmap a config asks for is applied or create fails, so this says
+    // whether this kernel can do it at all.
+    f.mount_idmap = ns::idmapped_mounts_supported();
     // What this kernel's seccomp can return (SECCOMP_GET_ACTION_AVAIL): KILL_PROCESS and
     // LOG need 4.14, NOTIFY 5.0.
     for (auto [name, ret] : {std::pair{"SCMP_ACT_ALLOW", SECCOMP_RET_ALLOW}, {"SCMP_ACT_ERRNO", SECCOMP_RET_ERRNO},

@@ -103,6 +103,79 @@ TEST(Failure, DeleteForceCleansUpAfterCreateWasKilled) {
     expect_nothing_left(b, "half");
 }
 
+namespace {
+
+json idmapped_bind(const std::string& source, json uids, json gids) {
+    json m = {{"destination", "/data"}, {"type", "bind"}, {"source", source}, {"options", {"bind", "idmap"}}};
+    if (!uids.is_null()) m["uidMappings"] = uids;
+    if (!gids.is_null()) m["gidMappings"] = gids;
+    return m;
+}
+
+// The container's cgroup on this host (v1 memory hierarchy, hybrid or unified).
+bool cgroup_exists(const std::string& path) {
+    return path_exists("/sys/fs/cgroup/memory" + path) || path_exists("/sys/fs/cgroup/unified" + path) ||
+           path_exists("/sys/fs/cgroup" + path + "/cgroup.procs");
+}
+
+}  // namespace
+
+TEST(Failure, BadIdmapNamesTheMountField) {
+    REQUIRE_ROOT();
+    Bundle b;
+    std::string src = b.scratch("src");
+    json one = {{{"containerID", 0}, {"hostID", 1000}, {"size", 1}}};
+    json overlapping = {{{"containerID", 0}, {"hostID", 1000}, {"size", 10}},
+                        {{"containerID", 5}, {"hostID", 5000}, {"size", 1}}};
+    struct Case {
+        json mount;
+        std::string message;
+    } cases[] = {
+        {idmapped_bind(src, one, nullptr), "mounts[1].gidMappings: required with uidMappings"},
+        {idmapped_bind(src, overlapping, one),
+         "mounts[1].uidMappings[1]: containerID range overlaps entry 0"},
+        {idmapped_bind(src, {{{"containerID", 0}, {"hostID", 1000}, {"size", 0}}}, one),
+         "mounts[1].uidMappings[0].size: must be greater than zero"},
+        {idmapped_bind(src, nullptr, nullptr),
+         "mounts[1].options: idmap needs uidMappings and gidMappings, or a user namespace"},
+        {{{"destination", "/t"},
+          {"type", "tmpfs"},
+          {"source", "tmpfs"},
+          {"uidMappings", one},
+          {"gidMappings", one}},
+         "mounts[1].uidMappings: only bind mounts can be idmapped"},
+    };
+    int n = 0;
+    for (const Case& c : cases) {
+        std::string id = "bad-idmap-" + std::to_string(n++);
+        b.config["mounts"] =
+            json::array({{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}}, c.mount});
+        Result r = b.cmd("true").run(id);
+        EXPECT_NE(r.code, 0) << c.message;
+        EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+        expect_nothing_left(b, id);
+        EXPECT_FALSE(cgroup_exists("/tarn/" + id));
+    }
+}
+
+TEST(Failure, IdmapOnAFilesystemWithoutSupportSaysSo) {
+    REQUIRE_ROOT();
+    // procfs has no FS_ALLOW_IDMAP: the mount is refused, named, and nothing is left.
+    Bundle b;
+    json one = {{{"containerID", 0}, {"hostID", 1000}, {"size", 1}}};
+    b.config["mounts"].push_back(idmapped_bind("/proc/sys", one, one));
+    size_t index = b.config["mounts"].size() - 1;
+    Result r = b.cmd("true").run("idmap-nofs");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("mounts[" + std::to_string(index) +
+                         "]: idmapped mount /proc/sys on /data: the filesystem of "
+                         "/proc/sys (proc) does not support idmapped mounts"),
+              std::string::npos)
+        << r.err;
+    expect_nothing_left(b, "idmap-nofs");
+    EXPECT_FALSE(cgroup_exists("/tarn/idmap-nofs"));
+}
+
 TEST(Failure, BadIdIsRejected) {
     REQUIRE_ROOT();
     Bundle b;

@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <map>
+#include <sstream>
 #include <thread>
 
 #include "harness.hpp"
@@ -186,6 +188,67 @@ TEST(Ps, JsonIsAnArrayOfTheContainersPids) {
     EXPECT_EQ(pids.size(), 2u) << r.out;
     int init = json::parse(b.tarn({"state", "p1"}).out)["pid"];
     EXPECT_NE(std::find(pids.begin(), pids.end(), init), pids.end());
+}
+
+TEST(Ps, TableListsTheContainersProcessesLikePsEf) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.cmd("sleep 1001 & exec sleep 1002");
+    ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "pt1"}).code, 0);
+    int init = json::parse(b.tarn({"state", "pt1"}).out)["pid"];
+    json pids;
+    for (int i = 0; i < 50 && pids.size() < 2; ++i, usleep(20000))
+        pids = json::parse(b.tarn({"ps", "--format", "json", "pt1"}).out);
+    ASSERT_EQ(pids.size(), 2u) << pids.dump();
+    Result r = b.tarn({"ps", "pt1"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::istringstream lines(r.out);
+    std::string header;
+    std::getline(lines, header);
+    EXPECT_EQ(header, "UID        PID  PPID  C STIME TTY          TIME CMD");
+    std::map<int, std::vector<std::string>> rows;
+    for (std::string line; std::getline(lines, line);) {
+        std::istringstream cols(line);
+        std::vector<std::string> c;
+        for (std::string t; cols >> t;) c.push_back(t);
+        ASSERT_GE(c.size(), 8u) << line;
+        rows[std::stoi(c[1])] = c;
+    }
+    ASSERT_EQ(rows.size(), 2u) << r.out;
+    ASSERT_TRUE(rows.contains(init)) << r.out;
+    const auto& row = rows[init];
+    EXPECT_EQ(row[0], "root");
+    EXPECT_EQ(row[5], "?") << "no terminal";
+    EXPECT_EQ(row[6], "00:00:00");
+    EXPECT_EQ(row[7] + " " + row[8], "sleep 1002");
+    for (auto& [pid, c] : rows)
+        if (pid != init) {
+            EXPECT_EQ(std::stoi(c[2]), init) << "the other sleep is the init's child";
+            EXPECT_EQ(c[7] + " " + c[8], "sleep 1001");
+        }
+}
+
+TEST(Ps, ExplicitArgumentsGoToPs) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.cmd("exec sleep 1003");
+    ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "pt2"}).code, 0);
+    int init = json::parse(b.tarn({"state", "pt2"}).out)["pid"];
+    Result r = b.tarn({"ps", "pt2", "--", "-o", "pid,comm"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::istringstream lines(r.out);
+    std::string header, row;
+    std::getline(lines, header);
+    std::getline(lines, row);
+    EXPECT_EQ(header.substr(header.find_first_not_of(' ')), "PID COMMAND");
+    std::istringstream cols(row);
+    int pid = 0;
+    std::string comm;
+    cols >> pid >> comm;
+    EXPECT_EQ(pid, init) << r.out;
+    EXPECT_EQ(comm, "sleep");
+    std::string rest;
+    EXPECT_FALSE(std::getline(lines, rest)) << "only the container's process: " << r.out;
 }
 
 TEST(Exec, RunsInTheContainersNamespaces) {

@@ -136,6 +136,14 @@ TEST(Features, LsmSupportIsDeclared) {
     EXPECT_TRUE(f["selinux"]["enabled"].get<bool>());
 }
 
+TEST(Features, IdmappedMountsAreDeclaredOnThisKernel) {
+    // MOUNT_ATTR_IDMAP is in every kernel since 5.12; the probe must find it.
+    json f = features()["linux"]["mountExtensions"];
+    EXPECT_TRUE(f["idmap"]["enabled"].get<bool>()) << f.dump();
+    json opts = features()["mountOptions"];
+    EXPECT_NE(std::find(opts.begin(), opts.end(), "ridmap"), opts.end());
+}
+
 TEST(Features, EveryMountOptionListedIsAccepted) {
     REQUIRE_ROOT();
     json opts = features()["mountOptions"];
@@ -147,10 +155,14 @@ TEST(Features, EveryMountOptionListedIsAccepted) {
         {{"destination", "/mnt"}, {"type", "tmpfs"}, {"source", "tmpfs"}, {"options", json::array()}});
     int i = 0;
     for (const auto& o : opts) {
-        b.config["mounts"].push_back({{"destination", "/mnt/m" + std::to_string(i++)},
-                                      {"type", "bind"},
-                                      {"source", src},
-                                      {"options", {"rbind", o}}});
+        json m = {{"destination", "/mnt/m" + std::to_string(i++)},
+                  {"type", "bind"},
+                  {"source", src},
+                  {"options", {"rbind", o}}};
+        // An idmap needs a mapping: the mount's own, as the container has no user namespace.
+        if (o == "idmap" || o == "ridmap")
+            m["uidMappings"] = m["gidMappings"] = {{{"containerID", 0}, {"hostID", 1000}, {"size", 1}}};
+        b.config["mounts"].push_back(m);
     }
     Result r = b.cmd("true").run("mopts");
     EXPECT_EQ(r.code, 0) << r.err;

@@ -100,6 +100,145 @@ TEST(Mounts, RecursiveReadOnlyReachesSubmounts) {
     EXPECT_EQ(r.out, "sub-ro\n") << r.err;
 }
 
+// config.md "Mounts" uidMappings/gidMappings: an idmapped bind mount presents a file
+// owned by containerID on the source as owned by hostID, without touching the disk.
+namespace {
+
+json id_map(uint32_t container_id, uint32_t host_id, uint32_t size) {
+    return {{"containerID", container_id}, {"hostID", host_id}, {"size", size}};
+}
+
+// A file in `dir` owned on disk by uid:gid `id`.
+void owned_file(const std::string& dir, const std::string& name, uid_t id) {
+    write_text(dir + "/" + name, name + "\n");
+    ASSERT_EQ(::chown((dir + "/" + name).c_str(), id, id), 0);
+}
+
+// A tmpfs mounted for the length of a test, gone before the bundle is removed.
+struct HostTmpfs {
+    std::string path;
+    explicit HostTmpfs(std::string p) : path(std::move(p)) {
+        ::mkdir(path.c_str(), 0755);
+        mounted = sh("mount -t tmpfs tmpfs " + path).code == 0;
+    }
+    ~HostTmpfs() {
+        if (mounted) sh("umount " + path);
+    }
+    bool mounted = false;
+};
+
+}  // namespace
+
+TEST(Mounts, IdmappedBindShowsTheMappedOwner) {
+    REQUIRE_ROOT();
+    Bundle b;
+    std::string src = b.scratch("idmapped");
+    owned_file(src, "root-owned", 0);
+    owned_file(src, "user-owned", 1000);
+    owned_file(src, "unmapped", 5);
+    json maps = {id_map(0, 1000, 1), id_map(1000, 2000, 1)};
+    b.config["mounts"].push_back({{"destination", "/data"},
+                                  {"type", "bind"},
+                                  {"source", src},
+                                  {"options", {"bind", "idmap"}},
+                                  {"uidMappings", maps},
+                                  {"gidMappings", maps}});
+    Result r = b.cmd("cd /data && stat -c '%n %u:%g' root-owned user-owned unmapped").run("idm1");
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "root-owned 1000:1000\nuser-owned 2000:2000\nunmapped 65534:65534\n");
+    struct stat st;
+    ASSERT_EQ(::stat((src + "/user-owned").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 1000u) << "the mapping must not change the owner on disk";
+}
+
+TEST(Mounts, IdmappedTmpfsSourceWithoutTheOption) {
+    REQUIRE_ROOT();
+    // Mappings alone make the mount idmapped too (the option only says "recursive or
+    // not"); tmpfs takes idmapped mounts like ext4 does.
+    Bundle b;
+    HostTmpfs src(b.scratch("tmpfs-src"));
+    ASSERT_TRUE(src.mounted);
+    owned_file(src.path, "f", 1000);
+    b.config["mounts"].push_back({{"destination", "/t"},
+                                  {"type", "bind"},
+                                  {"source", src.path},
+                                  {"options", {"bind"}},
+                                  {"uidMappings", {id_map(1000, 0, 1)}},
+                                  {"gidMappings", {id_map(1000, 0, 1)}}});
+    Result r = b.cmd("stat -c %u:%g /t/f").run("idm2");
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "0:0\n");
+}
+
+TEST(Mounts, RidmapReachesSubmountsAndIdmapDoesNot) {
+    REQUIRE_ROOT();
+    Bundle b;
+    std::string src = b.scratch("rtree");
+    owned_file(src, "top", 0);
+    HostTmpfs sub(src + "/sub");
+    ASSERT_TRUE(sub.mounted);
+    owned_file(sub.path, "nested", 0);
+    json maps = {id_map(0, 1000, 1)};
+    for (auto [dest, opt] : {std::pair{"/r", "ridmap"}, {"/n", "idmap"}})
+        b.config["mounts"].push_back({{"destination", dest},
+                                      {"type", "bind"},
+                                      {"source", src},
+                                      {"options", {"rbind", opt}},
+                                      {"uidMappings", maps},
+                                      {"gidMappings", maps}});
+    Result r = b.cmd("stat -c '%n %u' /r/top /r/sub/nested /n/top /n/sub/nested").run("idm3");
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "/r/top 1000\n/r/sub/nested 1000\n/n/top 1000\n/n/sub/nested 0\n");
+}
+
+TEST(Mounts, IdmapOptionTakesTheContainersUserNamespaceMapping) {
+    REQUIRE_ROOT();
+    // The common case: a host directory owned by root, a container whose root is host
+    // uid 100000. Without idmap its files are nobody's; with it, the container's root owns them.
+    Bundle b;
+    std::string src = b.scratch("volume");
+    owned_file(src, "f", 0);
+    b.config["linux"]["namespaces"].push_back({{"type", "user"}});
+    b.config["linux"]["uidMappings"] = {id_map(0, 100000, 65536)};
+    b.config["linux"]["gidMappings"] = {id_map(0, 100000, 65536)};
+    // Targets that exist in the image: the container's root cannot create them in a
+    // rootfs owned by the host's root.
+    b.config["mounts"].push_back(
+        {{"destination", "/run"}, {"type", "bind"}, {"source", src}, {"options", {"bind"}}});
+    b.config["mounts"].push_back(
+        {{"destination", "/var"}, {"type", "bind"}, {"source", src}, {"options", {"bind", "idmap"}}});
+    Result r = b.cmd("stat -c '%n %u:%g' /run/f /var/f && echo hi > /var/new").run("idm4");
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "/run/f 65534:65534\n/var/f 0:0\n");
+    struct stat st;
+    ASSERT_EQ(::stat((src + "/new").c_str(), &st), 0) << "the container's root can write through the mapping";
+    EXPECT_EQ(st.st_uid, 0u) << "and what it writes is owned by root on disk";
+}
+
+TEST(Mounts, IdmapOptionTakesAJoinedUserNamespace) {
+    REQUIRE_ROOT();
+    // A user namespace given by path has no mappings in the config: the idmapping is
+    // the namespace itself.
+    Bundle holder;
+    holder.config["linux"]["namespaces"].push_back({{"type", "user"}});
+    holder.config["linux"]["uidMappings"] = {id_map(0, 200000, 65536)};
+    holder.config["linux"]["gidMappings"] = {id_map(0, 200000, 65536)};
+    holder.cmd("exec sleep 1000");
+    ASSERT_EQ(holder.tarn({"run", "-d", "--bundle", holder.dir(), "idm-holder"}).code, 0);
+    int pid = json::parse(holder.tarn({"state", "idm-holder"}).out)["pid"];
+
+    Bundle b;
+    std::string src = b.scratch("volume");
+    owned_file(src, "f", 0);
+    b.config["linux"]["namespaces"].push_back(
+        {{"type", "user"}, {"path", "/proc/" + std::to_string(pid) + "/ns/user"}});
+    b.config["mounts"].push_back(
+        {{"destination", "/var"}, {"type", "bind"}, {"source", src}, {"options", {"bind", "idmap"}}});
+    Result r = b.cmd("stat -c %u:%g /var/f").run("idm5");
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "0:0\n");
+}
+
 TEST(Mounts, SymlinkedTargetStaysInsideTheRootfs) {
     REQUIRE_ROOT();
     // A hostile image points a mount target at a host path; the mount must land inside.

@@ -124,6 +124,55 @@ TEST(OciValidate, IdMappedMountsNeedASize) {
         "config.json: mounts[0].gidMappings[0].size: must be greater than zero");
 }
 
+// config.md "Mounts": uidMappings and gidMappings come together, on bind mounts only;
+// idmap/ridmap without them borrow the container's user namespace mapping.
+TEST(OciValidate, IdMappedMountsNeedBothMappings) {
+    EXPECT_EQ(error_with(R"({"mounts": [{"destination": "/d", "type": "bind", "source": "/s",
+                                          "uidMappings": [{"containerID": 0, "hostID": 1, "size": 1}]}]})"),
+              "config.json: mounts[0].gidMappings: required with uidMappings");
+    EXPECT_EQ(error_with(R"({"mounts": [{"destination": "/d", "type": "bind", "source": "/s",
+                                          "gidMappings": [{"containerID": 0, "hostID": 1, "size": 1}]}]})"),
+              "config.json: mounts[0].uidMappings: required with gidMappings");
+}
+
+TEST(OciValidate, OnlyBindMountsAreIdMapped) {
+    EXPECT_EQ(
+        error_with(R"({"mounts": [{"destination": "/t", "type": "tmpfs", "source": "tmpfs",
+                                          "uidMappings": [{"containerID": 0, "hostID": 1, "size": 1}],
+                                          "gidMappings": [{"containerID": 0, "hostID": 1, "size": 1}]}]})"),
+        R"(config.json: mounts[0].uidMappings: only bind mounts can be idmapped (type "tmpfs" without bind or rbind))");
+    EXPECT_EQ(
+        error_with(
+            R"({"mounts": [{"destination": "/t", "type": "tmpfs", "source": "tmpfs", "options": ["ridmap"]}],
+                             "linux": {"namespaces": [{"type": "user"}],
+                                       "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+                                       "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]}})"),
+        R"(config.json: mounts[0].options: only bind mounts can be idmapped (type "tmpfs" without bind or rbind))");
+}
+
+TEST(OciValidate, IdmapOptionWithoutMappingsNeedsAUserNamespace) {
+    EXPECT_EQ(
+        error_with(
+            R"({"mounts": [{"destination": "/d", "type": "none", "source": "/s", "options": ["rbind", "ridmap"]}]})"),
+        "config.json: mounts[0].options: idmap needs uidMappings and gidMappings, or a user namespace for "
+        "the container");
+    EXPECT_EQ(
+        error_with(
+            R"({"mounts": [{"destination": "/d", "type": "none", "source": "/s", "options": ["bind", "idmap"]}],
+                             "linux": {"namespaces": [{"type": "user", "path": "/proc/1/ns/user"}]}})"),
+        "(no error)");
+}
+
+TEST(OciValidate, IdMappingsMayNotOverlapOrOverflow) {
+    EXPECT_EQ(error_with(R"({"linux": {"uidMappings": [{"containerID": 0, "hostID": 1000, "size": 10},
+                                                       {"containerID": 20, "hostID": 1005, "size": 1}]}})"),
+              "config.json: linux.uidMappings[1]: hostID range overlaps entry 0");
+    EXPECT_EQ(error_with(R"({"mounts": [{"destination": "/d", "type": "bind", "source": "/s",
+                                          "uidMappings": [{"containerID": 4294967295, "hostID": 0, "size": 1}],
+                                          "gidMappings": [{"containerID": 0, "hostID": 0, "size": 1}]}]})"),
+              "config.json: mounts[0].uidMappings[0].size: containerID + size overflows 32 bits");
+}
+
 TEST(OciValidate, HookPathAbsoluteAndTimeoutPositive) {
     EXPECT_EQ(error_with(R"({"hooks": {"createRuntime": [{"path": "hook.sh"}]}})"),
               R"(config.json: hooks.createRuntime[0].path: must be an absolute path, got "hook.sh")");
