@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -696,6 +697,9 @@ void Daemon::claim(Pool& p, Sandbox* sb, Conn* c) {
         cl.cwd = r.value("cwd", "");
         for (int i = 0; i < 3; ++i) cl.stdio[i] = c->stdio[i].get();
         sb->pid_id = watch(sb->init->pidfd(), Kind::pidfd, sb);
+        // Made at the spawners' background priority; the workload runs at the normal one.
+        if (::setpriority(PRIO_PROCESS, static_cast<id_t>(sb->init->pid()), 0) < 0)
+            log_debug("pool: sandbox " + sb->name + ": reset priority: " + Error::errno_text(errno));
         sb->init->claim(cl);
     } catch (const Error& e) {
         sb->owner = nullptr;

@@ -2,6 +2,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -13,6 +14,8 @@
 
 namespace tarn::pool::detail {
 namespace {
+
+constexpr int kSpawnerNice = 10;
 
 using nlohmann::json;
 
@@ -84,6 +87,11 @@ bool destroy(const std::string& path, cgroups::Mode mode, bool last_try) {
 void spawner_main(int sock, const std::vector<const Template*>& templates) {
     try {
         ::prctl(PR_SET_NAME, "tarn-spawner", 0, 0, 0);
+        // Making sandboxes ahead of requests is background work: on a busy host it
+        // must not take the CPU from the workloads it serves (nor from the daemon
+        // reporting their exits). The daemon puts each sandbox back to nice 0 when
+        // it hands it a claim.
+        ::setpriority(PRIO_PROCESS, 0, kSpawnerNice);
         ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         std::map<std::string, const Template*> by_name;
         for (const Template* t : templates) by_name[t->pool] = t;
