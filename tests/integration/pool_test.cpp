@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -231,6 +232,24 @@ TEST_F(PoolTest, RunsACommandWithItsStdioEnvCwdAndExitCode) {
     EXPECT_EQ(r.code, 0) << r.err;
     EXPECT_NE(r.out.find("/bin"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("dumb"), std::string::npos) << r.out;
+}
+
+TEST_F(PoolTest, SandboxesAreMadeInTheBackgroundButWorkloadsRunAtNormalPriority) {
+    serve();
+    ASSERT_TRUE(eventually([&] { return status()["idle"] == 2; }, 20000ms));
+    // A parked sandbox carries the spawners' nice value; the claim resets it.
+    pid_t parked = -1;
+    for (const std::string& d : sandbox_dirs(cgparent + "/p")) {
+        std::string procs = read_text(d + "/cgroup.procs");
+        if (!procs.empty()) parked = std::stoi(procs);
+    }
+    ASSERT_GT(parked, 0);
+    errno = 0;
+    EXPECT_EQ(::getpriority(PRIO_PROCESS, static_cast<id_t>(parked)), 10);
+    // Field 19 of /proc/self/stat is the nice value.
+    Result r = run("cut -d' ' -f19 /proc/self/stat");
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "0\n");
 }
 
 TEST_F(PoolTest, SignalsReachTheWorkloadAndASignalDeathGives128PlusN) {
