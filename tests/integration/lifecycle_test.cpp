@@ -152,8 +152,13 @@ TEST(Kill, DeliversTheNamedSignalToInit) {
 TEST(Kill, RunForwardsSignalsToTheContainer) {
     REQUIRE_ROOT();
     Bundle b;
-    b.cmd("trap 'exit 7' TERM; while true; do sleep 0.05; done");
+    // The shell is pid 1 in its pid namespace: a TERM that comes before its trap is
+    // dropped, so the signal goes only once the trap is in place.
+    std::string out = b.scratch("out");
+    b.config["mounts"].push_back({{"destination", "/out"}, {"type", "bind"}, {"source", out}, {"options", {"rbind"}}});
+    b.cmd("trap 'exit 7' TERM; echo > /out/ready; while true; do sleep 0.05; done");
     pid_t runner = run_in_background(b, "fw");
+    for (int i = 0; i < 1000 && !path_exists(out + "/ready"); ++i) usleep(10000);
     ::kill(runner, SIGTERM);
     EXPECT_EQ(wait_exit_code(runner), 7);
 }

@@ -121,7 +121,9 @@ TEST(VmLifecycle, CreateStartKillDelete) {
     Bundle b;
     vm_annotations(b);
     std::string out = b.scratch("out") + "/create.out";
-    b.cmd("echo started; trap 'echo got TERM; exit 3' TERM; while :; do sleep 1; done");
+    // The trap first: the shell is pid 1 in its pid namespace, where a TERM that comes
+    // before a handler is installed is dropped.
+    b.cmd("trap 'echo got TERM; exit 3' TERM; echo started; while :; do sleep 1; done");
     b.write();
     std::string tarn = std::string(TARN_BINARY) + " --root " + b.root();
     // The monitor keeps create's stdout: send it to a file, as a shim would to a fifo.
