@@ -478,8 +478,9 @@ void Daemon::destroy_sandbox(Sandbox* sb) {
     if (sb->st == Sandbox::St::idle) std::erase(p.idle, sb);
     if (sb->owner) sb->owner->sb = nullptr;
     sb->init.reset();  // kills and reaps it unless released
-    // A leased sandbox's cgroup is a container's now.
-    if (sb->st != Sandbox::St::leased) tell_spawner(sb->cgroup, sb->spawner);
+    // A lease only becomes a container's at "release" (end_lease), which never comes
+    // here: a sandbox destroyed while leased is still the pool's to remove.
+    tell_spawner(sb->cgroup, sb->spawner);
     p.sandboxes.erase(sb->name);
 }
 
@@ -790,7 +791,6 @@ void Daemon::end_lease(Conn* c, bool released) {
     Pool& p = *sb->pool;
     if (!released) {
         sb->owner = nullptr;
-        sb->st = Sandbox::St::starting;  // neither idle nor running: nothing to count down
         destroy_sandbox(sb);
         return;
     }
