@@ -186,7 +186,10 @@ public:
     }
 
     void kill_all(int sig) override {
-        // v1 has no cgroup.kill: freeze so nothing forks past the iteration.
+        // v1 has no cgroup.kill: freeze so nothing forks past the iteration. An empty
+        // cgroup stays empty (nothing forks into it), and freezing costs milliseconds:
+        // the common case of a container whose processes have all exited skips it.
+        if (read_procs(primary_dir(), true).empty()) return;
         bool froze = false;
         bool can_freeze = find("freezer") || has_unified();
         if (can_freeze && !frozen()) {

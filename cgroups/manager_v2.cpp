@@ -164,6 +164,7 @@ public:
             write(dir_, "cgroup.kill", "1");
             return;
         }
+        if (read_procs(dir_, true).empty()) return;  // nothing to signal: skip the freeze
         bool froze = false;
         if (!frozen_v2(dir_)) {
             try {

@@ -110,17 +110,23 @@ void cgroup_mount(int root, const oci::Mount& m, const MountOptions& o, int targ
         return;
     }
     fs_mount("tmpfs", target, "tmpfs", flags, "mode=755", m.destination);
+    // The tmpfs is new and empty and nothing in the container runs yet: its
+    // directories are made and opened straight from its root, without a resolution
+    // from the rootfs each.
+    UniqueFd top(open_in_root(root, m.destination, O_PATH | O_DIRECTORY));
+    if (!top) throw_errno("open " + m.destination + " in rootfs");
     for (const auto& [name, opts] : host_v1_hierarchies()) {
         std::string sub = m.destination + "/" + name;
-        UniqueFd t = mkdir_all_in_root(root, sub);
+        if (::mkdirat(top.get(), name.c_str(), 0755) < 0) throw_errno("mkdir " + sub);
+        UniqueFd t(::openat(top.get(), name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!t) throw_errno("open " + sub);
         if (opts.empty())
             fs_mount("cgroup2", t.get(), "cgroup2", o.flags, "", sub);
         else
             fs_mount("cgroup", t.get(), "cgroup", o.flags, opts, sub);
     }
     if (o.flags & MS_RDONLY) {
-        UniqueFd top(open_in_root(root, m.destination, O_PATH));
-        if (!top || ::mount(nullptr, fd_path(top.get()).c_str(), nullptr, MS_REMOUNT | MS_RDONLY | flags, "mode=755") < 0)
+        if (::mount(nullptr, fd_path(top.get()).c_str(), nullptr, MS_REMOUNT | MS_RDONLY | flags, "mode=755") < 0)
             throw_errno("remount " + m.destination + " read-only");
     }
 }

@@ -67,9 +67,14 @@ UniqueFd sealed_memfd(int exe) {
 }  // namespace
 
 void reexec_sealed(char** argv) {
+    static bool sealed = false;  // main checks before parsing, the command again after
+    if (sealed) return;
     UniqueFd exe(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
     if (!exe) throw_errno("open /proc/self/exe");
-    if (exe_is_sealed(exe.get())) return;
+    if (exe_is_sealed(exe.get())) {
+        sealed = true;
+        return;
+    }
     UniqueFd target = readonly_bind(exe.get());
     if (!target) target = sealed_memfd(exe.get());
     // Both fds are close-on-exec: the kernel holds the file once the exec starts, and
