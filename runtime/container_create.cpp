@@ -116,8 +116,10 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     // anything is made, so a missing kernel or QEMU leaves nothing to clean up.
     bool in_vm = vm::selected(g, cfg);
     std::optional<vm::Settings> vm_settings;
+    std::optional<vm::GuestConfig> guest;
     if (in_vm) {
         vm_settings = vm::resolve(g, cfg);
+        guest = vm::guest_config(text, bundle);  // a bind source missing, too many shares
     }
     ns::check_lsm(&*cfg.process, cfg.linux ? &*cfg.linux : nullptr);
     if (cfg.process->terminal && o.console_socket.empty() && !want_pty)
@@ -252,9 +254,10 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             vm::Launch vl;
             vl.id = o.id;
             vl.state_dir = dir.path();
-            std::vector<std::string> dropped;
-            vl.config = vm::guest_config(text, dropped);
-            for (const std::string& d : dropped) log_debug("create " + o.id + ": vm mode leaves out " + d);
+            for (const std::string& d : guest->dropped)
+                log_debug("create " + o.id + ": vm mode leaves out " + d);
+            vl.config = std::move(guest->text);
+            vl.shares = std::move(guest->shares);
             char real[PATH_MAX];
             if (!::realpath(rootfs.c_str(), real)) throw_errno("root.path " + rootfs);
             vl.rootfs = real;

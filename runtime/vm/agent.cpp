@@ -1,9 +1,9 @@
 // tarn-agent: pid 1 of the VM isolation mode's guest. It loads the modules the guest
 // needs, moves onto a tmpfs root, mounts the basics, and then serves the host's
 // requests on the first serial port (protocol.hpp, docs/vm-protocol.md): it mounts
-// the bundle's rootfs shared over virtio-9p, creates the container with the same
-// namespaces and cgroups libraries tarn uses on a host, forwards stdio and signals,
-// and reports the exit status. When the workload is gone it powers the guest off.
+// the bundle's rootfs shared over virtio-fs or virtio-9p and the bind mounts' 9p
+// shares, creates the container with the same namespaces and cgroups libraries tarn
+// uses on a host, forwards stdio and signals, and reports the exit status. When the workload is gone it powers the guest off.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -22,8 +22,10 @@
 #include <chrono>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -40,6 +42,7 @@ using nlohmann::json;
 
 constexpr const char* kSerial = "/dev/ttyS0";
 constexpr const char* kRootfs = "/run/tarn/rootfs";
+constexpr std::string_view kShares = "/run/tarn/shares/";
 constexpr const char* kFifo = "/run/tarn/exec.fifo";
 
 double boottime_ms() {
@@ -64,8 +67,32 @@ void mount_or_throw(const char* source, const char* target, const char* type, un
         throw_errno(std::string("mount ") + type + " on " + target);
 }
 
-// Modules listed in /lib/modules/order, dependencies first (tarn vm setup writes it).
-void load_modules() {
+// The kernel modules of the initramfs (/lib/modules/order lists them, dependencies
+// first; tarn vm setup writes it). The file systems' modules wait for the create
+// request, which says whether the root comes over virtio-fs or 9p and whether there
+// are 9p shares: under TCG each module costs boot time, and a guest needs one set.
+class Modules {
+public:
+    // Reads every module into memory (the agent leaves the initramfs before a create
+    // comes) and loads all but the file systems'.
+    void boot();
+    // Loads `name` and what it depends on (its .modinfo "depends="); a module that is
+    // not there is taken as built into the kernel.
+    void load(const std::string& name);
+
+private:
+    std::vector<std::string> depends(const std::string& name) const;
+    void closure(const std::string& name, std::set<std::string>& into) const;
+
+    std::vector<std::string> order_;
+    std::map<std::string, std::string> image_;  // name (no .ko) -> module file
+    std::set<std::string> loaded_;
+};
+
+// The modules the create request loads on demand: 9p's (root or shares), virtio-fs's.
+constexpr const char* kOnDemand[] = {"9pnet_virtio", "9p", "virtiofs"};
+
+void Modules::boot() {
     std::string order;
     try {
         order = read_file("/lib/modules/order");
@@ -75,16 +102,56 @@ void load_modules() {
     size_t pos = 0;
     while (pos < order.size()) {
         size_t nl = order.find('\n', pos);
-        std::string name = order.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
+        std::string file = order.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
         pos = nl == std::string::npos ? order.size() : nl + 1;
-        if (name.empty()) continue;
-        std::string path = "/lib/modules/" + name;
-        UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-        if (!fd) throw_errno("open " + path);
-        if (::syscall(SYS_finit_module, fd.get(), "", 0) < 0 && errno != EEXIST)
-            throw_errno("load module " + path);
-        ::unlink(path.c_str());  // the initramfs is memory: give it back
+        if (file.size() <= 3 || file.compare(file.size() - 3, 3, ".ko") != 0) continue;
+        std::string name = file.substr(0, file.size() - 3), path = "/lib/modules/" + file;
+        image_[name] = read_file(path);
+        ::unlink(path.c_str());  // the initramfs is memory: one copy is enough
+        order_.push_back(name);
     }
+    // What virtio-mmio needs loads now even when a file system depends on it too.
+    std::set<std::string> deferred, now;
+    for (const char* m : kOnDemand) closure(m, deferred);
+    closure("virtio_mmio", now);
+    for (const std::string& name : order_)
+        if (!deferred.count(name) || now.count(name)) load(name);
+}
+
+std::vector<std::string> Modules::depends(const std::string& name) const {
+    auto it = image_.find(name);
+    if (it == image_.end()) return {};
+    // .modinfo is a run of NUL-terminated key=value strings.
+    constexpr std::string_view key("\0depends=", 9);
+    size_t at = it->second.find(key);
+    if (at == std::string::npos) return {};
+    at += key.size();
+    std::string list = it->second.substr(at, it->second.find('\0', at) - at);
+    std::vector<std::string> deps;
+    size_t pos = 0;
+    while (pos < list.size()) {
+        size_t comma = list.find(',', pos);
+        std::string dep = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        if (!dep.empty()) deps.push_back(dep);
+        if (comma == std::string::npos) break;
+        pos = comma + 1;
+    }
+    return deps;
+}
+
+void Modules::closure(const std::string& name, std::set<std::string>& into) const {
+    if (!image_.count(name) || !into.insert(name).second) return;
+    for (const std::string& dep : depends(name)) closure(dep, into);
+}
+
+void Modules::load(const std::string& name) {
+    auto it = image_.find(name);
+    if (it == image_.end() || loaded_.count(name)) return;
+    loaded_.insert(name);
+    for (const std::string& dep : depends(name)) load(dep);
+    if (::syscall(SYS_init_module, it->second.data(), it->second.size(), "") < 0 && errno != EEXIST)
+        throw_errno("load module " + name + ".ko");
+    image_.erase(it);
 }
 
 // pivot_root(2) refuses to move the initial rootfs, and the container's init pivots:
@@ -155,7 +222,8 @@ struct Proc {
 
 class Agent {
 public:
-    Agent(UniqueFd serial, UniqueFd devnull) : serial_(std::move(serial)), devnull_(std::move(devnull)) {}
+    Agent(UniqueFd serial, UniqueFd devnull, Modules modules)
+        : serial_(std::move(serial)), devnull_(std::move(devnull)), modules_(std::move(modules)) {}
     void ready(double boot_ms, double init_ms) {
         send({{"t", "ready"}, {"boot_ms", boot_ms}, {"init_ms", init_ms}});
     }
@@ -177,6 +245,8 @@ private:
     }
     void request(const json& msg);
     void create(const json& msg);
+    // The shared root and the bind mounts' shares, as the create request lists them.
+    void mount_shares(const json& msg, bool root_readonly);
     void start();
     void exec(int n, const json& msg);
     // Runs `spawn` with the new process's stdio on pipes, and registers it. A spawn
@@ -195,6 +265,7 @@ private:
     }
 
     UniqueFd serial_, devnull_, sigchld_;
+    Modules modules_;
     LineReader reader_;
     std::vector<std::unique_ptr<Proc>> procs_;  // [0] is the init once created
     std::optional<oci::Config> config_;
@@ -244,15 +315,9 @@ void Agent::create(const json& msg) {
     std::string id = msg.value("id", "");
     oci::Config cfg = oci::parse_config(msg.value("config", ""), "config.json");
 
-    // The 9p device can show up a moment after its driver loads: retry for a while.
-    ::mkdir(kRootfs, 0755);
-    std::string opts = "trans=virtio,version=9p2000.L,msize=262144";
-    unsigned long flags = cfg.root && cfg.root->readonly ? MS_RDONLY : 0;
-    for (int i = 0;; ++i) {
-        if (::mount("rootfs", kRootfs, "9p", flags, opts.c_str()) == 0) break;
-        if (i >= 500) throw_errno("mount the shared rootfs (9p tag rootfs) on " + std::string(kRootfs));
-        ::usleep(10000);
-    }
+    double t_mounts = boottime_ms();
+    mount_shares(msg, cfg.root && cfg.root->readonly);
+    double mounts_ms = boottime_ms() - t_mounts;
 
     const oci::Resources none;
     const oci::Resources& res = cfg.linux && cfg.linux->resources ? *cfg.linux->resources : none;
@@ -282,7 +347,45 @@ void Agent::create(const json& msg) {
     });
     init_pid_ = init.pid;
     config_ = std::move(cfg);
-    send({{"t", "created"}, {"pid", init.pid}, {"timings", timings.timings.report()}});
+    send({{"t", "created"}, {"pid", init.pid}, {"timings", timings.timings.report()}, {"mounts_ms", mounts_ms}});
+}
+
+// A device can show up a moment after its driver loads: retry for a while.
+void mount_tag(const std::string& tag, const std::string& target, const char* type, unsigned long flags,
+               const char* data) {
+    if (::mkdir(target.c_str(), 0755) < 0 && errno != EEXIST) throw_errno("mkdir " + target);
+    for (int i = 0;; ++i) {
+        if (::mount(tag.c_str(), target.c_str(), type, flags, data) == 0) return;
+        if (i >= 500) throw_errno("mount the share " + tag + " (" + type + ") on " + target);
+        ::usleep(10000);
+    }
+}
+
+void Agent::mount_shares(const json& msg, bool root_readonly) {
+    constexpr const char* k9p = "trans=virtio,version=9p2000.L,msize=262144";
+    std::string root = msg.value("root", "9p");
+    unsigned long flags = root_readonly ? MS_RDONLY : 0;
+    if (root == "virtiofs") {
+        modules_.load("virtiofs");
+        mount_tag("rootfs", kRootfs, "virtiofs", flags, nullptr);
+    } else if (root == "9p") {
+        modules_.load("9pnet_virtio");
+        modules_.load("9p");
+        mount_tag("rootfs", kRootfs, "9p", flags, k9p);
+    } else {
+        throw Error("create: root: expected \"virtiofs\" or \"9p\", got \"" + root + "\"");
+    }
+    if (!msg.contains("shares") || !msg["shares"].is_array() || msg["shares"].empty()) return;
+    modules_.load("9pnet_virtio");
+    modules_.load("9p");
+    ::mkdir(std::string(kShares).c_str(), 0700);
+    for (const json& sh : msg["shares"]) {
+        std::string tag = sh.value("tag", ""), path = sh.value("path", "");
+        if (tag.empty() || path.compare(0, kShares.size(), kShares) != 0 ||
+            path.find("/..") != std::string::npos)
+            throw Error("create: shares: bad share " + sh.dump());
+        mount_tag(tag, path, "9p", sh.value("readonly", false) ? MS_RDONLY : 0, k9p);
+    }
 }
 
 void Agent::start() {
@@ -468,14 +571,15 @@ int main() {
     sigaddset(&set, SIGCHLD);
     ::sigprocmask(SIG_BLOCK, &set, nullptr);
     try {
-        vm::load_modules();
+        vm::Modules modules;
+        modules.boot();
         vm::leave_initramfs();
         vm::mount_basics();
         UniqueFd devnull(::open("/dev/null", O_RDWR | O_CLOEXEC));
         if (!devnull) throw_errno("open /dev/null");
         UniqueFd serial = vm::open_serial();
         vm::set_stdio(devnull.get(), devnull.get(), devnull.get());
-        vm::Agent agent(std::move(serial), std::move(devnull));
+        vm::Agent agent(std::move(serial), std::move(devnull), std::move(modules));
         agent.ready(boot_ms, vm::boottime_ms() - boot_ms);
         agent.serve();
     } catch (const std::exception& e) {

@@ -5,10 +5,14 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -83,6 +87,12 @@ public:
     [[noreturn]] void run();
 
 private:
+    // The file shares' staging and a read-only root for virtiofsd, in a mount
+    // namespace of the monitor's own; fills devices_.
+    void prepare_shares();
+    // Starts virtiofsd on the rootfs; devices_.virtiofs_fd is QEMU's end.
+    void start_virtiofsd();
+    void stop_virtiofsd();
     // Boot and create; throws with the message create reports.
     json boot_and_create();
     // Reads the serial line until a message with t == `want` (or "error"), QEMU's exit
@@ -108,6 +118,9 @@ private:
     std::vector<std::unique_ptr<ExecClient>> clients_;
     int next_n_ = 1;
     pid_t qemu_pid_ = -1;
+    pid_t virtiofsd_pid_ = -1;
+    Devices devices_;
+    UniqueFd virtiofs_client_;  // devices_.virtiofs_fd
     tarn::vm::LineReader reader_;
     std::deque<json> inbox_;
     std::deque<std::string> console_;  // the last lines that were not messages
@@ -171,11 +184,139 @@ std::string Monitor::qemu_log_tail() const {
 }
 
 void Monitor::stop_qemu() {
-    if (qemu_pid_ <= 0) return;
-    ns::detail::pidfd_send_signal(qemu_pidfd_.get(), SIGKILL);
-    while (::waitpid(qemu_pid_, nullptr, 0) < 0 && errno == EINTR) {
+    if (qemu_pid_ > 0) {
+        ns::detail::pidfd_send_signal(qemu_pidfd_.get(), SIGKILL);
+        while (::waitpid(qemu_pid_, nullptr, 0) < 0 && errno == EINTR) {
+        }
+        qemu_pid_ = -1;
     }
-    qemu_pid_ = -1;
+    stop_virtiofsd();
+}
+
+void Monitor::stop_virtiofsd() {
+    if (virtiofsd_pid_ <= 0) return;
+    // Its sandbox child (pid 1 of a pid namespace of its own) goes with it: virtiofsd
+    // gives that child a parent-death signal.
+    ::kill(virtiofsd_pid_, SIGKILL);
+    while (::waitpid(virtiofsd_pid_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    virtiofsd_pid_ = -1;
+}
+
+void Monitor::prepare_shares() {
+    devices_.rootfs = l_.rootfs;
+    devices_.rootfs_readonly = l_.rootfs_readonly;
+    devices_.shares = l_.shares;
+    for (const Share& sh : l_.shares) devices_.dirs.push_back(sh.source);
+    bool files = std::any_of(l_.shares.begin(), l_.shares.end(), [](const Share& sh) { return sh.file; });
+    bool readonly_virtiofs = l_.rootfs_readonly && !l_.settings.virtiofsd.empty();
+    if (!files && !readonly_virtiofs) return;
+
+    // A namespace of our own: what is mounted here is seen by QEMU and virtiofsd (our
+    // children) and by nobody on the host, and is gone with the last of us, so a
+    // killed monitor leaves no mount to clean up.
+    if (::unshare(CLONE_NEWNS) < 0) throw_errno("unshare the monitor's mount namespace");
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) < 0) throw_errno("make / rprivate");
+    std::string dir = l_.state_dir + "/shares";
+    if (::mkdir(dir.c_str(), 0700) < 0 && errno != EEXIST) throw_errno("mkdir " + dir);
+    if (::mount("tmpfs", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=0755") < 0)
+        throw_errno("mount tmpfs on " + dir);
+    for (size_t i = 0; i < l_.shares.size(); ++i) {
+        const Share& sh = l_.shares[i];
+        if (!sh.file) continue;
+        // 9p exports directories: the file gets one holding nothing but it, so the
+        // guest never sees the file's siblings on the host.
+        std::string sub = dir + "/" + std::to_string(i);
+        std::string target = sub + "/" + sh.source.substr(sh.source.find_last_of('/') + 1);
+        if (::mkdir(sub.c_str(), 0755) < 0) throw_errno("mkdir " + sub);
+        UniqueFd f(::open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+        if (!f) throw_errno("create " + target);
+        if (::mount(sh.source.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) < 0)
+            throw_errno("bind " + sh.source + " for the guest");
+        devices_.dirs[i] = sub;
+    }
+    if (readonly_virtiofs) {
+        // This virtiofsd has no read-only mode: it serves a read-only bind of the root,
+        // so not even a guest that ignores its own ro mount can write to the bundle.
+        std::string ro = dir + "/rootfs";
+        if (::mkdir(ro.c_str(), 0755) < 0) throw_errno("mkdir " + ro);
+        if (::mount(l_.rootfs.c_str(), ro.c_str(), nullptr, MS_BIND | MS_REC, nullptr) < 0)
+            throw_errno("bind root.path " + l_.rootfs);
+        if (::mount(nullptr, ro.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) < 0)
+            throw_errno("remount root.path " + l_.rootfs + " read-only");
+        devices_.rootfs = ro;
+    }
+}
+
+void Monitor::start_virtiofsd() {
+    // vhost-user needs a socket; this one has no file. virtiofsd --fd takes a listening
+    // socket and accepts one connection; we connect QEMU's end first, so that one is
+    // ours (a bind with no name autobinds an abstract one, which a process could find in
+    // /proc/net/unix, but its connection would queue behind ours and never be accepted).
+    UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (!listener || ::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(sa_family_t)) < 0 ||
+        ::listen(listener.get(), 1) < 0)
+        throw_errno("listen for virtiofsd");
+    socklen_t len = sizeof addr;
+    if (::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) < 0)
+        throw_errno("getsockname for virtiofsd");
+    UniqueFd client(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!client || ::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), len) < 0)
+        throw_errno("connect to virtiofsd's socket");
+    // Above stdio: the monitor's stdin may be closed, and QEMU's 0-2 are taken.
+    virtiofs_client_.reset(::fcntl(client.get(), F_DUPFD_CLOEXEC, 3));
+    if (!virtiofs_client_) throw_errno("dup virtiofsd's socket");
+    devices_.virtiofs_fd = virtiofs_client_.get();
+
+    std::string log_path = l_.state_dir + "/virtiofsd.log";
+    UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+    if (!log) throw_errno("open " + log_path);
+    UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    if (!null) throw_errno("open /dev/null");
+    constexpr int kListenFd = 3;
+    std::vector<std::string> args = {l_.settings.virtiofsd,
+                                     "--fd=" + std::to_string(kListenFd),
+                                     "-o",
+                                     "source=" + devices_.rootfs,
+                                     "-o",
+                                     "cache=auto",
+                                     "-o",
+                                     "log_level=warn"};
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    log_debug("vm " + l_.id + ": " + [&] {
+        std::string s;
+        for (const std::string& a : args) s += (s.empty() ? "" : " ") + a;
+        return s;
+    }());
+    pid_t self = ::getpid();
+    virtiofsd_pid_ = ::fork();
+    if (virtiofsd_pid_ < 0) throw_errno("fork virtiofsd");
+    if (virtiofsd_pid_ == 0) {
+        // Like QEMU, it dies with the monitor; it is in the container's host cgroup
+        // too (forked after the monitor was placed), so `delete` kills it in any case.
+        ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+        if (::getppid() != self) ::_exit(1);
+        int fd = listener.get();
+        if (fd == kListenFd) {
+            ::fcntl(fd, F_SETFD, 0);
+        } else {
+            ::dup2(fd, kListenFd);
+        }
+        ::dup2(null.get(), 0);
+        ::dup2(log.get(), 1);
+        ::dup2(log.get(), 2);
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        ::execv(argv[0], argv.data());
+        std::string msg = std::string("exec ") + argv[0] + ": " + Error::errno_text(errno) + "\n";
+        (void)!::write(2, msg.data(), msg.size());
+        ::_exit(127);
+    }
 }
 
 json Monitor::await(const std::string& want, Clock::time_point deadline, const std::string& waiting_for) {
@@ -224,7 +365,8 @@ json Monitor::boot_and_create() {
     UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!log) throw_errno("open " + log_path);
 
-    std::vector<std::string> args = qemu_argv(l_.settings, l_.id, l_.rootfs, l_.rootfs_readonly);
+    if (!l_.settings.virtiofsd.empty()) start_virtiofsd();
+    std::vector<std::string> args = qemu_argv(l_.settings, l_.id, devices_);
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -245,6 +387,8 @@ json Monitor::boot_and_create() {
         ::dup2(guest_end.get(), 0);
         ::dup2(guest_end.get(), 1);
         ::dup2(log.get(), 2);
+        // The chardev's fd=N: QEMU's end of virtiofsd's socket, kept across exec.
+        if (devices_.virtiofs_fd >= 0) ::fcntl(devices_.virtiofs_fd, F_SETFD, 0);
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -254,6 +398,7 @@ json Monitor::boot_and_create() {
         ::_exit(127);
     }
     guest_end.reset();
+    virtiofs_client_.reset();  // QEMU holds it now
     qemu_pidfd_.reset(ns::detail::pidfd_open(qemu_pid_));
     if (!qemu_pidfd_) throw_errno("pidfd_open qemu");
     ::fcntl(serial_.get(), F_SETFL, ::fcntl(serial_.get(), F_GETFL) | O_NONBLOCK);
@@ -265,7 +410,14 @@ json Monitor::boot_and_create() {
               "the guest agent did not answer within " + std::to_string(s.timeout_seconds) + " s (kernel " +
                   s.kernel + ", initrd " + s.initrd + ", " + (s.kvm ? "KVM" : "TCG") + ")");
     t_ready_ = Clock::now();
-    send({{"op", "create"}, {"id", l_.id}, {"config", l_.config}});
+    json shares = json::array();
+    for (const Share& sh : l_.shares)
+        shares.push_back({{"tag", sh.tag}, {"path", sh.guest_path}, {"readonly", sh.readonly}});
+    send({{"op", "create"},
+          {"id", l_.id},
+          {"config", l_.config},
+          {"root", l_.settings.virtiofsd.empty() ? "9p" : "virtiofs"},
+          {"shares", shares}});
     json created = await("created", Clock::now() + std::chrono::seconds(60),
                          "the guest agent did not create the container within 60 s");
     t_created_ = Clock::now();
@@ -284,6 +436,8 @@ json Monitor::boot_and_create() {
             {"agent_init_ms", agent_init},
             {"create_ms", ms_between(t_ready_, t_created_)},
             {"start_ms", started_ ? ms_between(t_created_, t_started_) : 0.0},
+            {"root", l_.settings.virtiofsd.empty() ? "9p" : "virtiofs"},
+            {"mounts_ms", created.value("mounts_ms", 0.0)},
             {"guest_setup", created.value("timings", "")}};
 }
 
@@ -366,8 +520,8 @@ void Monitor::finish() {
     if (qemu_pid_ > 0) {
         pollfd p{qemu_pidfd_.get(), POLLIN, 0};
         ::poll(&p, 1, 2000);
-        stop_qemu();
     }
+    stop_qemu();
     if (started_)
         log_debug("vm " + l_.id + ": workload " + ms(ms_between(t_started_, Clock::now())) + ", exit code " +
                   std::to_string(exit_code_));
@@ -401,6 +555,7 @@ void Monitor::run() {
             fifo_.reset(::open(l_.exec_fifo.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK));
             if (!fifo_) throw_errno("open " + l_.exec_fifo);
         }
+        prepare_shares();
         json timings = boot_and_create();
         listener_ = monitor_socket(l_.state_dir, true);
         std::string ok = "ok " + timings.dump();
@@ -547,7 +702,8 @@ ns::Spawned spawn(const Launch& l) {
         log_debug("create " + l.id + ": vm (" + t.value("accel", "") + ") qemu start " +
                   ms(t.value("qemu_start_ms", 0.0)) + ", kernel boot " + ms(t.value("kernel_boot_ms", 0.0)) +
                   ", agent init " + ms(t.value("agent_init_ms", 0.0)) + ", create " +
-                  ms(t.value("create_ms", 0.0)) + ", start " + ms(t.value("start_ms", 0.0)) +
+                  ms(t.value("create_ms", 0.0)) + " (" + t.value("root", "") + " root, mounts " +
+                  ms(t.value("mounts_ms", 0.0)) + "), start " + ms(t.value("start_ms", 0.0)) +
                   "; guest phases: " + t.value("guest_setup", ""));
     return sp;
 }

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
@@ -12,7 +13,7 @@ namespace tarn::runtime::vm {
 namespace {
 
 // Kernel and agent overhead on top of the workload's memory limit: Debian's kernel
-// with the agent runs in about 60 MiB; the rest is page cache for the 9p root.
+// with the agent runs in about 60 MiB; the rest is page cache for the shared root.
 constexpr unsigned kOverheadMib = 96;
 constexpr unsigned kMinMemoryMib = 128;
 
@@ -176,38 +177,82 @@ Settings resolve(const GlobalOptions& g, const oci::Config& cfg) {
         log_debug("vm: /dev/kvm is not usable (" + Error::errno_text(errno) +
                   "): QEMU emulates the CPU (TCG), which is slow");
     s.tsc_khz = host_tsc_khz();
+
+    std::string share = string_key(file, "share", path);
+    if (share.empty()) share = "auto";
+    if (share != "auto" && share != "virtiofs" && share != "9p")
+        throw Error("vm config " + path + ": share: expected \"auto\", \"virtiofs\" or \"9p\", got \"" +
+                    share + "\"");
+    if (share != "9p") {
+        std::string named = string_key(file, "virtiofsd", path);
+        if (!named.empty()) {
+            s.virtiofsd = find_in_path(named);
+            if (s.virtiofsd.empty() || ::access(s.virtiofsd.c_str(), X_OK) < 0)
+                throw Error("virtiofsd " + named + ": not found (vm config " + path + ": virtiofsd)");
+        } else {
+            for (std::string_view p : kVirtiofsdPaths)
+                if (::access(std::string(p).c_str(), X_OK) == 0) {
+                    s.virtiofsd = p;
+                    break;
+                }
+            if (s.virtiofsd.empty()) s.virtiofsd = find_in_path("virtiofsd");
+        }
+        if (s.virtiofsd.empty() && share == "virtiofs")
+            throw Error("vm config " + path + ": share: virtiofs, but no virtiofsd in /usr/libexec, "
+                        "/usr/lib/qemu or PATH (install Debian's qemu-system-common, or set \"virtiofsd\")");
+        if (s.virtiofsd.empty()) log_debug("vm: no virtiofsd found: the rootfs goes over virtio-9p");
+    }
     return s;
 }
 
-std::string guest_config(const std::string& config_text, std::vector<std::string>& dropped) {
+GuestConfig guest_config(const std::string& config_text, const std::string& bundle) {
     nlohmann::json j = nlohmann::json::parse(config_text, nullptr, false);
     if (j.is_discarded() || !j.is_object()) throw Error("config.json: not a JSON object");
+    GuestConfig g;
     j["root"]["path"] = std::string(kGuestRootfs);
     if (j.contains("mounts") && j["mounts"].is_array()) {
-        nlohmann::json kept = nlohmann::json::array();
-        for (const nlohmann::json& m : j["mounts"]) {
-            bool bind = m.value("type", "") == "bind";
+        for (nlohmann::json& m : j["mounts"]) {
+            bool bind = m.value("type", "") == "bind", readonly = false;
             if (m.contains("options") && m["options"].is_array())
-                for (const auto& o : m["options"])
+                for (const auto& o : m["options"]) {
                     if (o == "bind" || o == "rbind") bind = true;
-            if (bind) {
-                dropped.push_back("mount " + m.value("source", "") + " on " + m.value("destination", "") +
-                                  " (a host path)");
-                continue;
+                    if (o == "ro") readonly = true;
+                }
+            if (!bind) continue;
+            std::string what = "mount " + m.value("destination", "");
+            std::string source = m.value("source", "");
+            if (source.empty()) throw Error(what + ": source: required for a bind mount");
+            if (source[0] != '/') source = bundle + "/" + source;
+            struct stat st;
+            if (::stat(source.c_str(), &st) < 0) throw_errno(what + ": source " + source);
+            bool file = !S_ISDIR(st.st_mode);
+            // Binds of one directory with the same ro-ness share a device: transports
+            // are few. A file has its own, as each is staged apart.
+            auto same = std::find_if(g.shares.begin(), g.shares.end(), [&](const Share& s) {
+                return !file && !s.file && s.source == source && s.readonly == readonly;
+            });
+            if (same == g.shares.end()) {
+                if (g.shares.size() == kMaxShares)
+                    throw Error(what + ": more than " + std::to_string(kMaxShares) +
+                                " host bind mounts: microvm has " + std::to_string(kMaxShares + 1) +
+                                " virtio-mmio transports and the rootfs takes one");
+                std::string n = std::to_string(g.shares.size());
+                g.shares.push_back({"bind" + n, source, file, readonly, std::string(kGuestShares) + "/" + n});
+                same = g.shares.end() - 1;
             }
-            kept.push_back(m);
+            std::string base = source.substr(source.find_last_of('/') + 1);
+            m["source"] = file ? same->guest_path + "/" + base : same->guest_path;
         }
-        j["mounts"] = kept;
     }
     if (j.contains("hooks")) {
-        dropped.push_back("hooks (host programs)");
+        g.dropped.push_back("hooks (host programs)");
         j.erase("hooks");
     }
-    return j.dump();
+    g.text = j.dump();
+    return g;
 }
 
-std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, const std::string& rootfs,
-                                   bool rootfs_readonly) {
+std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, const Devices& d) {
     // The kernel command line and device set are kept minimal for boot time: one
     // serial port (also the agent's channel), no PCI, virtio-mmio found through ACPI.
     std::string append =
@@ -215,19 +260,23 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
         "mitigations=off "
         "8250.nr_uarts=1 random.trust_cpu=on pci=off";
     if (s.tsc_khz > 0) append += " tsc_early_khz=" + std::to_string(s.tsc_khz);
+    bool virtiofs = d.virtiofs_fd >= 0;
+    std::string memory = std::to_string(s.memory_mib);
     std::vector<std::string> a = {s.qemu,
                                   "-name",
                                   "tarn-vm:" + id,
                                   "-accel",
                                   s.kvm ? "kvm" : "tcg",
                                   "-M",
-                                  "microvm",
+                                  // vhost-user: virtiofsd maps the guest's memory, so it
+                                  // must be a shareable memfd, not anonymous memory.
+                                  virtiofs ? "microvm,memory-backend=mem" : "microvm",
                                   "-cpu",
                                   s.kvm ? "host" : "qemu64",
                                   "-smp",
                                   std::to_string(s.cpus),
                                   "-m",
-                                  std::to_string(s.memory_mib),
+                                  memory,
                                   "-nodefaults",
                                   "-no-user-config",
                                   "-display",
@@ -244,15 +293,34 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
                                   "-append",
                                   append};
     // A comma in a path would split QEMU's option string: QEMU escapes it as ",,".
-    std::string escaped;
-    for (char c : rootfs) {
-        escaped += c;
-        if (c == ',') escaped += ',';
+    auto escaped = [](const std::string& path) {
+        std::string e;
+        for (char c : path) {
+            e += c;
+            if (c == ',') e += ',';
+        }
+        return e;
+    };
+    auto ninep = [&](const std::string& tag, const std::string& dir, bool readonly, bool remap) {
+        a.insert(a.end(), {"-fsdev",
+                           "local,id=" + tag + ",path=" + escaped(dir) + ",security_model=none" +
+                               (remap ? ",multidevs=remap" : "") + (readonly ? ",readonly=on" : ""),
+                           "-device", "virtio-9p-device,fsdev=" + tag + ",mount_tag=" + tag});
+    };
+    if (virtiofs) {
+        // virtiofsd's libvhost-user speaks virtio 1.0 only, and microvm's virtio-mmio
+        // transports are legacy (version 1) unless told otherwise.
+        a.insert(a.end(), {"-global", "virtio-mmio.force-legacy=false", "-object", "memory-backend-memfd,id=mem,size=" + memory + "M,share=on", "-chardev",
+                           "socket,id=rootfs,fd=" + std::to_string(d.virtiofs_fd), "-device",
+                           "vhost-user-fs-device,chardev=rootfs,tag=rootfs"});
+    } else {
+        ninep("rootfs", d.rootfs, d.rootfs_readonly, false);
     }
-    a.insert(a.end(), {"-fsdev",
-                       "local,id=rootfs,path=" + escaped + ",security_model=none" +
-                           (rootfs_readonly ? ",readonly=on" : ""),
-                       "-device", "virtio-9p-device,fsdev=rootfs,mount_tag=rootfs"});
+    // multidevs=remap: a bind source is any host directory, often with mounts under
+    // it, and inode numbers from several file systems would collide in the guest.
+    for (size_t i = 0; i < d.shares.size(); ++i)
+        ninep(d.shares[i].tag, i < d.dirs.size() ? d.dirs[i] : d.shares[i].source, d.shares[i].readonly,
+              true);
     return a;
 }
 

@@ -35,7 +35,14 @@ struct Settings {
     unsigned cpus = 1;
     unsigned timeout_seconds = 60;  // boot to agent ready
     unsigned tsc_khz = 0;           // host TSC rate for the guest's early calibration; 0: unknown
+    // The rootfs goes over virtio-fs when this names virtiofsd, else over virtio-9p
+    // (vm.json "share": "auto", the default, picks virtio-fs when virtiofsd is found).
+    std::string virtiofsd;
 };
+
+// Where virtiofsd is looked for when vm.json names none: Debian 12 ships the C
+// daemon in /usr/lib/qemu, the Rust one (Debian 13, Fedora) goes to /usr/libexec.
+inline constexpr std::string_view kVirtiofsdPaths[] = {"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"};
 
 // Flags, then annotations (tarn.vm.kernel, tarn.vm.initrd, tarn.vm.timeout), then the
 // config file (--vm-config, default /etc/tarn/vm.json, optional), then defaults under
@@ -47,22 +54,58 @@ Settings resolve(const GlobalOptions& g, const oci::Config& cfg);
 unsigned memory_mib_for(const oci::Config& cfg, unsigned default_mib);
 unsigned cpus_for(const oci::Config& cfg, unsigned default_cpus, unsigned host_cpus);
 
-// The config.json the agent runs, from the bundle's: the root is the 9p share at
-// /run/tarn/rootfs; bind mounts of host paths and hooks (host programs) cannot run in
-// the guest and are dropped, each named in `dropped`.
-std::string guest_config(const std::string& config_text, std::vector<std::string>& dropped);
+// A host path a bind mount brings into the guest: one virtio-9p device, which the
+// agent mounts at guest_path. 9p shares directories; a file is staged by the monitor
+// (monitor.cpp) in a directory of its own, so its siblings stay on the host.
+struct Share {
+    std::string tag;         // the 9p mount tag: bind0, bind1, ...
+    std::string source;      // absolute host path, a directory or a file
+    bool file = false;       // source is not a directory
+    bool readonly = false;   // the mount has "ro": the device is read-only too
+    std::string guest_path;  // /run/tarn/shares/<N>, where the agent mounts the tag
+};
 
-// Where the guest mounts the shared rootfs.
+struct GuestConfig {
+    std::string text;                  // the config.json the agent runs
+    std::vector<Share> shares;         // one per distinct bind source (and ro-ness)
+    std::vector<std::string> dropped;  // what the guest does without, for the debug log
+};
+
+// microvm has 24 virtio-mmio transports (with its second I/O APIC, on by default) and
+// the rootfs takes one: every share beyond that fails create.
+inline constexpr size_t kMaxShares = 23;
+
+// The config.json the agent runs, from the bundle's: the root is the shared rootfs at
+// /run/tarn/rootfs; each bind mount's source becomes a share (relative sources are
+// relative to `bundle`, as in runc) and the mount binds the share's guest path
+// instead. Hooks (host programs) cannot run in the guest and are dropped. Errors name
+// the mount (a missing source, more shares than kMaxShares).
+GuestConfig guest_config(const std::string& config_text, const std::string& bundle);
+
+// Where the guest mounts the shared rootfs, and the shares.
 inline constexpr std::string_view kGuestRootfs = "/run/tarn/rootfs";
+inline constexpr std::string_view kGuestShares = "/run/tarn/shares";
+
+// The devices of one VM: the rootfs over virtio-fs (QEMU's end of virtiofsd's socket
+// in virtiofs_fd, the guest memory then a shared memfd, which vhost-user needs) or
+// over virtio-9p (virtiofs_fd -1), and one 9p device per share, exporting `dirs[i]`
+// (the source, or the directory a file is staged in).
+struct Devices {
+    std::string rootfs;
+    bool rootfs_readonly = false;
+    int virtiofs_fd = -1;
+    std::vector<Share> shares;
+    std::vector<std::string> dirs;
+};
 
 // `id` names the QEMU process (-name tarn-vm:ID) for ps and for tests.
-std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, const std::string& rootfs,
-                                   bool rootfs_readonly);
+std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, const Devices& d);
 
 struct Launch {
     std::string id;
     std::string state_dir;  // qemu.log goes here
-    std::string config;     // guest_config()
+    std::string config;     // guest_config().text
+    std::vector<Share> shares;  // guest_config().shares
     std::string rootfs;     // host path shared as the guest's root
     bool rootfs_readonly = false;
     std::string exec_fifo;  // empty: start at once (run)

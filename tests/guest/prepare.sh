@@ -6,7 +6,8 @@
 #   OUTDIR/vmlinux          Debian 12's kernel as an uncompressed ELF (it has a PVH entry
 #                           note, so QEMU boots it directly: ~4 s faster under TCG than
 #                           the bzImage)
-#   OUTDIR/modules/*.ko     the uncompressed modules the guest loads, and
+#   OUTDIR/modules/*.ko     the uncompressed modules the guest loads (virtio-mmio, 9p,
+#                           virtio-fs and fuse, brd), and
 #   OUTDIR/modules/order    their file names in load (dependency) order
 #   OUTDIR/modules/kvm/     kvm and kvm_amd with their dependencies and their own order
 #                           file: only the nested-KVM test loads them (an outer guest
@@ -69,7 +70,10 @@ kver=${kpkg#linux-image-}
 
 need_base=1 need_kvm=1
 if [ -f "$out/kernel-version" ] && [ "$(cat "$out/kernel-version")" = "$kver" ] &&
-   [ -s "$out/vmlinux" ] && [ -s "$out/modules/order" ]; then
+   [ -s "$out/vmlinux" ] && [ -s "$out/modules/order" ] &&
+   grep -qx virtiofs.ko "$out/modules/order"; then
+    # (A cache made before the VM mode's virtio-fs root lacks virtiofs.ko: the base set
+    # is made again.)
     need_base=0
     # A cache made before the kvm set existed gets just that set added.
     [ -s "$out/modules/kvm/order" ] && need_kvm=0
@@ -168,7 +172,7 @@ else
     if [ $need_base -eq 1 ]; then
         extract_vmlinux "$vmlinuz" "$work/vmlinux" ||
             { echo "$0: no compressed ELF payload found in $vmlinuz" >&2; exit 1; }
-        copy_modules "$work/modules" virtio_mmio 9pnet_virtio 9p brd
+        copy_modules "$work/modules" virtio_mmio 9pnet_virtio 9p virtiofs brd
     fi
     # kvm_amd (AMD SVM, which QEMU's TCG emulates with -cpu max) and what it needs
     # (kvm, irqbypass, ccp). kvm_intel is left out: TCG does not emulate VMX.

@@ -1,7 +1,10 @@
 // The VM isolation mode's pure parts: the line protocol, the initramfs writer, the
-// guest's view of the config, and how linux.resources size the VM.
+// guest's view of the config (and the shares it needs), QEMU's command line, and how
+// linux.resources size the VM.
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "oci/oci.hpp"
@@ -69,25 +72,72 @@ TEST(VmCpio, NewcHeadersAndPadding) {
     EXPECT_NE(a.find("TRAILER!!!"), std::string::npos);
 }
 
-TEST(VmConfig, GuestConfigRootsAtTheShareAndDropsHostPaths) {
+TEST(VmConfig, GuestConfigRootsAtTheShareAndSharesBindSources) {
+    char tmpl[] = "/tmp/tarn-vm-unit.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    std::string bundle = tmpl;
+    std::filesystem::create_directories(bundle + "/data");
+    std::ofstream(bundle + "/hosts") << "127.0.0.1 localhost\n";
     json cfg = {{"ociVersion", "1.0.2"},
                 {"root", {{"path", "rootfs"}, {"readonly", true}}},
                 {"process", {{"args", {"sh"}}, {"cwd", "/"}}},
                 {"mounts",
                  {{{"destination", "/proc"}, {"type", "proc"}, {"source", "proc"}},
-                  {{"destination", "/data"}, {"type", "bind"}, {"source", "/srv/data"}},
-                  {{"destination", "/etc/hosts"}, {"source", "/etc/hosts"}, {"options", {"rbind", "ro"}}}}},
+                  {{"destination", "/data"}, {"type", "bind"}, {"source", bundle + "/data"}},
+                  {{"destination", "/again"}, {"type", "bind"}, {"source", "data"}},
+                  {{"destination", "/data-ro"}, {"source", "data"}, {"options", {"bind", "ro"}}},
+                  {{"destination", "/etc/hosts"}, {"source", "hosts"}, {"options", {"rbind", "ro"}}}}},
                 {"hooks", {{"prestart", {{{"path", "/bin/true"}}}}}}};
-    std::vector<std::string> dropped;
-    json g = json::parse(vm::guest_config(cfg.dump(), dropped));
-    EXPECT_EQ(g["root"]["path"], "/run/tarn/rootfs");
-    EXPECT_EQ(g["root"]["readonly"], true);
-    ASSERT_EQ(g["mounts"].size(), 1u);
-    EXPECT_EQ(g["mounts"][0]["destination"], "/proc");
-    EXPECT_FALSE(g.contains("hooks"));
-    ASSERT_EQ(dropped.size(), 3u);
-    EXPECT_NE(dropped[0].find("/srv/data on /data"), std::string::npos);
-    EXPECT_THROW(vm::guest_config("[1]", dropped), tarn::Error);
+    vm::GuestConfig g = vm::guest_config(cfg.dump(), bundle);
+    json j = json::parse(g.text);
+    EXPECT_EQ(j["root"]["path"], "/run/tarn/rootfs");
+    EXPECT_EQ(j["root"]["readonly"], true);
+    ASSERT_EQ(j["mounts"].size(), 5u);
+    EXPECT_EQ(j["mounts"][0]["source"], "proc");
+    // A relative source is the bundle's; one directory with the same ro-ness is one share.
+    EXPECT_EQ(j["mounts"][1]["source"], "/run/tarn/shares/0");
+    EXPECT_EQ(j["mounts"][2]["source"], "/run/tarn/shares/0");
+    EXPECT_EQ(j["mounts"][3]["source"], "/run/tarn/shares/1");
+    EXPECT_EQ(j["mounts"][3]["options"], json({"bind", "ro"}));
+    EXPECT_EQ(j["mounts"][4]["source"], "/run/tarn/shares/2/hosts");
+    ASSERT_EQ(g.shares.size(), 3u);
+    EXPECT_EQ(g.shares[0].tag, "bind0");
+    EXPECT_EQ(g.shares[0].source, bundle + "/data");
+    EXPECT_FALSE(g.shares[0].readonly);
+    EXPECT_TRUE(g.shares[1].readonly);
+    EXPECT_TRUE(g.shares[2].file);
+    EXPECT_EQ(g.shares[2].source, bundle + "/hosts");
+    EXPECT_FALSE(j.contains("hooks"));
+    ASSERT_EQ(g.dropped.size(), 1u);
+    EXPECT_THROW(vm::guest_config("[1]", bundle), tarn::Error);
+
+    json missing = cfg;
+    missing["mounts"] = {{{"destination", "/x"}, {"type", "bind"}, {"source", "nonexistent"}}};
+    try {
+        vm::guest_config(missing.dump(), bundle);
+        ADD_FAILURE() << "a missing bind source was accepted";
+    } catch (const tarn::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("mount /x: source " + bundle + "/nonexistent"), std::string::npos)
+            << e.what();
+    }
+    // One transport per share, and microvm has 24 of them, one the rootfs's.
+    json many = cfg;
+    many["mounts"] = json::array();
+    for (int i = 0; i <= 23; ++i) {
+        std::filesystem::create_directories(bundle + "/d" + std::to_string(i));
+        many["mounts"].push_back(
+            {{"destination", "/m" + std::to_string(i)}, {"type", "bind"}, {"source", "d" + std::to_string(i)}});
+    }
+    try {
+        vm::guest_config(many.dump(), bundle);
+        ADD_FAILURE() << "24 shares were accepted";
+    } catch (const tarn::Error& e) {
+        EXPECT_NE(std::string(e.what()).find("mount /m23: more than 23 host bind mounts"), std::string::npos)
+            << e.what();
+    }
+    many["mounts"].erase(23);
+    EXPECT_EQ(vm::guest_config(many.dump(), bundle).shares.size(), 23u);
+    std::filesystem::remove_all(bundle);
 }
 
 static tarn::oci::Config with_resources(const json& res) {
@@ -121,20 +171,54 @@ TEST(VmConfig, QemuCommandLineIsLean) {
     s.kernel = "/k/vmlinux";
     s.initrd = "/k/initrd.cpio";
     s.tsc_khz = 2000000;
-    std::vector<std::string> a = vm::qemu_argv(s, "c1", "/b/root,fs", true);
-    std::string line;
-    for (const auto& x : a) line += x + " ";
+    vm::Devices d;
+    d.rootfs = "/b/root,fs";
+    d.rootfs_readonly = true;
+    auto joined = [](const std::vector<std::string>& a) {
+        std::string line;
+        for (const auto& x : a) line += x + " ";
+        return line;
+    };
+    std::string line = joined(vm::qemu_argv(s, "c1", d));
     EXPECT_NE(line.find("-accel tcg -M microvm -cpu qemu64 -smp 1 -m 256 -nodefaults"), std::string::npos)
         << line;
     EXPECT_NE(line.find("-name tarn-vm:c1"), std::string::npos);
     EXPECT_NE(line.find("tsc_early_khz=2000000"), std::string::npos);
     EXPECT_NE(line.find("pci=off"), std::string::npos);
     EXPECT_NE(line.find("path=/b/root,,fs,security_model=none,readonly=on"), std::string::npos) << line;
+    EXPECT_EQ(line.find("vhost-user"), std::string::npos) << line;
     s.kvm = true;
-    a = vm::qemu_argv(s, "c1", "/b", false);
-    line.clear();
-    for (const auto& x : a) line += x + " ";
+    d.rootfs_readonly = false;
+    line = joined(vm::qemu_argv(s, "c1", d));
     EXPECT_NE(line.find("-accel kvm -M microvm -cpu host"), std::string::npos) << line;
+}
+
+TEST(VmConfig, VirtiofsRootSharesGuestMemoryAndBindsAre9p) {
+    vm::Settings s;
+    s.qemu = "/usr/bin/qemu-system-x86_64";
+    s.memory_mib = 300;
+    vm::Devices d;
+    d.rootfs = "/b/rootfs";
+    d.virtiofs_fd = 7;
+    d.shares.push_back({"bind0", "/srv/data", false, true, "/run/tarn/shares/0"});
+    d.shares.push_back({"bind1", "/etc/hosts", true, false, "/run/tarn/shares/1"});
+    d.dirs = {"/srv/data", "/run/tarn/state/c1/shares/1"};
+    std::string line;
+    for (const auto& x : vm::qemu_argv(s, "c1", d)) line += x + " ";
+    EXPECT_NE(line.find("-M microvm,memory-backend=mem "), std::string::npos) << line;
+    EXPECT_NE(line.find("-m 300 "), std::string::npos) << line;
+    EXPECT_NE(line.find("memory-backend-memfd,id=mem,size=300M,share=on"), std::string::npos) << line;
+    EXPECT_NE(line.find("-chardev socket,id=rootfs,fd=7 -device vhost-user-fs-device,chardev=rootfs,tag=rootfs"),
+              std::string::npos)
+        << line;
+    EXPECT_EQ(line.find("mount_tag=rootfs"), std::string::npos) << line;
+    EXPECT_NE(line.find("local,id=bind0,path=/srv/data,security_model=none,multidevs=remap,readonly=on"),
+              std::string::npos)
+        << line;
+    EXPECT_NE(line.find("path=/run/tarn/state/c1/shares/1,security_model=none,multidevs=remap -device "
+                        "virtio-9p-device,fsdev=bind1,mount_tag=bind1"),
+              std::string::npos)
+        << line;
 }
 
 TEST(VmSelect, FlagThenAnnotation) {
