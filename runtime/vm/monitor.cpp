@@ -110,6 +110,11 @@ private:
     void to_client(const json& msg);
     std::string console_tail() const;
     std::string qemu_log_tail() const;
+    // Why virtiofsd is gone (it exited, with the last line of its log); reaps it.
+    std::string virtiofsd_gone();
+    // QEMU's exit closes virtiofsd's socket, which ends virtiofsd: when virtiofsd is
+    // gone, this tells whether QEMU is going too (then the cause is QEMU's).
+    bool qemu_exits_soon();
     [[noreturn]] void finish();
 
     const Launch& l_;
@@ -119,6 +124,7 @@ private:
     int next_n_ = 1;
     pid_t qemu_pid_ = -1;
     pid_t virtiofsd_pid_ = -1;
+    UniqueFd virtiofsd_pidfd_;
     Devices devices_;
     UniqueFd virtiofs_client_;  // devices_.virtiofs_fd
     tarn::vm::LineReader reader_;
@@ -170,6 +176,24 @@ std::string Monitor::console_tail() const {
     std::string s;
     for (const std::string& line : console_) s += (s.empty() ? "" : " | ") + line;
     return s;
+}
+
+std::string Monitor::virtiofsd_gone() {
+    int status = 0;
+    ::waitpid(virtiofsd_pid_, &status, 0);
+    virtiofsd_pid_ = -1;
+    virtiofsd_pidfd_.reset();
+    std::string why = "virtiofsd " + l_.settings.virtiofsd + " exited (" +
+                      (WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
+                                         : "signal " + std::to_string(WTERMSIG(status))) +
+                      ")";
+    try {
+        std::string text = read_file(l_.state_dir + "/virtiofsd.log");
+        while (!text.empty() && text.back() == '\n') text.pop_back();
+        if (!text.empty()) why += ": " + text.substr(text.rfind('\n') + 1);
+    } catch (const Error&) {
+    }
+    return why;
 }
 
 std::string Monitor::qemu_log_tail() const {
@@ -317,6 +341,13 @@ void Monitor::start_virtiofsd() {
         (void)!::write(2, msg.data(), msg.size());
         ::_exit(127);
     }
+    virtiofsd_pidfd_.reset(ns::detail::pidfd_open(virtiofsd_pid_));
+    if (!virtiofsd_pidfd_) throw_errno("pidfd_open virtiofsd");
+}
+
+bool Monitor::qemu_exits_soon() {
+    pollfd q{qemu_pidfd_.get(), POLLIN, 0};
+    return ::poll(&q, 1, 500) > 0;
 }
 
 json Monitor::await(const std::string& want, Clock::time_point deadline, const std::string& waiting_for) {
@@ -334,10 +365,15 @@ json Monitor::await(const std::string& want, Clock::time_point deadline, const s
             std::string tail = console_tail();
             throw Error(waiting_for + (tail.empty() ? std::string() : "; guest console: " + tail));
         }
-        pollfd p[2] = {{serial_.get(), static_cast<short>(POLLIN | (outbox_.empty() ? 0 : POLLOUT)), 0},
-                       {qemu_pidfd_.get(), POLLIN, 0}};
-        if (::poll(p, 2, static_cast<int>(std::min<long long>(left, 1000))) < 0 && errno != EINTR)
+        pollfd p[3] = {{serial_.get(), static_cast<short>(POLLIN | (outbox_.empty() ? 0 : POLLOUT)), 0},
+                       {qemu_pidfd_.get(), POLLIN, 0},
+                       {virtiofsd_pidfd_ ? virtiofsd_pidfd_.get() : -1, POLLIN, 0}};
+        if (::poll(p, 3, static_cast<int>(std::min<long long>(left, 1000))) < 0 && errno != EINTR)
             throw_errno("poll");
+        // Without it the guest's mount of the root would wait forever.
+        if ((p[2].revents & POLLIN) && !(p[1].revents & POLLIN) && !qemu_exits_soon())
+            throw Error(virtiofsd_gone() + " before the guest " +
+                        (want == "ready" ? std::string("agent answered") : "reported \"" + want + "\""));
         if (p[0].revents & POLLOUT) flush_outbox();
         if (p[0].revents & (POLLIN | POLLHUP)) read_serial();
         if ((p[1].revents & POLLIN) && inbox_.empty()) {
@@ -590,6 +626,7 @@ void Monitor::run() {
             {fifo_ ? fifo_.get() : -1, POLLIN, 0},
             {want_stdin ? 0 : -1, POLLIN, 0},
             {listener_.get(), POLLIN, 0},
+            {virtiofsd_pidfd_ ? virtiofsd_pidfd_.get() : -1, POLLIN, 0},
         };
         for (const auto& c : clients_)
             p.push_back({outbox_.size() < (1u << 20) ? c->fd.get() : -1, POLLIN, 0});
@@ -598,9 +635,10 @@ void Monitor::run() {
             ::_exit(255);
         }
         for (size_t i = clients_.size(); i-- > 0;)
-            if ((p[6 + i].revents & (POLLIN | POLLHUP | POLLERR)) && !from_client(*clients_[i]))
+            if ((p[7 + i].revents & (POLLIN | POLLHUP | POLLERR)) && !from_client(*clients_[i]))
                 clients_.erase(clients_.begin() + static_cast<long>(i));
         if (p[5].revents & POLLIN) accept_client();
+
         if (p[0].revents & POLLOUT) flush_outbox();
         if (p[0].revents & (POLLIN | POLLHUP)) read_serial();
         if (p[2].revents & POLLIN) {
@@ -625,6 +663,13 @@ void Monitor::run() {
                 stdin_open_ = false;
                 send({{"op", "stdin"}, {"eof", true}});
             }
+        }
+        if ((p[6].revents & POLLIN) && inbox_.empty() && !(p[0].revents & POLLIN) && !(p[1].revents & POLLIN) &&
+            !qemu_exits_soon()) {
+            // The guest's root is gone: every access to it would hang.
+            log_error("vm " + l_.id + ": " + virtiofsd_gone() + " while the workload ran");
+            stop_qemu();
+            ::_exit(255);
         }
         if ((p[1].revents & POLLIN) && inbox_.empty() && !(p[0].revents & POLLIN)) {
             int status = 0;

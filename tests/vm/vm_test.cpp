@@ -48,12 +48,23 @@ std::vector<std::string> vm_flags(std::vector<std::string> rest) {
     return a;
 }
 
-// Nothing of container `id` is left: no state, no QEMU, no cgroup.
+// Nothing of container `id` is left: no state, no QEMU, no virtiofsd, no mount, no
+// cgroup.
 void expect_nothing_left(const Bundle& b, const std::string& id) {
     EXPECT_FALSE(path_exists(b.root() + "/" + id)) << "state dir left behind";
     EXPECT_TRUE(processes_matching("tarn-vm:" + id).empty()) << "a QEMU process is left";
+    // A read-only root is served from a bind in the state dir: virtiofsd names it.
+    EXPECT_TRUE(processes_matching(b.root() + "/" + id + "/").empty()) << "a virtiofsd process is left";
+    EXPECT_EQ(read_text("/proc/self/mountinfo").find(b.root() + "/" + id), std::string::npos)
+        << "a mount is left on the host";
     Result cg = sh("ls -d /sys/fs/cgroup/*/tarn/" + id + " /sys/fs/cgroup/tarn/" + id + " 2>/dev/null");
     EXPECT_EQ(cg.out, "") << "cgroup left behind";
+}
+
+bool have_virtiofsd() {
+    for (const char* p : {"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"})
+        if (::access(p, X_OK) == 0) return true;
+    return sh("command -v virtiofsd").code == 0;
 }
 
 std::string first_line(const std::string& s) {
@@ -363,4 +374,86 @@ TEST(VmErrors, AgentThatNeverAnswersTimesOut) {
     EXPECT_EQ(r.code, 1);
     EXPECT_NE(r.err.find("the guest agent did not answer within 5 s"), std::string::npos) << r.err;
     expect_nothing_left(b, "vmsilent");
+}
+
+// ---- the shared root and host bind mounts ------------------------------------------
+
+// One boot for all of it (each costs seconds under TCG): the root over virtio-fs where
+// virtiofsd is installed, a read-write and a read-only directory bind and a file bind
+// over 9p, and, after delete, nothing of it on the host.
+TEST(VmShares, RootAndBindMountsReachTheGuest) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    std::string rw = b.scratch("rw"), ro = b.scratch("ro");
+    write_text(ro + "/hello", "from host\n");
+    write_text(b.dir() + "/hosts", "10.1.2.3 vmhost\n");
+    // The root is read-only (the busybox bundle's): destinations that exist in it.
+    b.config["mounts"].push_back({{"destination", "/root"}, {"type", "bind"}, {"source", rw}, {"options", {"rbind"}}});
+    b.config["mounts"].push_back(
+        {{"destination", "/var"}, {"type", "bind"}, {"source", ro}, {"options", {"rbind", "ro"}}});
+    b.config["mounts"].push_back(
+        {{"destination", "/etc/hosts"}, {"type", "bind"}, {"source", "hosts"}, {"options", {"bind", "ro"}}});
+    std::string out = b.scratch("out") + "/create.out";
+    b.cmd("grep ' / ' /proc/mounts; echo written > /root/by-guest; cat /var/hello; "
+          "touch /var/x 2>/dev/null || echo ro-denied; cat /etc/hosts");
+    b.write();
+    std::string tarn = std::string(TARN_BINARY) + " --root " + b.root();
+    Result c = sh(tarn + " create --bundle " + b.dir() + " vmshares > " + out + " 2>&1 < /dev/null");
+    ASSERT_EQ(c.code, 0) << read_text(out);
+    if (have_virtiofsd()) {
+        // virtiofsd runs beside QEMU, in the container's host cgroup, with no socket file.
+        auto vfs = processes_matching(b.root() + "/vmshares/shares/rootfs");
+        ASSERT_FALSE(vfs.empty());
+        EXPECT_NE(read_text("/proc/" + std::to_string(vfs[0]) + "/cgroup").find("/tarn/vmshares\n"),
+                  std::string::npos);
+        Result socks = sh("find " + b.root() + "/vmshares -type s ! -name monitor.sock");
+        EXPECT_EQ(socks.out, "") << "a socket file besides monitor.sock";
+    }
+    // The staging is in the monitor's mount namespace only.
+    EXPECT_EQ(read_text("/proc/self/mountinfo").find(b.root() + "/vmshares"), std::string::npos);
+
+    ASSERT_EQ(b.tarn({"start", "vmshares"}).code, 0);
+    std::string status;
+    for (int i = 0; i < 300 && status != "stopped"; ++i) {
+        usleep(50000);
+        status = json::parse(b.tarn({"state", "vmshares"}).out)["status"];
+    }
+    ASSERT_EQ(status, "stopped");
+    std::string o = read_text(out);
+    EXPECT_NE(o.find(have_virtiofsd() ? " / virtiofs ro," : " / 9p ro,"), std::string::npos) << o;
+    EXPECT_NE(o.find("from host\nro-denied\n10.1.2.3 vmhost\n"), std::string::npos) << o;
+    EXPECT_EQ(read_text(rw + "/by-guest"), "written\n");
+    EXPECT_FALSE(path_exists(ro + "/x"));
+    Result d = b.tarn({"delete", "vmshares"});
+    EXPECT_EQ(d.code, 0) << d.err;
+    expect_nothing_left(b, "vmshares");
+}
+
+TEST(VmShares, ConfigFileChooses9p) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    std::string cfg = b.scratch("etc") + "/vm.json";
+    write_text(cfg, R"({"share": "9p"})");
+    b.cmd("grep ' / ' /proc/mounts; exit 3");
+    Result r = b.tarn({"--vm-config", cfg, "run", "--bundle", b.dir(), "vm9p"});
+    EXPECT_EQ(r.code, 3) << r.err;
+    EXPECT_NE(r.out.find(" / 9p ro,"), std::string::npos) << r.out;
+    expect_nothing_left(b, "vm9p");
+}
+
+TEST(VmShares, TooManyBindMountsFailCreate) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    for (int i = 0; i < 24; ++i)
+        b.config["mounts"].push_back({{"destination", "/m" + std::to_string(i)},
+                                      {"type", "bind"},
+                                      {"source", b.scratch("d" + std::to_string(i))},
+                                      {"options", {"bind"}}});
+    Result r = b.run("vmmany");
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("mount /m23: more than 23 host bind mounts"), std::string::npos) << r.err;
+    expect_nothing_left(b, "vmmany");
 }
