@@ -747,8 +747,8 @@ ns::Spawned spawn(const Launch& l) {
         log_debug("create " + l.id + ": vm (" + t.value("accel", "") + ") qemu start " +
                   ms(t.value("qemu_start_ms", 0.0)) + ", kernel boot " + ms(t.value("kernel_boot_ms", 0.0)) +
                   ", agent init " + ms(t.value("agent_init_ms", 0.0)) + ", create " +
-                  ms(t.value("create_ms", 0.0)) + " (" + t.value("root", "") + " root, mounts " +
-                  ms(t.value("mounts_ms", 0.0)) + "), start " + ms(t.value("start_ms", 0.0)) +
+                  ms(t.value("create_ms", 0.0)) + ", start " + ms(t.value("start_ms", 0.0)) + "; " +
+                  t.value("root", "") + " root, mounts " + ms(t.value("mounts_ms", 0.0)) +
                   "; guest phases: " + t.value("guest_setup", ""));
     return sp;
 }

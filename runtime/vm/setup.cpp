@@ -13,8 +13,9 @@
 namespace tarn::runtime {
 namespace {
 
-// The modules the guest loads, in the order the kernel directory lists them; others
-// in that directory (brd, for the cgroup guest tests) stay out of the initramfs.
+// The modules the guest may load, in the order the kernel directory lists them (the
+// agent loads the file systems' only when a create needs them); others in that
+// directory (brd, for the cgroup guest tests) stay out of the initramfs.
 bool wanted_module(const std::string& name) {
     return name != "brd.ko";
 }
