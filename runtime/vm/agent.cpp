@@ -3,7 +3,8 @@
 // requests on the first serial port (protocol.hpp, docs/vm-protocol.md): it mounts
 // the bundle's rootfs shared over virtio-fs or virtio-9p and the bind mounts' 9p
 // shares, creates the container with the same namespaces and cgroups libraries tarn
-// uses on a host, forwards stdio and signals, and reports the exit status. When the workload is gone it powers the guest off.
+// uses on a host, forwards stdio and signals, and reports the exit status. When the workload is gone it
+// powers the guest off.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -347,7 +348,10 @@ void Agent::create(const json& msg) {
     });
     init_pid_ = init.pid;
     config_ = std::move(cfg);
-    send({{"t", "created"}, {"pid", init.pid}, {"timings", timings.timings.report()}, {"mounts_ms", mounts_ms}});
+    send({{"t", "created"},
+          {"pid", init.pid},
+          {"timings", timings.timings.report()},
+          {"mounts_ms", mounts_ms}});
 }
 
 // A device can show up a moment after its driver loads: retry for a while.

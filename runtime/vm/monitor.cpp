@@ -4,8 +4,8 @@
 // copies stdio between its fds and the guest, and it exits with the workload's code.
 #include <fcntl.h>
 #include <poll.h>
-#include <signal.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -664,8 +664,8 @@ void Monitor::run() {
                 send({{"op", "stdin"}, {"eof", true}});
             }
         }
-        if ((p[6].revents & POLLIN) && inbox_.empty() && !(p[0].revents & POLLIN) && !(p[1].revents & POLLIN) &&
-            !qemu_exits_soon()) {
+        if ((p[6].revents & POLLIN) && inbox_.empty() && !(p[0].revents & POLLIN) &&
+            !(p[1].revents & POLLIN) && !qemu_exits_soon()) {
             // The guest's root is gone: every access to it would hang.
             log_error("vm " + l_.id + ": " + virtiofsd_gone() + " while the workload ran");
             stop_qemu();

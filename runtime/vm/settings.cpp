@@ -198,7 +198,8 @@ Settings resolve(const GlobalOptions& g, const oci::Config& cfg) {
             if (s.virtiofsd.empty()) s.virtiofsd = find_in_path("virtiofsd");
         }
         if (s.virtiofsd.empty() && share == "virtiofs")
-            throw Error("vm config " + path + ": share: virtiofs, but no virtiofsd in /usr/libexec, "
+            throw Error("vm config " + path +
+                        ": share: virtiofs, but no virtiofsd in /usr/libexec, "
                         "/usr/lib/qemu or PATH (install Debian's qemu-system-common, or set \"virtiofsd\")");
         if (s.virtiofsd.empty()) log_debug("vm: no virtiofsd found: the rootfs goes over virtio-9p");
     }
@@ -262,15 +263,16 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
     if (s.tsc_khz > 0) append += " tsc_early_khz=" + std::to_string(s.tsc_khz);
     bool virtiofs = d.virtiofs_fd >= 0;
     std::string memory = std::to_string(s.memory_mib);
+    // vhost-user: virtiofsd maps the guest's memory, so it must be a shareable memfd,
+    // not anonymous memory.
+    std::string machine = virtiofs ? "microvm,memory-backend=mem" : "microvm";
     std::vector<std::string> a = {s.qemu,
                                   "-name",
                                   "tarn-vm:" + id,
                                   "-accel",
                                   s.kvm ? "kvm" : "tcg",
                                   "-M",
-                                  // vhost-user: virtiofsd maps the guest's memory, so it
-                                  // must be a shareable memfd, not anonymous memory.
-                                  virtiofs ? "microvm,memory-backend=mem" : "microvm",
+                                  machine,
                                   "-cpu",
                                   s.kvm ? "host" : "qemu64",
                                   "-smp",
@@ -310,7 +312,8 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
     if (virtiofs) {
         // virtiofsd's libvhost-user speaks virtio 1.0 only, and microvm's virtio-mmio
         // transports are legacy (version 1) unless told otherwise.
-        a.insert(a.end(), {"-global", "virtio-mmio.force-legacy=false", "-object", "memory-backend-memfd,id=mem,size=" + memory + "M,share=on", "-chardev",
+        a.insert(a.end(), {"-global", "virtio-mmio.force-legacy=false", "-object",
+                           "memory-backend-memfd,id=mem,size=" + memory + "M,share=on", "-chardev",
                            "socket,id=rootfs,fd=" + std::to_string(d.virtiofs_fd), "-device",
                            "vhost-user-fs-device,chardev=rootfs,tag=rootfs"});
     } else {

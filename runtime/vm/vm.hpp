@@ -103,10 +103,10 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
 
 struct Launch {
     std::string id;
-    std::string state_dir;  // qemu.log goes here
-    std::string config;     // guest_config().text
+    std::string state_dir;      // qemu.log goes here
+    std::string config;         // guest_config().text
     std::vector<Share> shares;  // guest_config().shares
-    std::string rootfs;     // host path shared as the guest's root
+    std::string rootfs;         // host path shared as the guest's root
     bool rootfs_readonly = false;
     std::string exec_fifo;  // empty: start at once (run)
     Settings settings;

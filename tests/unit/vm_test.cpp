@@ -117,7 +117,8 @@ TEST(VmConfig, GuestConfigRootsAtTheShareAndSharesBindSources) {
         vm::guest_config(missing.dump(), bundle);
         ADD_FAILURE() << "a missing bind source was accepted";
     } catch (const tarn::Error& e) {
-        EXPECT_NE(std::string(e.what()).find("mount /x: source " + bundle + "/nonexistent"), std::string::npos)
+        EXPECT_NE(std::string(e.what()).find("mount /x: source " + bundle + "/nonexistent"),
+                  std::string::npos)
             << e.what();
     }
     // One transport per share, and microvm has 24 of them, one the rootfs's.
@@ -125,8 +126,9 @@ TEST(VmConfig, GuestConfigRootsAtTheShareAndSharesBindSources) {
     many["mounts"] = json::array();
     for (int i = 0; i <= 23; ++i) {
         std::filesystem::create_directories(bundle + "/d" + std::to_string(i));
-        many["mounts"].push_back(
-            {{"destination", "/m" + std::to_string(i)}, {"type", "bind"}, {"source", "d" + std::to_string(i)}});
+        many["mounts"].push_back({{"destination", "/m" + std::to_string(i)},
+                                  {"type", "bind"},
+                                  {"source", "d" + std::to_string(i)}});
     }
     try {
         vm::guest_config(many.dump(), bundle);
@@ -208,8 +210,9 @@ TEST(VmConfig, VirtiofsRootSharesGuestMemoryAndBindsAre9p) {
     EXPECT_NE(line.find("-M microvm,memory-backend=mem "), std::string::npos) << line;
     EXPECT_NE(line.find("-m 300 "), std::string::npos) << line;
     EXPECT_NE(line.find("memory-backend-memfd,id=mem,size=300M,share=on"), std::string::npos) << line;
-    EXPECT_NE(line.find("-chardev socket,id=rootfs,fd=7 -device vhost-user-fs-device,chardev=rootfs,tag=rootfs"),
-              std::string::npos)
+    EXPECT_NE(
+        line.find("-chardev socket,id=rootfs,fd=7 -device vhost-user-fs-device,chardev=rootfs,tag=rootfs"),
+        std::string::npos)
         << line;
     EXPECT_EQ(line.find("mount_tag=rootfs"), std::string::npos) << line;
     EXPECT_NE(line.find("local,id=bind0,path=/srv/data,security_model=none,multidevs=remap,readonly=on"),
