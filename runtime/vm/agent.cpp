@@ -3,8 +3,8 @@
 // requests on the first serial port (protocol.hpp, docs/vm-protocol.md): it mounts
 // the bundle's rootfs shared over virtio-fs or virtio-9p and the bind mounts' 9p
 // shares, creates the container with the same namespaces and cgroups libraries tarn
-// uses on a host, forwards stdio and signals, and reports the exit status. When the workload is gone it
-// powers the guest off.
+// uses on a host, forwards stdio and signals, and reports the exit status. When the
+// workload is gone it powers the guest off.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
