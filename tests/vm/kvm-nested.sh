@@ -139,11 +139,8 @@ cat > "$stage/nested.sh" <<'NESTED'
 set -u
 . /run/nested.conf
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin TMPDIR=/run HOME=/run
-# The nested boot is slower than a plain TCG one: a longer wait for the agent. The root
-# goes over 9p: with virtio-fs (guest memory a shared memfd) the nested vCPU locks up
-# in the outer kernel under TCG's emulated SVM ("soft lockup ... qemu-system-x86"),
-# while the same boot with 9p takes seconds.
-echo '{"timeout_seconds": 300, "share": "9p"}' > /run/vm.json
+# The nested boot is slower than a plain TCG one: a longer wait for the agent.
+echo '{"timeout_seconds": 300}' > /run/vm.json
 echo "TARN-KVM-RUN uptime $(cut -d' ' -f1 /proc/uptime)"
 t0=$(date +%s.%N)
 "$TARN" --root /run/tarn --debug --log /run/tarn.log --vm-config /run/vm.json --isolation vm \
