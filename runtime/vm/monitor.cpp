@@ -382,12 +382,16 @@ json Monitor::await(const std::string& want, Clock::time_point deadline, const s
             qemu_pid_ = -1;
             std::string why = qemu_log_tail();
             if (why.empty()) why = console_tail();
+            // A virtiofsd that died first is the likelier cause of QEMU's vhost-user error.
+            std::string vfs;
+            pollfd v{virtiofsd_pidfd_ ? virtiofsd_pidfd_.get() : -1, POLLIN, 0};
+            if (virtiofsd_pidfd_ && ::poll(&v, 1, 0) > 0) vfs = " (" + virtiofsd_gone() + ")";
             throw Error("qemu " + l_.settings.qemu + " exited (" +
                         (WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
                                            : "signal " + std::to_string(WTERMSIG(status))) +
                         ") before the guest " +
                         (want == "ready" ? "agent answered" : "reported \"" + want + "\"") +
-                        (why.empty() ? std::string() : ": " + why));
+                        (why.empty() ? std::string() : ": " + why) + vfs);
         }
     }
 }

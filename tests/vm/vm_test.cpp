@@ -459,3 +459,21 @@ TEST(VmShares, TooManyBindMountsFailCreate) {
     EXPECT_NE(r.err.find("mount /m23: more than 23 host bind mounts"), std::string::npos) << r.err;
     expect_nothing_left(b, "vmmany");
 }
+
+TEST(VmShares, VirtiofsdThatIsMissingOrFailsIsNamed) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    std::string cfg = b.scratch("etc") + "/vm.json";
+    write_text(cfg, R"({"share": "virtiofs", "virtiofsd": "/nonexistent/virtiofsd"})");
+    Result r = b.tarn({"--vm-config", cfg, "run", "--bundle", b.dir(), "vmnovfs"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("virtiofsd /nonexistent/virtiofsd: not found"), std::string::npos) << r.err;
+    expect_nothing_left(b, "vmnovfs");
+    // One that exits at once: QEMU's vhost-user set-up fails, and the error says why.
+    write_text(cfg, R"({"virtiofsd": "/bin/false"})");
+    r = b.tarn({"--vm-config", cfg, "run", "--bundle", b.dir(), "vmbadvfs"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("virtiofsd /bin/false exited (status 1)"), std::string::npos) << r.err;
+    expect_nothing_left(b, "vmbadvfs");
+}
