@@ -258,6 +258,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
                 log_debug("create " + o.id + ": vm mode leaves out " + d);
             vl.config = std::move(guest->text);
             vl.shares = std::move(guest->shares);
+            vl.mount_points = std::move(guest->mount_points);
             char real[PATH_MAX];
             if (!::realpath(rootfs.c_str(), real)) throw_errno("root.path " + rootfs);
             vl.rootfs = real;

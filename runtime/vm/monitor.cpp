@@ -228,6 +228,21 @@ void Monitor::stop_virtiofsd() {
 }
 
 void Monitor::prepare_shares() {
+    if (l_.rootfs_readonly) {
+        // The root is read-only on the host side too (a guest kernel is not trusted
+        // with the bundle), so the guest cannot make missing mount points: we do, each
+        // resolved inside the rootfs, as a host container's init does before it
+        // remounts the root read-only.
+        UniqueFd root(::open(l_.rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+        if (!root) throw_errno("open root.path " + l_.rootfs);
+        for (const MountPoint& mp : l_.mount_points) {
+            try {
+                ns::detail::mkdir_all_in_root(root.get(), mp.path, mp.file);
+            } catch (const Error& e) {
+                throw e.wrapped("mount point " + mp.path + " in root.path " + l_.rootfs);
+            }
+        }
+    }
     devices_.rootfs = l_.rootfs;
     devices_.rootfs_readonly = l_.rootfs_readonly;
     devices_.shares = l_.shares;

@@ -212,6 +212,7 @@ GuestConfig guest_config(const std::string& config_text, const std::string& bund
     GuestConfig g;
     j["root"]["path"] = std::string(kGuestRootfs);
     if (j.contains("mounts") && j["mounts"].is_array()) {
+        std::vector<std::string> earlier;
         for (nlohmann::json& m : j["mounts"]) {
             bool bind = m.value("type", "") == "bind", readonly = false;
             if (m.contains("options") && m["options"].is_array())
@@ -219,6 +220,13 @@ GuestConfig guest_config(const std::string& config_text, const std::string& bund
                     if (o == "bind" || o == "rbind") bind = true;
                     if (o == "ro") readonly = true;
                 }
+            std::string destination = m.value("destination", "");
+            while (destination.size() > 1 && destination.back() == '/') destination.pop_back();
+            bool in_earlier = std::any_of(earlier.begin(), earlier.end(), [&](const std::string& e) {
+                return destination == e || destination.compare(0, e.size() + 1, e + "/") == 0 || e == "/";
+            });
+            earlier.push_back(destination);
+            if (!in_earlier && !destination.empty()) g.mount_points.push_back({destination, false});
             if (!bind) continue;
             std::string what = "mount " + m.value("destination", "");
             std::string source = m.value("source", "");
@@ -227,6 +235,7 @@ GuestConfig guest_config(const std::string& config_text, const std::string& bund
             struct stat st;
             if (::stat(source.c_str(), &st) < 0) throw_errno(what + ": source " + source);
             bool file = !S_ISDIR(st.st_mode);
+            if (!in_earlier && !destination.empty()) g.mount_points.back().file = file;
             // Binds of one directory with the same ro-ness share a device: transports
             // are few. A file has its own, as each is staged apart.
             auto same = std::find_if(g.shares.begin(), g.shares.end(), [&](const Share& s) {

@@ -65,10 +65,19 @@ struct Share {
     std::string guest_path;  // /run/tarn/shares/<N>, where the agent mounts the tag
 };
 
+// A mount's destination in the rootfs, unless it lies in an earlier mount (/dev/pts
+// in /dev's tmpfs): with root.readonly the guest cannot create a missing one, so the
+// host does, as a host container's init would before it remounts the root read-only.
+struct MountPoint {
+    std::string path;
+    bool file = false;  // a bind of a file: an empty file to bind onto
+};
+
 struct GuestConfig {
-    std::string text;                  // the config.json the agent runs
-    std::vector<Share> shares;         // one per distinct bind source (and ro-ness)
-    std::vector<std::string> dropped;  // what the guest does without, for the debug log
+    std::string text;                      // the config.json the agent runs
+    std::vector<Share> shares;             // one per distinct bind source (and ro-ness)
+    std::vector<MountPoint> mount_points;  // in the rootfs, in mount order
+    std::vector<std::string> dropped;      // what the guest does without, for the debug log
 };
 
 // microvm has 24 virtio-mmio transports (with its second I/O APIC, on by default) and
@@ -103,10 +112,11 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
 
 struct Launch {
     std::string id;
-    std::string state_dir;      // qemu.log goes here
-    std::string config;         // guest_config().text
-    std::vector<Share> shares;  // guest_config().shares
-    std::string rootfs;         // host path shared as the guest's root
+    std::string state_dir;                 // qemu.log goes here
+    std::string config;                    // guest_config().text
+    std::vector<Share> shares;             // guest_config().shares
+    std::vector<MountPoint> mount_points;  // guest_config().mount_points
+    std::string rootfs;                    // host path shared as the guest's root
     bool rootfs_readonly = false;
     std::string exec_fifo;  // empty: start at once (run)
     Settings settings;

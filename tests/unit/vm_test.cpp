@@ -109,6 +109,21 @@ TEST(VmConfig, GuestConfigRootsAtTheShareAndSharesBindSources) {
     EXPECT_EQ(g.shares[2].source, bundle + "/hosts");
     EXPECT_FALSE(j.contains("hooks"));
     ASSERT_EQ(g.dropped.size(), 1u);
+    // Mount points the host makes for a read-only root: each destination, a file for a
+    // file bind, none inside an earlier mount.
+    ASSERT_EQ(g.mount_points.size(), 5u);
+    EXPECT_EQ(g.mount_points[1].path, "/data");
+    EXPECT_FALSE(g.mount_points[1].file);
+    EXPECT_EQ(g.mount_points[4].path, "/etc/hosts");
+    EXPECT_TRUE(g.mount_points[4].file);
+    json nested = cfg;
+    nested["mounts"] = {{{"destination", "/dev"}, {"type", "tmpfs"}, {"source", "tmpfs"}},
+                        {{"destination", "/dev/pts"}, {"type", "devpts"}, {"source", "devpts"}},
+                        {{"destination", "/devices/"}, {"type", "tmpfs"}, {"source", "tmpfs"}}};
+    vm::GuestConfig n = vm::guest_config(nested.dump(), bundle);
+    ASSERT_EQ(n.mount_points.size(), 2u);
+    EXPECT_EQ(n.mount_points[0].path, "/dev");
+    EXPECT_EQ(n.mount_points[1].path, "/devices");
     EXPECT_THROW(vm::guest_config("[1]", bundle), tarn::Error);
 
     json missing = cfg;

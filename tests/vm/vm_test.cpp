@@ -388,16 +388,17 @@ TEST(VmShares, RootAndBindMountsReachTheGuest) {
     std::string rw = b.scratch("rw"), ro = b.scratch("ro");
     write_text(ro + "/hello", "from host\n");
     write_text(b.dir() + "/hosts", "10.1.2.3 vmhost\n");
-    // The root is read-only (the busybox bundle's): destinations that exist in it.
+    // The root is read-only (the busybox bundle's): the host makes the missing mount
+    // point, which the guest cannot.
     b.config["mounts"].push_back(
-        {{"destination", "/root"}, {"type", "bind"}, {"source", rw}, {"options", {"rbind"}}});
+        {{"destination", "/vmshare/rw"}, {"type", "bind"}, {"source", rw}, {"options", {"rbind"}}});
     b.config["mounts"].push_back(
         {{"destination", "/var"}, {"type", "bind"}, {"source", ro}, {"options", {"rbind", "ro"}}});
     b.config["mounts"].push_back(
         {{"destination", "/etc/hosts"}, {"type", "bind"}, {"source", "hosts"}, {"options", {"bind", "ro"}}});
     std::string out = b.scratch("out") + "/create.out";
     b.cmd(
-        "grep ' / ' /proc/mounts; echo written > /root/by-guest; cat /var/hello; "
+        "grep ' / ' /proc/mounts; echo written > /vmshare/rw/by-guest; cat /var/hello; "
         "touch /var/x 2>/dev/null || echo ro-denied; cat /etc/hosts");
     b.write();
     std::string tarn = std::string(TARN_BINARY) + " --root " + b.root();
