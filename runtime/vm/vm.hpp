@@ -92,9 +92,11 @@ inline constexpr std::string_view kMonitorSocket = "monitor.sock";
 // `exec` in a VM-mode container: the process runs in the guest, started by the agent
 // with the namespaces library's spawn_exec; this process stands for it on the host
 // (stdio, signals, exit code). With `detach`, a forked child does, and its pid goes to
-// `pid_file`. Returns the exit code (0 when detached).
+// `pid_file`. With a terminal and a connected `console` socket, the master of a host
+// pty goes to that socket and a forked child relays between the pty's slave and the
+// guest's pty. Returns the exit code (0 when detached).
 int exec(const std::string& state_dir, const std::string& id, const oci::Process& process, bool detach,
-         const std::string& pid_file);
+         const std::string& pid_file, int console = -1);
 
 // Connects to (or, with `listen`, binds) <dir>/monitor.sock, however long <dir> is.
 UniqueFd monitor_socket(const std::string& dir, bool listen);

@@ -60,6 +60,59 @@ std::string first_line(const std::string& s) {
     return s.substr(0, s.find('\n'));
 }
 
+// A console socket, as containerd's shim listens on one: it accepts one connection and
+// takes the pty master sent over it.
+class ConsoleSocket {
+public:
+    explicit ConsoleSocket(std::string path) : path_(std::move(path)) {
+        listener_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
+        if (bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+            listen(listener_.get(), 1) == 0)
+            receiver_ = std::thread([this] {
+                int c = accept(listener_.get(), nullptr, nullptr);
+                if (c >= 0) {
+                    master_ = tarn::ns::recv_fd(c);
+                    close(c);
+                }
+            });
+    }
+    ~ConsoleSocket() {
+        if (receiver_.joinable()) {
+            shutdown(listener_.get(), SHUT_RDWR);
+            receiver_.join();
+        }
+    }
+    const std::string& path() const { return path_; }
+    // The master, once sent (-1 if the sender failed: `sent` false stops waiting).
+    tarn::UniqueFd take(bool sent) {
+        if (!sent) shutdown(listener_.get(), SHUT_RDWR);
+        if (receiver_.joinable()) receiver_.join();
+        return tarn::UniqueFd(master_);
+    }
+
+private:
+    std::string path_;
+    tarn::UniqueFd listener_;
+    std::thread receiver_;
+    int master_ = -1;
+};
+
+// Reads `fd` into `out` until it holds `want`; false on EOF or a minute without output.
+bool read_until(int fd, std::string& out, const std::string& want) {
+    while (out.find(want) == std::string::npos) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 60000) <= 0) return false;
+        char buf[512];
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0) return false;
+        out.append(buf, static_cast<size_t>(n));
+    }
+    return true;
+}
+
 }  // namespace
 
 TEST(VmRun, WorkloadSeesTheGuestKernelAndQemuCpu) {
@@ -224,6 +277,33 @@ TEST(VmLifecycle, ExecRunsInTheGuestContainer) {
     }
     EXPECT_EQ(after.find("sleep 12345"), std::string::npos) << after;
 
+    // -t -d with a console socket, as the shim execs with a terminal: the master of a
+    // host pty reaches the guest's, resizes included, and the pid file's process lives
+    // as long as the guest process.
+    ConsoleSocket console(b.dir() + "/exec-console.sock");
+    std::string tty_pid_file = b.scratch("exec") + "/tty-pid";
+    Result d = b.tarn({"exec", "-t", "-d", "--console-socket", console.path(), "--pid-file", tty_pid_file,
+                       "vmexec", "sh", "-c", "echo ready; read line; stty size; echo \"got $line\"; sleep 1"});
+    tarn::UniqueFd m = console.take(d.code == 0);
+    ASSERT_EQ(d.code, 0) << d.err;
+    ASSERT_TRUE(m);
+    pid_t relay = std::stoi(read_text(tty_pid_file));
+    EXPECT_TRUE(alive(relay));
+    std::string out;
+    ASSERT_TRUE(read_until(m.get(), out, "ready")) << out;
+    winsize ws{};
+    ws.ws_row = 33;
+    ws.ws_col = 77;
+    ASSERT_EQ(ioctl(m.get(), TIOCSWINSZ, &ws), 0);
+    ASSERT_EQ(write(m.get(), "typed\r", 6), 6);
+    EXPECT_TRUE(read_until(m.get(), out, "got typed")) << out;
+    EXPECT_NE(out.find("33 77"), std::string::npos) << out;
+    for (int i = 0; i < 100 && alive(relay); ++i) usleep(100000);
+    EXPECT_FALSE(alive(relay)) << "the host process outlived the guest one";
+    Result no_tty = b.tarn({"exec", "--console-socket", console.path(), "vmexec", "true"});
+    EXPECT_NE(no_tty.code, 0);
+    EXPECT_NE(no_tty.err.find("--console-socket"), std::string::npos) << no_tty.err;
+
     EXPECT_EQ(b.tarn({"delete", "--force", "vmexec"}).code, 0);
     expect_nothing_left(b, "vmexec");
 }
@@ -251,44 +331,17 @@ TEST(VmTerminal, ConsoleSocketGetsAMasterThatReachesTheGuest) {
     REQUIRE_VM();
     Bundle b;
     vm_annotations(b);
-    std::string path = b.dir() + "/console.sock";
-    tarn::UniqueFd ls(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strcpy(addr.sun_path, path.c_str());
-    ASSERT_EQ(bind(ls.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    ASSERT_EQ(listen(ls.get(), 1), 0);
-    int master = -1;
-    std::thread receiver([&] {
-        int c = accept(ls.get(), nullptr, nullptr);
-        if (c >= 0) {
-            master = tarn::ns::recv_fd(c);
-            close(c);
-        }
-    });
+    ConsoleSocket console(b.dir() + "/console.sock");
     b.config["process"]["terminal"] = true;
     b.config["process"]["consoleSize"] = {{"height", 40}, {"width", 123}};
     b.cmd("stty size; echo ready; read line; stty size; echo \"got $line\"; exit 3");
-    Result r = b.create("vmtty2", {"--console-socket", path});
-    if (r.code != 0) shutdown(ls.get(), SHUT_RDWR);
-    receiver.join();
+    Result r = b.create("vmtty2", {"--console-socket", console.path()});
+    tarn::UniqueFd m = console.take(r.code == 0);
     ASSERT_EQ(r.code, 0) << r.err;
-    ASSERT_GE(master, 0);
-    tarn::UniqueFd m(master);
+    ASSERT_TRUE(m);
     ASSERT_EQ(b.tarn({"start", "vmtty2"}).code, 0);
     std::string out;
-    auto read_until = [&](const std::string& want) {
-        while (out.find(want) == std::string::npos) {
-            pollfd p{m.get(), POLLIN, 0};
-            if (poll(&p, 1, 60000) <= 0) return false;
-            char buf[512];
-            ssize_t n = read(m.get(), buf, sizeof buf);
-            if (n <= 0) return false;
-            out.append(buf, static_cast<size_t>(n));
-        }
-        return true;
-    };
-    ASSERT_TRUE(read_until("ready")) << out;
+    ASSERT_TRUE(read_until(m.get(), out, "ready")) << out;
     EXPECT_NE(out.find("40 123"), std::string::npos) << out;
     // A resize of the host master reaches the guest pty (the monitor relays SIGWINCH)
     // before the line typed after it.
@@ -297,7 +350,7 @@ TEST(VmTerminal, ConsoleSocketGetsAMasterThatReachesTheGuest) {
     ws.ws_col = 132;
     ASSERT_EQ(ioctl(m.get(), TIOCSWINSZ, &ws), 0);
     ASSERT_EQ(write(m.get(), "hello\r", 6), 6);
-    EXPECT_TRUE(read_until("got hello")) << out;
+    EXPECT_TRUE(read_until(m.get(), out, "got hello")) << out;
     EXPECT_NE(out.find("50 132"), std::string::npos) << out;
     std::string status;
     for (int i = 0; i < 300 && status != "stopped"; ++i) {
