@@ -23,21 +23,35 @@ void add_create_flags(CLI::App* c, rt::CreateOptions& o, rt::GlobalOptions& g) {
     c->add_option("id", o.id, "container id")->required();
 }
 
-// The subcommand, found without building the parser: global options that take a value
-// are skipped with it. Empty when unsure (the parser then decides).
-std::string_view subcommand_of(int argc, char** argv) {
+// The subcommand: the first argument that is neither an option nor the value of one.
+// `takes_value` says which options do. Empty when unsure (the parser then decides).
+template <typename TakesValue>
+std::string_view subcommand_of(int argc, char** argv, TakesValue takes_value) {
     for (int i = 1; i < argc; ++i) {
         std::string_view a = argv[i];
         if (a == "--") return {};
         if (a.empty() || a[0] != '-') return a;
         if (a.find('=') != std::string_view::npos) continue;
-        if (a == "--root" || a == "--log" || a == "--log-format" || a == "--criu") ++i;
-        else if (a == "--rootless" && i + 1 < argc &&
-                 (std::string_view(argv[i + 1]) == "true" || std::string_view(argv[i + 1]) == "false" ||
-                  std::string_view(argv[i + 1]) == "auto"))
+        if (a == "--rootless") {
+            // An optional value: taken only when it is one of these.
+            if (i + 1 < argc && (std::string_view(argv[i + 1]) == "true" || std::string_view(argv[i + 1]) == "false" ||
+                                 std::string_view(argv[i + 1]) == "auto"))
+                ++i;
+        } else if (takes_value(a)) {
             ++i;
+        }
     }
     return {};
+}
+
+// Before the parser exists: the global options that take a value, by name.
+std::string_view subcommand_before_parser(int argc, char** argv) {
+    return subcommand_of(argc, argv, [](std::string_view a) {
+        for (std::string_view o : {"--root", "--log", "--log-format", "--criu", "--isolation", "--vm-kernel",
+                                   "--vm-initrd", "--vm-config"})
+            if (a == o) return true;
+        return false;
+    });
 }
 
 // `tarn pool run`: the flags, and the call once parsed.
@@ -98,7 +112,7 @@ int pool_run_main(int argc, char** argv) {
 int main(int argc, char** argv) {
     // Re-exec from the sealed binary before anything else: building the parser twice
     // would double its cost. A failure here is reported after parsing (with --log).
-    std::string_view early = subcommand_of(argc, argv);
+    std::string_view early = subcommand_before_parser(argc, argv);
     if (early == "create" || early == "run" || early == "exec") {
         try {
             rt::reexec_sealed(argv);
@@ -107,15 +121,6 @@ int main(int argc, char** argv) {
     }
     if (argc > 2 && std::string_view(argv[1]) == "pool" && std::string_view(argv[2]) == "run")
         return pool_run_main(argc, argv);
-    // Only the chosen command's flags are built (all of them when the command is not
-    // known yet, for --help and errors): building every command's costs a cold start
-    // about a millisecond and forty page faults.
-    constexpr std::string_view kCommands[] = {"create", "start", "run",    "state",  "kill",     "delete",
-                                              "list",   "ls",    "ps",     "exec",   "pause",    "resume",
-                                              "update", "events", "spec",  "features", "vm",     "pool"};
-    bool known = std::find(std::begin(kCommands), std::end(kCommands), early) != std::end(kCommands);
-    auto want = [&](std::string_view name) { return !known || early == name || (name == "list" && early == "ls"); };
-
     CLI::App app{"tarn: an OCI container runtime"};
     app.set_version_flag("-v,--version", [] { return rt::version_text(); });
     app.require_subcommand(1);
@@ -136,6 +141,23 @@ int main(int argc, char** argv) {
     app.add_option("--vm-kernel", g.vm_kernel, "vm mode: guest kernel (uncompressed vmlinux)");
     app.add_option("--vm-initrd", g.vm_initrd, "vm mode: initramfs holding tarn-agent");
     app.add_option("--vm-config", g.vm_config, "vm mode: settings file (default /etc/tarn/vm.json)");
+
+    // Only the chosen command's flags are built (all of them when the command is not
+    // known yet, for --help and errors): building every command's costs a cold start
+    // about a millisecond and forty page faults.
+    constexpr std::string_view kCommands[] = {"create", "start", "run",    "state",  "kill",     "delete",
+                                              "list",   "ls",    "ps",     "exec",   "pause",    "resume",
+                                              "update", "events", "spec",  "features", "vm",     "pool"};
+    // The global options are defined by now: the parser itself says which take a value.
+    std::string_view command = subcommand_of(argc, argv, [&app](std::string_view a) {
+        for (const CLI::Option* opt : app.get_options())
+            if (opt->check_name(std::string(a))) return opt->get_expected_min() > 0;
+        return false;
+    });
+    bool known = std::find(std::begin(kCommands), std::end(kCommands), command) != std::end(kCommands);
+    auto want = [&](std::string_view name) {
+        return !known || command == name || (name == "list" && command == "ls");
+    };
 
     rt::CreateOptions create_o;
     CLI::App* create = app.add_subcommand("create", "create a container from a bundle; it waits for start");

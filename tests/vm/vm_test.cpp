@@ -362,6 +362,56 @@ TEST(VmTerminal, ConsoleSocketGetsAMasterThatReachesTheGuest) {
     expect_nothing_left(b, "vmtty2");
 }
 
+// ---- hooks: the runtime-namespace ones run on the host --------------------------------
+
+TEST(VmHooks, HostHooksRunAroundTheGuestWorkload) {
+    REQUIRE_VM();
+    auto hook = [](const std::string& script, const std::string& name) {
+        return json{{"path", "/bin/sh"}, {"args", {"sh", "-c", script, name}}};
+    };
+    Bundle b;
+    vm_annotations(b);
+    std::string log = b.scratch("hooks") + "/log";
+    std::string host = "read -r s; echo \"$0 $(echo \"$s\" | grep -o '\"status\":\"[a-z]*\"')\" >> " + log;
+    // createRuntime leaves a file in the rootfs the guest shares: the workload sees it
+    // only if the hook ran before it started.
+    std::string marker = "/vmhook-" + std::to_string(getpid());
+    b.config["hooks"] = {
+        {"prestart", {hook(host, "prestart")}},
+        {"createRuntime", {hook(host + "; echo from-the-hook > " + busybox_rootfs() + marker, "createRuntime")}},
+        {"poststart", {hook(host, "poststart")}},
+        {"poststop", {hook(host, "poststop")}},
+    };
+    Result r = b.cmd("cat " + marker).run("vmhooks");
+    ::unlink((busybox_rootfs() + marker).c_str());
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "from-the-hook\n");
+    EXPECT_EQ(read_text(log),
+              "prestart \"status\":\"creating\"\n"
+              "createRuntime \"status\":\"creating\"\n"
+              "poststart \"status\":\"running\"\n"
+              "poststop \"status\":\"stopped\"\n");
+    expect_nothing_left(b, "vmhooks");
+
+    // A hook that would run inside the container cannot: refused before anything is made.
+    Bundle c;
+    vm_annotations(c);
+    c.config["hooks"] = {{"createContainer", {hook("true", "cc")}}};
+    Result refused = c.cmd("true").run("vmhooks2");
+    EXPECT_NE(refused.code, 0);
+    EXPECT_NE(refused.err.find("hooks.createContainer: not available in vm mode"), std::string::npos) << refused.err;
+    expect_nothing_left(c, "vmhooks2");
+
+    // A failing createRuntime hook fails the start and takes the VM down.
+    Bundle f;
+    vm_annotations(f);
+    f.config["hooks"] = {{"createRuntime", {hook("exit 9", "bad")}}};
+    Result failed = f.cmd("sleep 100").run("vmhooks3");
+    EXPECT_NE(failed.code, 0);
+    EXPECT_NE(failed.err.find("createRuntime hook /bin/sh: exit status 9"), std::string::npos) << failed.err;
+    expect_nothing_left(f, "vmhooks3");
+}
+
 // ---- failures: each names what is missing, and leaves nothing behind ----------------
 
 TEST(VmErrors, MissingKernelIsNamed) {
