@@ -31,14 +31,10 @@ std::string owner_name(uid_t uid) {
     // /etc/passwd read by hand: the static binary does not load NSS modules.
     try {
         std::string text = read_file("/etc/passwd");
-        size_t pos = 0;
-        while (pos < text.size()) {
-            size_t nl = text.find('\n', pos);
-            std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-            pos = nl == std::string::npos ? text.size() : nl + 1;
+        for (std::string_view line : lines(text)) {
             size_t c1 = line.find(':'), c2 = line.find(':', c1 + 1), c3 = line.find(':', c2 + 1);
             if (c3 == std::string::npos) continue;
-            if (line.substr(c2 + 1, c3 - c2 - 1) == std::to_string(uid)) return line.substr(0, c1);
+            if (line.substr(c2 + 1, c3 - c2 - 1) == std::to_string(uid)) return std::string(line.substr(0, c1));
         }
     } catch (const Error&) {
     }
