@@ -268,12 +268,7 @@ uint64_t parse_uint_or_max(std::string_view text, std::string_view what) {
 
 std::map<std::string, uint64_t> parse_flat_keyed(std::string_view text) {
     std::map<std::string, uint64_t> out;
-    size_t i = 0;
-    while (i < text.size()) {
-        size_t eol = text.find('\n', i);
-        if (eol == std::string_view::npos) eol = text.size();
-        std::string_view line = text.substr(i, eol - i);
-        i = eol + 1;
+    for (std::string_view line : lines(text)) {
         size_t sp = line.find(' ');
         if (sp == std::string_view::npos) continue;
         std::string_view key = line.substr(0, sp), val = line.substr(sp + 1);

@@ -31,12 +31,7 @@ std::string quoted(std::string_view s) {
 std::string own_cgroup(std::string_view text) {
     // Lines are "hierarchy-id:controllers:path"; the path may itself hold ':'.
     std::string first, systemd;
-    size_t i = 0;
-    while (i < text.size()) {
-        size_t eol = text.find('\n', i);
-        if (eol == std::string_view::npos) eol = text.size();
-        std::string_view line = text.substr(i, eol - i);
-        i = eol + 1;
+    for (std::string_view line : lines(text)) {
         size_t c1 = line.find(':');
         if (c1 == std::string_view::npos) continue;
         size_t c2 = line.find(':', c1 + 1);

@@ -77,12 +77,8 @@ std::vector<BlkioEntry> blkio_v1(const std::string& dir, std::initializer_list<c
         auto text = read_if_exists(dir, file);
         if (!text) continue;
         std::vector<BlkioEntry> out;
-        size_t i = 0;
-        while (i < text->size()) {
-            size_t eol = text->find('\n', i);
-            if (eol == std::string::npos) eol = text->size();
-            auto w = split_words(std::string_view(*text).substr(i, eol - i));
-            i = eol + 1;
+        for (std::string_view line : lines(*text)) {
+            auto w = split_words(line);
             BlkioEntry e;
             if (w.size() != 3 || !parse_dev(w[0], e.major, e.minor)) continue;
             e.op = w[1];
@@ -133,12 +129,8 @@ Stats read_stats_v2(const std::string& dir) {
 
     // io.stat: "8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0".
     if (auto text = read_if_exists(dir, "io.stat")) {
-        size_t i = 0;
-        while (i < text->size()) {
-            size_t eol = text->find('\n', i);
-            if (eol == std::string::npos) eol = text->size();
-            auto w = split_words(std::string_view(*text).substr(i, eol - i));
-            i = eol + 1;
+        for (std::string_view line : lines(*text)) {
+            auto w = split_words(line);
             uint64_t major, minor;
             if (w.empty() || !parse_dev(w[0], major, minor)) continue;
             for (size_t k = 1; k < w.size(); ++k) {

@@ -255,13 +255,8 @@ void translate_unified(const std::map<std::string, std::string>& unified, const 
         t.need(controller, field);
         if (!t.has(key)) throw Error(field + ": no such file in the cgroup");
         // Multi-line values (io.max for several devices) go one line per write.
-        size_t i = 0;
-        while (i < value.size()) {
-            size_t eol = value.find('\n', i);
-            if (eol == std::string::npos) eol = value.size();
-            if (eol > i) t.add(controller, key, value.substr(i, eol - i), field);
-            i = eol + 1;
-        }
+        for (std::string_view line : lines(value))
+            if (!line.empty()) t.add(controller, key, std::string(line), field);
     }
 }
 

@@ -95,19 +95,9 @@ Spawned spawn_exec(int init_pidfd, pid_t init_pid, const oci::Process& process, 
         }
         // The exec'd process's pid as the host sees it (for the seccomp listener's state).
         sock.send(MsgType::go, {}, nullptr, pid);
-        int pty = -1;
-        for (;;) {
-            if (!sock.recv(p, &pty)) throw Error("exec process died during setup");
-            if (p.type == MsgType::error) throw Error(p.text);
-            if (p.type == MsgType::pty) {
-                out.pty_master.reset(pty);
-                continue;
-            }
-            if (p.type == MsgType::ready) break;
-        }
-        out.timings.merge(p.timings);
+        out.timings.merge(sock.expect_ready(out.pty_master, "exec process died during setup").timings);
         auto te = std::chrono::steady_clock::now();
-        if (sock.recv(p) && p.type == MsgType::error) throw Error(p.text);
+        sock.expect_exec();
         out.timings.add(Phase::exec, std::chrono::steady_clock::now() - te);
     } catch (...) {
         if (intermediate > 0) kill_and_reap(-1, intermediate);

@@ -12,10 +12,6 @@
 #include "namespaces/sync.hpp"
 #include "namespaces/syscalls.hpp"
 
-#ifndef CLONE_INTO_CGROUP
-#define CLONE_INTO_CGROUP 0x200000000ULL
-#endif
-
 namespace tarn::ns {
 
 using namespace detail;
@@ -39,13 +35,7 @@ ParkedInit::ParkedInit(const oci::Config& config, const InitOptions& opts, const
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
     UniqueFd parent_end(sv[0]), child_end(sv[1]);
     int pidfd = -1;
-    CloneArgs a;
-    a.flags = plan.new_flags | CLONE_PIDFD;
-    a.pidfd = reinterpret_cast<uint64_t>(&pidfd);
-    if (opts.cgroup_fd >= 0) {
-        a.flags |= CLONE_INTO_CGROUP;
-        a.cgroup = static_cast<uint64_t>(opts.cgroup_fd);
-    }
+    CloneArgs a = init_clone_args(plan.new_flags, &pidfd, opts.cgroup_fd);
     // clone3 takes no exit signal with CLONE_PARENT: the child inherits ours (SIGCHLD).
     if (opts.clone_parent) a.flags |= CLONE_PARENT;
     else a.exit_signal = SIGCHLD;

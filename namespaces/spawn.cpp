@@ -14,9 +14,6 @@
 #include "namespaces/sync.hpp"
 #include "namespaces/syscalls.hpp"
 
-#ifndef CLONE_INTO_CGROUP
-#define CLONE_INTO_CGROUP 0x200000000ULL
-#endif
 #ifndef CLONE_NEWTIME
 #define CLONE_NEWTIME 0x00000080
 #endif
@@ -302,13 +299,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
     pid_t pid;
     pid_t intermediate = -1;
     if (!plan.intermediate) {
-        CloneArgs a;
-        a.flags = plan.new_flags | CLONE_PIDFD;
-        a.pidfd = reinterpret_cast<uint64_t>(&pidfd);
-        if (opts.cgroup_fd >= 0) {
-            a.flags |= CLONE_INTO_CGROUP;
-            a.cgroup = static_cast<uint64_t>(opts.cgroup_fd);
-        }
+        CloneArgs a = init_clone_args(plan.new_flags, &pidfd, opts.cgroup_fd);
         a.exit_signal = SIGCHLD;
         pid = detail::clone3(a);
         if (pid < 0) throw_errno("clone3 container init");
@@ -370,22 +361,10 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
             parent.create_runtime(pid);
         }
         sock.send(MsgType::go, {}, nullptr, pid);
-        Packet p;
-        int pty = -1;
-        for (;;) {
-            if (!sock.recv(p, &pty)) throw Error("container init died during setup");
-            if (p.type == MsgType::error) throw Error(p.text);
-            if (p.type == MsgType::pty) {
-                out.pty_master.reset(pty);
-                continue;
-            }
-            if (p.type == MsgType::ready) break;
-        }
-        out.timings.merge(p.timings);
+        out.timings.merge(sock.expect_ready(out.pty_master, "container init died during setup").timings);
         if (opts.exec_fifo.empty()) {
-            // The socket closes on exec: EOF means the workload runs; a message means it did not.
             auto te = std::chrono::steady_clock::now();
-            if (sock.recv(p) && p.type == MsgType::error) throw Error(p.text);
+            sock.expect_exec();
             out.timings.add(Phase::exec, std::chrono::steady_clock::now() - te);
         }
     } catch (...) {

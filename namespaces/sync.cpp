@@ -35,6 +35,25 @@ Packet SyncSocket::expect(MsgType want, const char* eof_what, int* fd_out) {
     return p;
 }
 
+Packet SyncSocket::expect_ready(UniqueFd& pty_master, const char* eof_what) {
+    Packet p;
+    for (;;) {
+        int pty = -1;
+        if (!recv(p, &pty)) throw Error(eof_what);
+        if (p.type == MsgType::error) throw Error(p.text);
+        if (p.type == MsgType::pty) {
+            pty_master.reset(pty);
+            continue;
+        }
+        if (p.type == MsgType::ready) return p;
+    }
+}
+
+void SyncSocket::expect_exec() {
+    Packet p;
+    if (recv(p) && p.type == MsgType::error) throw Error(p.text);
+}
+
 void run_child(SyncSocket& sock, const std::function<void()>& fn) {
     try {
         fn();

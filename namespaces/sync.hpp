@@ -34,6 +34,12 @@ public:
     bool recv(Packet& p, int* fd_out = nullptr);
     // Waits for `want`; an error packet throws its text; EOF throws `eof_what`.
     Packet expect(MsgType want, const char* eof_what, int* fd_out = nullptr);
+    // Waits for `ready` (returned: it carries the child's timings); a pty master sent
+    // before it goes to `pty_master`. An error packet throws its text; EOF `eof_what`.
+    Packet expect_ready(UniqueFd& pty_master, const char* eof_what);
+    // After `ready`, the socket closes on exec: EOF means the workload runs; an error
+    // packet (the exec failed) throws its text.
+    void expect_exec();
     int fd() const { return fd_; }
 
 private:

@@ -1,12 +1,17 @@
 #include "namespaces/syscalls.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
+
+#ifndef CLONE_INTO_CGROUP
+#define CLONE_INTO_CGROUP 0x200000000ULL
+#endif
 
 namespace tarn::ns::detail {
 
@@ -16,6 +21,17 @@ int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pi
 
 int pidfd_send_signal(int pidfd, int sig) {
     return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
+
+CloneArgs init_clone_args(uint64_t flags, int* pidfd, int cgroup_fd) {
+    CloneArgs a;
+    a.flags = flags | CLONE_PIDFD;
+    a.pidfd = reinterpret_cast<uint64_t>(pidfd);
+    if (cgroup_fd >= 0) {
+        a.flags |= CLONE_INTO_CGROUP;
+        a.cgroup = static_cast<uint64_t>(cgroup_fd);
+    }
+    return a;
 }
 
 int open_in_root(int root, const std::string& path, int flags, bool no_symlinks) {

@@ -28,6 +28,10 @@ struct CloneArgs {
 // fork-like clone3: returns 0 in the child, the pid in the parent, -1 with errno.
 pid_t clone3(CloneArgs& args);
 
+// The arguments of a container init's clone: `flags` (new namespaces) with a pidfd
+// written to `*pidfd`, straight into the cgroup `cgroup_fd` when there is one (>= 0).
+CloneArgs init_clone_args(uint64_t flags, int* pidfd, int cgroup_fd);
+
 int pidfd_open(pid_t pid);
 int pidfd_send_signal(int pidfd, int sig);
 

@@ -58,6 +58,16 @@ void write_file(const std::string& path, std::string_view data) {
     write_all(fd.get(), data, path);
 }
 
+std::vector<std::string_view> lines(std::string_view text) {
+    std::vector<std::string_view> out;
+    while (!text.empty()) {
+        size_t eol = text.find('\n');
+        out.push_back(text.substr(0, eol));
+        text.remove_prefix(eol == std::string_view::npos ? text.size() : eol + 1);
+    }
+    return out;
+}
+
 void write_file_atomic(const std::string& path, std::string_view data, unsigned mode) {
     std::string tmp = path + ".tmp";
     UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode));

@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 namespace tarn {
 
@@ -52,6 +53,9 @@ public:
 private:
     int fd_ = -1;
 };
+
+// The lines of `text` without their '\n' (a last line without one included).
+std::vector<std::string_view> lines(std::string_view text);
 
 // Whole-file helpers used across libraries; errors name the path.
 std::string read_file(const std::string& path);

@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
+#include <algorithm>
 #include <iostream>
 
 #include "runtime/pool/pool.hpp"
@@ -22,21 +23,35 @@ void add_create_flags(CLI::App* c, rt::CreateOptions& o, rt::GlobalOptions& g) {
     c->add_option("id", o.id, "container id")->required();
 }
 
-// The subcommand, found without building the parser: global options that take a value
-// are skipped with it. Empty when unsure (the parser then decides).
-std::string_view subcommand_of(int argc, char** argv) {
+// The subcommand: the first argument that is neither an option nor the value of one.
+// `takes_value` says which options do. Empty when unsure (the parser then decides).
+template <typename TakesValue>
+std::string_view subcommand_of(int argc, char** argv, TakesValue takes_value) {
     for (int i = 1; i < argc; ++i) {
         std::string_view a = argv[i];
         if (a == "--") return {};
         if (a.empty() || a[0] != '-') return a;
         if (a.find('=') != std::string_view::npos) continue;
-        if (a == "--root" || a == "--log" || a == "--log-format" || a == "--criu") ++i;
-        else if (a == "--rootless" && i + 1 < argc &&
-                 (std::string_view(argv[i + 1]) == "true" || std::string_view(argv[i + 1]) == "false" ||
-                  std::string_view(argv[i + 1]) == "auto"))
+        if (a == "--rootless") {
+            // An optional value: taken only when it is one of these.
+            if (i + 1 < argc && (std::string_view(argv[i + 1]) == "true" || std::string_view(argv[i + 1]) == "false" ||
+                                 std::string_view(argv[i + 1]) == "auto"))
+                ++i;
+        } else if (takes_value(a)) {
             ++i;
+        }
     }
     return {};
+}
+
+// Before the parser exists: the global options that take a value, by name.
+std::string_view subcommand_before_parser(int argc, char** argv) {
+    return subcommand_of(argc, argv, [](std::string_view a) {
+        for (std::string_view o : {"--root", "--log", "--log-format", "--criu", "--isolation", "--vm-kernel",
+                                   "--vm-initrd", "--vm-config"})
+            if (a == o) return true;
+        return false;
+    });
 }
 
 // `tarn pool run`: the flags, and the call once parsed.
@@ -97,7 +112,7 @@ int pool_run_main(int argc, char** argv) {
 int main(int argc, char** argv) {
     // Re-exec from the sealed binary before anything else: building the parser twice
     // would double its cost. A failure here is reported after parsing (with --log).
-    std::string_view early = subcommand_of(argc, argv);
+    std::string_view early = subcommand_before_parser(argc, argv);
     if (early == "create" || early == "run" || early == "exec") {
         try {
             rt::reexec_sealed(argv);
@@ -127,106 +142,141 @@ int main(int argc, char** argv) {
     app.add_option("--vm-initrd", g.vm_initrd, "vm mode: initramfs holding tarn-agent");
     app.add_option("--vm-config", g.vm_config, "vm mode: settings file (default /etc/tarn/vm.json)");
 
+    // Only the chosen command's flags are built (all of them when the command is not
+    // known yet, for --help and errors): building every command's costs a cold start
+    // about a millisecond and forty page faults.
+    constexpr std::string_view kCommands[] = {"create", "start", "run",    "state",  "kill",     "delete",
+                                              "list",   "ls",    "ps",     "exec",   "pause",    "resume",
+                                              "update", "events", "spec",  "features", "vm",     "pool"};
+    // The global options are defined by now: the parser itself says which take a value.
+    std::string_view command = subcommand_of(argc, argv, [&app](std::string_view a) {
+        for (const CLI::Option* opt : app.get_options())
+            if (opt->check_name(std::string(a))) return opt->get_expected_min() > 0;
+        return false;
+    });
+    bool known = std::find(std::begin(kCommands), std::end(kCommands), command) != std::end(kCommands);
+    auto want = [&](std::string_view name) {
+        return !known || command == name || (name == "list" && command == "ls");
+    };
+
     rt::CreateOptions create_o;
     CLI::App* create = app.add_subcommand("create", "create a container from a bundle; it waits for start");
-    add_create_flags(create, create_o, g);
+    if (want("create")) add_create_flags(create, create_o, g);
 
     std::string start_id;
     CLI::App* start = app.add_subcommand("start", "start the workload of a created container");
-    start->add_option("id", start_id, "container id")->required();
+    if (want("start")) start->add_option("id", start_id, "container id")->required();
 
     rt::RunOptions run_o;
     CLI::App* run = app.add_subcommand("run", "create and start a container in the foreground");
-    add_create_flags(run, run_o, g);
-    run->add_flag("-d,--detach", run_o.detach, "do not wait for the container");
-    run->add_flag("--keep", run_o.keep, "keep the container's state after it exits");
+    if (want("run")) {
+        add_create_flags(run, run_o, g);
+        run->add_flag("-d,--detach", run_o.detach, "do not wait for the container");
+        run->add_flag("--keep", run_o.keep, "keep the container's state after it exits");
+    }
 
     std::string state_id;
     CLI::App* state = app.add_subcommand("state", "print the state of a container as JSON");
-    state->add_option("id", state_id, "container id")->required();
+    if (want("state")) state->add_option("id", state_id, "container id")->required();
 
     rt::KillOptions kill_o;
     CLI::App* kill = app.add_subcommand("kill", "send a signal to a container's init");
-    kill->add_flag("-a,--all", kill_o.all, "signal every process of the container");
-    kill->add_option("id", kill_o.id, "container id")->required();
-    kill->add_option("signal", kill_o.signal, "signal name or number (default SIGTERM)");
+    if (want("kill")) {
+        kill->add_flag("-a,--all", kill_o.all, "signal every process of the container");
+        kill->add_option("id", kill_o.id, "container id")->required();
+        kill->add_option("signal", kill_o.signal, "signal name or number (default SIGTERM)");
+    }
 
     std::string delete_id;
     bool delete_force = false;
     CLI::App* del = app.add_subcommand("delete", "delete a container and everything it holds");
-    del->add_flag("-f,--force", delete_force, "kill it first if it runs");
-    del->add_option("id", delete_id, "container id")->required();
+    if (want("delete")) {
+        del->add_flag("-f,--force", delete_force, "kill it first if it runs");
+        del->add_option("id", delete_id, "container id")->required();
+    }
 
     std::string list_format = "table";
     bool list_quiet = false;
     CLI::App* list = app.add_subcommand("list", "list containers");
     list->alias("ls");
-    list->add_option("-f,--format", list_format, "table or json");
-    list->add_flag("-q,--quiet", list_quiet, "print ids only");
+    if (want("list")) {
+        list->add_option("-f,--format", list_format, "table or json");
+        list->add_flag("-q,--quiet", list_quiet, "print ids only");
+    }
 
     std::string ps_format = "table";
     std::string ps_id;
     std::vector<std::string> ps_args;
     CLI::App* ps = app.add_subcommand("ps", "list the processes of a container");
-    ps->add_option("-f,--format", ps_format, "table or json");
-    ps->add_option("id", ps_id, "container id")->required();
-    ps->add_option("ps-args", ps_args, "arguments for ps(1)");
+    if (want("ps")) {
+        ps->add_option("-f,--format", ps_format, "table or json");
+        ps->add_option("id", ps_id, "container id")->required();
+        ps->add_option("ps-args", ps_args, "arguments for ps(1)");
+    }
 
     rt::ExecOptions exec_o;
     std::string exec_user;
     std::vector<std::string> exec_rest;
     CLI::App* exec = app.add_subcommand("exec", "run a new process inside a container");
-    exec->add_option("-p,--process", exec_o.process_file, "process.json to run");
-    exec->add_flag("-t,--tty", exec_o.tty, "allocate a pty");
-    exec->add_flag("-d,--detach", exec_o.detach, "do not wait for the process");
-    exec->add_option("--pid-file", exec_o.pid_file, "write the process's pid to this file");
-    exec->add_option("--console-socket", exec_o.console_socket, "unix socket to send the pty master to");
-    exec->add_option("--cwd", exec_o.cwd, "working directory");
-    exec->add_option("-e,--env", exec_o.env, "environment variable K=V")->allow_extra_args(false);
-    exec->add_option("-u,--user", exec_user, "UID[:GID]");
-    exec->add_option("-g,--additional-gids", exec_o.additional_gids, "additional gids")->allow_extra_args(false);
-    exec->add_option("-c,--cap", exec_o.caps, "add a capability")->allow_extra_args(false);
-    exec->add_flag("--no-new-privs", exec_o.no_new_privs, "set no_new_privs");
-    exec->add_option("--preserve-fds", exec_o.preserve_fds, "pass this many fds after stdio");
-    exec->add_option("--process-label,--apparmor", "accepted for runc compatibility");
-    // Everything after the id is the command, flags included: `exec ID sh -c 'x'`.
-    exec->prefix_command();
+    if (want("exec")) {
+        exec->add_option("-p,--process", exec_o.process_file, "process.json to run");
+        exec->add_flag("-t,--tty", exec_o.tty, "allocate a pty");
+        exec->add_flag("-d,--detach", exec_o.detach, "do not wait for the process");
+        exec->add_option("--pid-file", exec_o.pid_file, "write the process's pid to this file");
+        exec->add_option("--console-socket", exec_o.console_socket, "unix socket to send the pty master to");
+        exec->add_option("--cwd", exec_o.cwd, "working directory");
+        exec->add_option("-e,--env", exec_o.env, "environment variable K=V")->allow_extra_args(false);
+        exec->add_option("-u,--user", exec_user, "UID[:GID]");
+        exec->add_option("-g,--additional-gids", exec_o.additional_gids, "additional gids")->allow_extra_args(false);
+        exec->add_option("-c,--cap", exec_o.caps, "add a capability")->allow_extra_args(false);
+        exec->add_flag("--no-new-privs", exec_o.no_new_privs, "set no_new_privs");
+        exec->add_option("--preserve-fds", exec_o.preserve_fds, "pass this many fds after stdio");
+        exec->add_option("--process-label,--apparmor", "accepted for runc compatibility");
+        // Everything after the id is the command, flags included: `exec ID sh -c 'x'`.
+        exec->prefix_command();
+    }
 
     std::string pause_id, resume_id;
     CLI::App* pause = app.add_subcommand("pause", "freeze every process of a container");
-    pause->add_option("id", pause_id, "container id")->required();
+    if (want("pause")) pause->add_option("id", pause_id, "container id")->required();
     CLI::App* resume = app.add_subcommand("resume", "thaw a paused container");
-    resume->add_option("id", resume_id, "container id")->required();
+    if (want("resume")) resume->add_option("id", resume_id, "container id")->required();
 
     rt::UpdateOptions update_o;
     CLI::App* update = app.add_subcommand("update", "change a container's resource limits");
-    update->add_option("-r,--resources", update_o.resources, "linux.resources JSON file, - for stdin");
-    update->add_option("--memory", update_o.memory, "memory limit (k/m/g suffixes)");
-    update->add_option("--memory-swap", update_o.memory_swap, "memory+swap limit");
-    update->add_option("--memory-reservation", update_o.memory_reservation, "memory soft limit");
-    update->add_option("--cpu-quota", update_o.cpu_quota, "CFS quota in microseconds");
-    update->add_option("--cpu-period", update_o.cpu_period, "CFS period in microseconds");
-    update->add_option("--cpu-share", update_o.cpu_share, "CPU shares (relative weight)");
-    update->add_option("--cpu-rt-runtime", update_o.cpu_rt_runtime, "realtime runtime in microseconds");
-    update->add_option("--cpu-rt-period", update_o.cpu_rt_period, "realtime period in microseconds");
-    update->add_option("--cpuset-cpus", update_o.cpuset_cpus, "CPUs to allow");
-    update->add_option("--cpuset-mems", update_o.cpuset_mems, "memory nodes to allow");
-    update->add_option("--pids-limit", update_o.pids_limit, "maximum number of processes");
-    update->add_option("--blkio-weight", update_o.blkio_weight, "block IO weight (10-1000)");
-    update->add_option("id", update_o.id, "container id")->required();
+    if (want("update")) {
+        update->add_option("-r,--resources", update_o.resources, "linux.resources JSON file, - for stdin");
+        update->add_option("--memory", update_o.memory, "memory limit (k/m/g suffixes)");
+        update->add_option("--memory-swap", update_o.memory_swap, "memory+swap limit");
+        update->add_option("--memory-reservation", update_o.memory_reservation, "memory soft limit");
+        update->add_option("--cpu-quota", update_o.cpu_quota, "CFS quota in microseconds");
+        update->add_option("--cpu-period", update_o.cpu_period, "CFS period in microseconds");
+        update->add_option("--cpu-share", update_o.cpu_share, "CPU shares (relative weight)");
+        update->add_option("--cpu-rt-runtime", update_o.cpu_rt_runtime, "realtime runtime in microseconds");
+        update->add_option("--cpu-rt-period", update_o.cpu_rt_period, "realtime period in microseconds");
+        update->add_option("--cpuset-cpus", update_o.cpuset_cpus, "CPUs to allow");
+        update->add_option("--cpuset-mems", update_o.cpuset_mems, "memory nodes to allow");
+        update->add_option("--pids-limit", update_o.pids_limit, "maximum number of processes");
+        update->add_option("--blkio-weight", update_o.blkio_weight, "block IO weight (10-1000)");
+        update->add_option("id", update_o.id, "container id")->required();
+    }
 
     std::string events_id, events_interval = "5s";
     bool events_stats = false;
     CLI::App* events = app.add_subcommand("events", "stream OOM and stats events as JSON lines");
-    events->add_flag("--stats", events_stats, "print one stats document and exit");
-    events->add_option("--interval", events_interval, "stats interval (e.g. 5s, 500ms)");
-    events->add_option("id", events_id, "container id")->required();
+    if (want("events")) {
+        events->add_flag("--stats", events_stats, "print one stats document and exit");
+        events->add_option("--interval", events_interval, "stats interval (e.g. 5s, 500ms)");
+        events->add_option("id", events_id, "container id")->required();
+    }
 
     std::string spec_bundle = ".";
     bool spec_rootless = false;
     CLI::App* spec = app.add_subcommand("spec", "write a default config.json");
-    spec->add_option("-b,--bundle", spec_bundle, "where to write config.json");
-    spec->add_flag("--rootless", spec_rootless, "a config for an unprivileged user");
+    if (want("spec")) {
+        spec->add_option("-b,--bundle", spec_bundle, "where to write config.json");
+        spec->add_flag("--rootless", spec_rootless, "a config for an unprivileged user");
+    }
 
     CLI::App* features = app.add_subcommand("features", "print what this runtime supports, as JSON");
 
@@ -234,9 +284,11 @@ int main(int argc, char** argv) {
     CLI::App* vm = app.add_subcommand("vm", "VM isolation mode");
     vm->require_subcommand(1);
     CLI::App* vm_setup = vm->add_subcommand("setup", "prepare the guest kernel and the initramfs with tarn-agent");
-    vm_setup->add_option("--dir", vm_setup_o.dir, "where to write vmlinux and initrd.cpio (default /var/lib/tarn/vm)");
-    vm_setup->add_option("--from", vm_setup_o.from, "kernel directory (vmlinux, modules/order); default: fetch Debian's");
-    vm_setup->add_option("--agent", vm_setup_o.agent, "tarn-agent binary (default: beside tarn)");
+    if (want("vm")) {
+        vm_setup->add_option("--dir", vm_setup_o.dir, "where to write vmlinux and initrd.cpio (default /var/lib/tarn/vm)");
+        vm_setup->add_option("--from", vm_setup_o.from, "kernel directory (vmlinux, modules/order); default: fetch Debian's");
+        vm_setup->add_option("--agent", vm_setup_o.agent, "tarn-agent binary (default: beside tarn)");
+    }
     // ---- the warm pool
     CLI::App* pool = app.add_subcommand("pool", "the warm pool of pre-created sandboxes");
     pool->require_subcommand(1);
@@ -245,29 +297,36 @@ int main(int argc, char** argv) {
     tarn::pool::PoolSpec serve_spec;
     int64_t serve_pids = 0;
     CLI::App* pool_serve = pool->add_subcommand("serve", "run the pool daemon");
-    pool_serve->add_option("--socket", pool_socket, "unix socket to serve")->capture_default_str();
-    pool_serve->add_option("-c,--config", serve_config, "daemon configuration file (JSON)");
-    pool_serve->add_option("--bundle", serve_bundle, "one pool from this template bundle (without --config)");
-    pool_serve->add_option("--name", serve_name, "that pool's name")->capture_default_str();
-    pool_serve->add_option("--min-idle", serve_spec.min_idle, "sandboxes kept ready")->capture_default_str();
-    pool_serve->add_option("--max-total", serve_spec.max_total, "most sandboxes at once")->capture_default_str();
-    pool_serve->add_option("--memory", serve_memory, "the pool's memory budget (k/m/g suffixes)");
-    pool_serve->add_option("--pids", serve_pids, "the pool's pids budget");
+    if (want("pool")) {
+        pool_serve->add_option("--socket", pool_socket, "unix socket to serve")->capture_default_str();
+        pool_serve->add_option("-c,--config", serve_config, "daemon configuration file (JSON)");
+        pool_serve->add_option("--bundle", serve_bundle, "one pool from this template bundle (without --config)");
+        pool_serve->add_option("--name", serve_name, "that pool's name")->capture_default_str();
+        pool_serve->add_option("--min-idle", serve_spec.min_idle, "sandboxes kept ready")->capture_default_str();
+        pool_serve->add_option("--max-total", serve_spec.max_total, "most sandboxes at once")->capture_default_str();
+        pool_serve->add_option("--memory", serve_memory, "the pool's memory budget (k/m/g suffixes)");
+        pool_serve->add_option("--pids", serve_pids, "the pool's pids budget");
+    }
 
     PoolRun pool_run_o;
-    CLI::App* pool_run = add_pool_run(pool, pool_run_o, pool_socket);
+    CLI::App* pool_run = want("pool") ? add_pool_run(pool, pool_run_o, pool_socket)
+                                      : pool->add_subcommand("run", "run a command in a sandbox from a pool");
 
     std::string status_pool;
     bool status_json = false;
     CLI::App* pool_status = pool->add_subcommand("status", "print each pool's size, use and latencies");
-    pool_status->add_option("--socket", pool_socket, "the daemon's socket")->capture_default_str();
-    pool_status->add_flag("--json", status_json, "as JSON");
-    pool_status->add_option("pool", status_pool, "only this pool");
+    if (want("pool")) {
+        pool_status->add_option("--socket", pool_socket, "the daemon's socket")->capture_default_str();
+        pool_status->add_flag("--json", status_json, "as JSON");
+        pool_status->add_option("pool", status_pool, "only this pool");
+    }
 
     bool stop_now = false;
     CLI::App* pool_stop = pool->add_subcommand("stop", "stop the daemon after running sandboxes finish");
-    pool_stop->add_option("--socket", pool_socket, "the daemon's socket")->capture_default_str();
-    pool_stop->add_flag("--now", stop_now, "kill running sandboxes instead of waiting");
+    if (want("pool")) {
+        pool_stop->add_option("--socket", pool_socket, "the daemon's socket")->capture_default_str();
+        pool_stop->add_flag("--now", stop_now, "kill running sandboxes instead of waiting");
+    }
 
     try {
         app.parse(argc, argv);

@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "namespaces/syscalls.hpp"
 #include "runtime/cgroup.hpp"
 #include "runtime/hooks.hpp"
 #include "runtime/lifecycle.hpp"
@@ -29,14 +31,10 @@ std::string owner_name(uid_t uid) {
     // /etc/passwd read by hand: the static binary does not load NSS modules.
     try {
         std::string text = read_file("/etc/passwd");
-        size_t pos = 0;
-        while (pos < text.size()) {
-            size_t nl = text.find('\n', pos);
-            std::string line = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-            pos = nl == std::string::npos ? text.size() : nl + 1;
+        for (std::string_view line : lines(text)) {
             size_t c1 = line.find(':'), c2 = line.find(':', c1 + 1), c3 = line.find(':', c2 + 1);
             if (c3 == std::string::npos) continue;
-            if (line.substr(c2 + 1, c3 - c2 - 1) == std::to_string(uid)) return line.substr(0, c1);
+            if (line.substr(c2 + 1, c3 - c2 - 1) == std::to_string(uid)) return std::string(line.substr(0, c1));
         }
     } catch (const Error&) {
     }
@@ -251,11 +249,22 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             };
         ns::Spawned sp;
         if (in_vm) {
+            // createContainer and startContainer hooks run in the container's namespaces,
+            // which are the guest's: a host program cannot. The runtime-namespace hooks
+            // (prestart, createRuntime; poststart, poststop) run on the host as usual.
+            if (!hooks.create_container.empty() || !hooks.start_container.empty())
+                throw Error(std::string(hooks.create_container.empty() ? "hooks.startContainer" : "hooks.createContainer") +
+                            ": not available in vm mode (they run inside the container, which is in the guest)");
+            // Those run with the guest's container made and its workload not yet started:
+            // even `run` parks it on exec.fifo for them.
+            bool host_hooks = !hooks.prestart.empty() || !hooks.create_runtime.empty();
+            if (host_hooks && !park) {
+                io.exec_fifo = dir.fifo_path();
+                if (::mkfifo(io.exec_fifo.c_str(), 0600) < 0) throw_errno("mkfifo " + io.exec_fifo);
+            }
             vm::Launch vl;
             vl.id = o.id;
             vl.state_dir = dir.path();
-            for (const std::string& d : guest->dropped)
-                log_debug("create " + o.id + ": vm mode leaves out " + d);
             vl.config = std::move(guest->text);
             vl.shares = std::move(guest->shares);
             vl.mount_points = std::move(guest->mount_points);
@@ -272,6 +281,18 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
                 vl.terminal = pty->slave.get();
             }
             sp = vm::spawn(vl);
+            if (host_hooks) {
+                try {
+                    ps.create_runtime(sp.pid);
+                    if (!park) release_exec_fifo(io.exec_fifo, sp.pidfd.get());
+                } catch (...) {
+                    // The monitor takes QEMU with it (PR_SET_PDEATHSIG).
+                    ns::detail::pidfd_send_signal(sp.pidfd.get(), SIGKILL);
+                    while (::waitpid(sp.pid, nullptr, 0) < 0 && errno == EINTR) {
+                    }
+                    throw;
+                }
+            }
             if (pty) {
                 // As a container init does: the master goes to the console socket, or to
                 // `run`, which proxies it.

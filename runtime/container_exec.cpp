@@ -75,11 +75,12 @@ int exec(const GlobalOptions& g, const ExecOptions& o) {
         oci::Config cfg = dir.load_config();
         oci::Process proc = exec_process(o, cfg);
         if (rec.vm) {
-            if (!o.console_socket.empty() || o.preserve_fds)
-                throw Error("--console-socket and --preserve-fds: not supported in vm mode yet");
+            if (o.preserve_fds) throw Error("--preserve-fds: host fds cannot be passed into a vm");
+            UniqueFd console;
+            if (!o.console_socket.empty()) console = detail::connect_console_socket(o.console_socket);
             std::string state_dir = dir.path();
             dir.unlock();
-            return vm::exec(state_dir, o.id, proc, o.detach, o.pid_file);
+            return vm::exec(state_dir, o.id, proc, o.detach, o.pid_file, console.get());
         }
         ns::check_lsm(&proc, nullptr);
         if (proc.terminal && o.detach && o.console_socket.empty())

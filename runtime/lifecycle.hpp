@@ -39,6 +39,11 @@ void destroy(ContainerDir& dir, const Record& r, const oci::Config* config);
 
 void write_pid_file(const std::string& path, pid_t pid);
 
+// Releases an init parked on `fifo` and returns once its workload has exec'd (the
+// init's end of the fifo closes on exec); throws when it died first (`pidfd`, -1 if
+// unknown). The fifo is removed.
+void release_exec_fifo(const std::string& fifo, int pidfd);
+
 // Connects to the --console-socket the pty master is sent to.
 UniqueFd connect_console_socket(const std::string& path);
 

@@ -765,11 +765,8 @@ void Daemon::load_leases() {
     }
     // Containers deleted since are dropped from the file.
     std::string kept;
-    size_t pos = 0;
-    while (pos < text.size()) {
-        size_t nl = text.find('\n', pos);
-        std::string path = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-        pos = nl == std::string::npos ? text.size() : nl + 1;
+    for (std::string_view line : lines(text)) {
+        std::string path(line);
         if (path.empty() || !cgroups::open(path, mode_)->exists()) continue;
         leased_.insert(path);
         kept += path + "\n";

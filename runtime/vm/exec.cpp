@@ -7,12 +7,14 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <optional>
 
+#include "namespaces/syscalls.hpp"
 #include "runtime/vm/protocol.hpp"
 #include "runtime/vm/vm.hpp"
 
@@ -33,14 +35,16 @@ void write_all(int fd, std::string_view data) {
 }
 
 // With --tty, the caller's terminal passes keys through untouched while the process
-// runs: the guest pty does the echo and line editing.
+// runs: the guest pty does the echo and line editing. A host pty made only to carry
+// the guest's (console socket) is fully raw: its output processing would be the
+// guest's twice.
 class RawStdin {
 public:
-    RawStdin() {
+    explicit RawStdin(bool keep_output_processing) {
         if (::isatty(0) && ::tcgetattr(0, &saved_) == 0) {
             termios raw = saved_;
             ::cfmakeraw(&raw);
-            raw.c_oflag |= OPOST;
+            if (keep_output_processing) raw.c_oflag |= OPOST;
             active_ = ::tcsetattr(0, TCSANOW, &raw) == 0;
         }
     }
@@ -61,8 +65,9 @@ public:
     json next();  // the next message; throws when the monitor goes away
     void send(const json& msg) { write_all(sock_.get(), tarn::vm::encode(msg)); }
     // Stdio and signals until the exit message; returns the exit code. With `terminal`,
-    // the caller's window size (now and on SIGWINCH) goes to the guest pty.
-    int relay(bool terminal = false);
+    // the window size of the terminal on fd 0 (now and on SIGWINCH) goes to the guest
+    // pty; `own_pty`: that terminal is a host pty standing for the guest's.
+    int relay(bool terminal = false, bool own_pty = false);
 
 private:
     UniqueFd sock_;
@@ -81,7 +86,7 @@ json Client::next() {
     }
 }
 
-int Client::relay(bool terminal) {
+int Client::relay(bool terminal, bool own_pty) {
     sigset_t all;
     sigfillset(&all);
     ::sigprocmask(SIG_BLOCK, &all, nullptr);
@@ -94,7 +99,7 @@ int Client::relay(bool terminal) {
             send({{"op", "resize"}, {"rows", ws.ws_row}, {"cols", ws.ws_col}});
     };
     if (terminal) {
-        raw.emplace();
+        raw.emplace(!own_pty);
         send_size();
     }
     for (;;) {
@@ -170,10 +175,21 @@ UniqueFd monitor_socket(const std::string& dir, bool listen) {
 }
 
 int exec(const std::string& state_dir, const std::string& id, const oci::Process& process, bool detach,
-         const std::string& pid_file) {
+         const std::string& pid_file, int console) {
     // A detached process with a terminal needs a console socket to hand it to.
-    if (process.terminal && detach)
-        throw Error("--tty with --detach needs --console-socket, which vm mode does not support yet");
+    if (process.terminal && detach && console < 0) throw Error("--tty with --detach needs --console-socket");
+    if (console >= 0 && !process.terminal) throw Error("--console-socket needs a terminal (--tty)");
+    std::optional<HostPty> pty;
+    if (console >= 0) {
+        pty = open_host_pty(process);
+        ns::send_fd(console, pty->master.get(), "console");
+        pty->master.reset();
+    }
+    // Blocked before a relay child is forked: it takes every signal through a signalfd,
+    // and the foreground waiter below forwards what it is sent to it.
+    sigset_t all;
+    sigfillset(&all);
+    if (pty && !detach) ::sigprocmask(SIG_BLOCK, &all, nullptr);
     Client c(monitor_socket(state_dir, false));
     c.send({{"op", "exec"}, {"process", oci::to_json(process)}});
     json first = c.next();
@@ -181,17 +197,44 @@ int exec(const std::string& state_dir, const std::string& id, const oci::Process
     if (first.value("t", "") != "started")
         throw Error("the vm monitor answered \"" + first.value("t", "") + "\"");
     log_debug("exec " + id + ": pid " + std::to_string(first.value("pid", 0)) + " in the guest");
-    if (!detach) return c.relay(process.terminal);
+    if (!detach && !pty) return c.relay(process.terminal);
     // The shim waits on the pid it is given: a process here that lives as long as the
     // one in the guest and exits with its code.
     pid_t pid = ::fork();
     if (pid < 0) throw_errno("fork");
     if (pid == 0) {
         ::setsid();
-        ::_exit(c.relay());
+        if (pty) {
+            // The pty's slave is this process's stdio and controlling terminal: the
+            // holder of the master resizing it sends SIGWINCH here.
+            for (int fd = 0; fd < 3; ++fd)
+                if (::dup2(pty->slave.get(), fd) < 0) ::_exit(255);
+            if (::ioctl(0, TIOCSCTTY, 0) < 0) ::_exit(255);
+            pty->slave.reset();
+        }
+        ::_exit(c.relay(process.terminal, pty.has_value()));
     }
+    pty.reset();
     if (!pid_file.empty()) write_file_atomic(pid_file, std::to_string(pid), 0644);
-    return 0;
+    if (detach) return 0;
+    // In the foreground the relay still runs in the child (it needs a session of its
+    // own for the pty); this process waits for it and forwards what it is sent.
+    UniqueFd sfd(::signalfd(-1, &all, SFD_CLOEXEC | SFD_NONBLOCK));
+    UniqueFd child(ns::detail::pidfd_open(pid));
+    for (;;) {
+        pollfd p[2] = {{child.get(), POLLIN, 0}, {sfd.get(), POLLIN, 0}};
+        if (::poll(p, 2, -1) < 0 && errno != EINTR) break;
+        if (p[0].revents & POLLIN) break;
+        signalfd_siginfo si;
+        while (::read(sfd.get(), &si, sizeof si) == sizeof si) {
+            int sig = static_cast<int>(si.ssi_signo);
+            if (sig != SIGCHLD && sig != SIGPIPE && sig != SIGWINCH && sig != SIGURG) ::kill(pid, sig);
+        }
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 }  // namespace tarn::runtime::vm

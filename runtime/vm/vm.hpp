@@ -77,7 +77,6 @@ struct GuestConfig {
     std::string text;                      // the config.json the agent runs
     std::vector<Share> shares;             // one per distinct bind source (and ro-ness)
     std::vector<MountPoint> mount_points;  // in the rootfs, in mount order
-    std::vector<std::string> dropped;      // what the guest does without, for the debug log
 };
 
 // microvm has 24 virtio-mmio transports (with its second I/O APIC, on by default) and
@@ -87,8 +86,8 @@ inline constexpr size_t kMaxShares = 23;
 // The config.json the agent runs, from the bundle's: the root is the shared rootfs at
 // /run/tarn/rootfs; each bind mount's source becomes a share (relative sources are
 // relative to `bundle`, as in runc) and the mount binds the share's guest path
-// instead. Hooks (host programs) cannot run in the guest and are dropped. Errors name
-// the mount (a missing source, more shares than kMaxShares).
+// instead. Hooks (host programs) are left out. Errors name the mount (a missing
+// source, more shares than kMaxShares).
 GuestConfig guest_config(const std::string& config_text, const std::string& bundle);
 
 // Where the guest mounts the shared rootfs, and the shares.
@@ -145,9 +144,11 @@ inline constexpr std::string_view kMonitorSocket = "monitor.sock";
 // `exec` in a VM-mode container: the process runs in the guest, started by the agent
 // with the namespaces library's spawn_exec; this process stands for it on the host
 // (stdio, signals, exit code). With `detach`, a forked child does, and its pid goes to
-// `pid_file`. Returns the exit code (0 when detached).
+// `pid_file`. With a terminal and a connected `console` socket, the master of a host
+// pty goes to that socket and a forked child relays between the pty's slave and the
+// guest's pty. Returns the exit code (0 when detached).
 int exec(const std::string& state_dir, const std::string& id, const oci::Process& process, bool detach,
-         const std::string& pid_file);
+         const std::string& pid_file, int console = -1);
 
 // Connects to (or, with `listen`, binds) <dir>/monitor.sock, however long <dir> is.
 UniqueFd monitor_socket(const std::string& dir, bool listen);

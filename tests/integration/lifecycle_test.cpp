@@ -163,6 +163,25 @@ TEST(Kill, RunForwardsSignalsToTheContainer) {
     EXPECT_EQ(wait_exit_code(runner), 7);
 }
 
+TEST(Cli, GlobalOptionsWithValuesBeforeTheCommand) {
+    REQUIRE_ROOT();
+    // Only the chosen command's flags are built: an option value that names a command
+    // ("--isolation container", a log file called "run") must not be taken for it.
+    Bundle b;
+    std::string log = b.scratch("logs") + "/run";
+    Result r = b.cmd("echo ok").tarn({"--isolation", "container", "--log-format", "json", "--log", log, "--debug", "run",
+                                      "--bundle", b.dir(), "globals"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "ok\n");
+    EXPECT_NE(read_text(log).find("\"level\":\"debug\""), std::string::npos);
+    // Unknown commands and --help still see every command.
+    Result help = b.tarn({"--help"});
+    EXPECT_EQ(help.code, 0);
+    for (const char* cmd : {"create", "exec", "update", "pool"}) EXPECT_NE(help.out.find(cmd), std::string::npos) << cmd;
+    Result bad = b.tarn({"--log-format", "text", "frobnicate"});
+    EXPECT_NE(bad.code, 0);
+}
+
 TEST(List, ShowsEveryContainerWithItsStatus) {
     REQUIRE_ROOT();
     Bundle b;

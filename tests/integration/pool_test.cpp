@@ -422,6 +422,30 @@ TEST_F(PoolTest, ExtraBindMountsGoWhereAskedReadOnlyWhenAsked) {
     EXPECT_NE(r.err.find("bind source /no/such/dir: no such file or directory"), std::string::npos) << r.err;
 }
 
+TEST_F(PoolTest, AnIdmappedTemplateMountHoldsInEverySandbox) {
+    // The idmapped tree is made by the spawner for each sandbox before its clone
+    // (as for a cold start), so each sandbox sees the mapped owner.
+    std::string src = tmpl.scratch("idmapped");
+    write_text(src + "/f", "x\n");
+    ASSERT_EQ(::chown((src + "/f").c_str(), 1000, 1000), 0);
+    json map = json::array({{{"containerID", 1000}, {"hostID", 0}, {"size", 1}}});
+    tmpl.config["mounts"].push_back({{"destination", "/idm"},
+                                     {"type", "bind"},
+                                     {"source", src},
+                                     {"options", {"bind", "idmap"}},
+                                     {"uidMappings", map},
+                                     {"gidMappings", map}});
+    serve();
+    for (int i = 0; i < 3; ++i) {
+        Result r = run("stat -c %u:%g /idm/f");
+        EXPECT_EQ(r.code, 0) << r.err;
+        EXPECT_EQ(r.out, "0:0\n");
+    }
+    struct stat st;
+    ASSERT_EQ(::stat((src + "/f").c_str(), &st), 0);
+    EXPECT_EQ(st.st_uid, 1000u) << "the mapping must not change the owner on disk";
+}
+
 TEST_F(PoolTest, BadRequestsGetClearErrorsAndLeakNothing) {
     serve();
     Result r = pool({"run", "nope", "--", "true"});

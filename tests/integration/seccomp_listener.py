@@ -6,7 +6,7 @@ usage: seccomp_listener.py SOCKET OUTDIR ERRNO
 Accepts connections on SOCKET; each brings the containerProcessState JSON and the
 notify fd (SCM_RIGHTS). Writes the state to OUTDIR/state-<n>.json, then answers every
 notification on every fd with -ERRNO and appends the syscall number to OUTDIR/calls.
-Stops when OUTDIR/stop appears (or after two minutes).
+Stops when OUTDIR/stop appears or OUTDIR goes (or after two minutes).
 """
 import array
 import fcntl
@@ -52,7 +52,8 @@ def main():
     notify_fds = set()
     count = 0
     end = time.time() + 120
-    while time.time() < end and not os.path.exists(os.path.join(outdir, "stop")):
+    # The test's scratch dir can be gone before a poll sees "stop": that ends it too.
+    while time.time() < end and os.path.isdir(outdir) and not os.path.exists(os.path.join(outdir, "stop")):
         for fd, ev in poller.poll(100):
             if fd == srv.fileno():
                 conn, _ = srv.accept()

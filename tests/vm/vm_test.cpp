@@ -71,6 +71,59 @@ std::string first_line(const std::string& s) {
     return s.substr(0, s.find('\n'));
 }
 
+// A console socket, as containerd's shim listens on one: it accepts one connection and
+// takes the pty master sent over it.
+class ConsoleSocket {
+public:
+    explicit ConsoleSocket(std::string path) : path_(std::move(path)) {
+        listener_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strncpy(addr.sun_path, path_.c_str(), sizeof addr.sun_path - 1);
+        if (bind(listener_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+            listen(listener_.get(), 1) == 0)
+            receiver_ = std::thread([this] {
+                int c = accept(listener_.get(), nullptr, nullptr);
+                if (c >= 0) {
+                    master_ = tarn::ns::recv_fd(c);
+                    close(c);
+                }
+            });
+    }
+    ~ConsoleSocket() {
+        if (receiver_.joinable()) {
+            shutdown(listener_.get(), SHUT_RDWR);
+            receiver_.join();
+        }
+    }
+    const std::string& path() const { return path_; }
+    // The master, once sent (-1 if the sender failed: `sent` false stops waiting).
+    tarn::UniqueFd take(bool sent) {
+        if (!sent) shutdown(listener_.get(), SHUT_RDWR);
+        if (receiver_.joinable()) receiver_.join();
+        return tarn::UniqueFd(master_);
+    }
+
+private:
+    std::string path_;
+    tarn::UniqueFd listener_;
+    std::thread receiver_;
+    int master_ = -1;
+};
+
+// Reads `fd` into `out` until it holds `want`; false on EOF or a minute without output.
+bool read_until(int fd, std::string& out, const std::string& want) {
+    while (out.find(want) == std::string::npos) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 60000) <= 0) return false;
+        char buf[512];
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0) return false;
+        out.append(buf, static_cast<size_t>(n));
+    }
+    return true;
+}
+
 }  // namespace
 
 TEST(VmRun, WorkloadSeesTheGuestKernelAndQemuCpu) {
@@ -235,6 +288,33 @@ TEST(VmLifecycle, ExecRunsInTheGuestContainer) {
     }
     EXPECT_EQ(after.find("sleep 12345"), std::string::npos) << after;
 
+    // -t -d with a console socket, as the shim execs with a terminal: the master of a
+    // host pty reaches the guest's, resizes included, and the pid file's process lives
+    // as long as the guest process.
+    ConsoleSocket console(b.dir() + "/exec-console.sock");
+    std::string tty_pid_file = b.scratch("exec") + "/tty-pid";
+    Result d = b.tarn({"exec", "-t", "-d", "--console-socket", console.path(), "--pid-file", tty_pid_file,
+                       "vmexec", "sh", "-c", "echo ready; read line; stty size; echo \"got $line\"; sleep 1"});
+    tarn::UniqueFd m = console.take(d.code == 0);
+    ASSERT_EQ(d.code, 0) << d.err;
+    ASSERT_TRUE(m);
+    pid_t relay = std::stoi(read_text(tty_pid_file));
+    EXPECT_TRUE(alive(relay));
+    std::string out;
+    ASSERT_TRUE(read_until(m.get(), out, "ready")) << out;
+    winsize ws{};
+    ws.ws_row = 33;
+    ws.ws_col = 77;
+    ASSERT_EQ(ioctl(m.get(), TIOCSWINSZ, &ws), 0);
+    ASSERT_EQ(write(m.get(), "typed\r", 6), 6);
+    EXPECT_TRUE(read_until(m.get(), out, "got typed")) << out;
+    EXPECT_NE(out.find("33 77"), std::string::npos) << out;
+    for (int i = 0; i < 100 && alive(relay); ++i) usleep(100000);
+    EXPECT_FALSE(alive(relay)) << "the host process outlived the guest one";
+    Result no_tty = b.tarn({"exec", "--console-socket", console.path(), "vmexec", "true"});
+    EXPECT_NE(no_tty.code, 0);
+    EXPECT_NE(no_tty.err.find("--console-socket"), std::string::npos) << no_tty.err;
+
     EXPECT_EQ(b.tarn({"delete", "--force", "vmexec"}).code, 0);
     expect_nothing_left(b, "vmexec");
 }
@@ -262,44 +342,17 @@ TEST(VmTerminal, ConsoleSocketGetsAMasterThatReachesTheGuest) {
     REQUIRE_VM();
     Bundle b;
     vm_annotations(b);
-    std::string path = b.dir() + "/console.sock";
-    tarn::UniqueFd ls(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strcpy(addr.sun_path, path.c_str());
-    ASSERT_EQ(bind(ls.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    ASSERT_EQ(listen(ls.get(), 1), 0);
-    int master = -1;
-    std::thread receiver([&] {
-        int c = accept(ls.get(), nullptr, nullptr);
-        if (c >= 0) {
-            master = tarn::ns::recv_fd(c);
-            close(c);
-        }
-    });
+    ConsoleSocket console(b.dir() + "/console.sock");
     b.config["process"]["terminal"] = true;
     b.config["process"]["consoleSize"] = {{"height", 40}, {"width", 123}};
     b.cmd("stty size; echo ready; read line; stty size; echo \"got $line\"; exit 3");
-    Result r = b.create("vmtty2", {"--console-socket", path});
-    if (r.code != 0) shutdown(ls.get(), SHUT_RDWR);
-    receiver.join();
+    Result r = b.create("vmtty2", {"--console-socket", console.path()});
+    tarn::UniqueFd m = console.take(r.code == 0);
     ASSERT_EQ(r.code, 0) << r.err;
-    ASSERT_GE(master, 0);
-    tarn::UniqueFd m(master);
+    ASSERT_TRUE(m);
     ASSERT_EQ(b.tarn({"start", "vmtty2"}).code, 0);
     std::string out;
-    auto read_until = [&](const std::string& want) {
-        while (out.find(want) == std::string::npos) {
-            pollfd p{m.get(), POLLIN, 0};
-            if (poll(&p, 1, 60000) <= 0) return false;
-            char buf[512];
-            ssize_t n = read(m.get(), buf, sizeof buf);
-            if (n <= 0) return false;
-            out.append(buf, static_cast<size_t>(n));
-        }
-        return true;
-    };
-    ASSERT_TRUE(read_until("ready")) << out;
+    ASSERT_TRUE(read_until(m.get(), out, "ready")) << out;
     EXPECT_NE(out.find("40 123"), std::string::npos) << out;
     // A resize of the host master reaches the guest pty (the monitor relays SIGWINCH)
     // before the line typed after it.
@@ -308,7 +361,7 @@ TEST(VmTerminal, ConsoleSocketGetsAMasterThatReachesTheGuest) {
     ws.ws_col = 132;
     ASSERT_EQ(ioctl(m.get(), TIOCSWINSZ, &ws), 0);
     ASSERT_EQ(write(m.get(), "hello\r", 6), 6);
-    EXPECT_TRUE(read_until("got hello")) << out;
+    EXPECT_TRUE(read_until(m.get(), out, "got hello")) << out;
     EXPECT_NE(out.find("50 132"), std::string::npos) << out;
     std::string status;
     for (int i = 0; i < 300 && status != "stopped"; ++i) {
@@ -318,6 +371,56 @@ TEST(VmTerminal, ConsoleSocketGetsAMasterThatReachesTheGuest) {
     EXPECT_EQ(status, "stopped");
     EXPECT_EQ(b.tarn({"delete", "vmtty2"}).code, 0);
     expect_nothing_left(b, "vmtty2");
+}
+
+// ---- hooks: the runtime-namespace ones run on the host --------------------------------
+
+TEST(VmHooks, HostHooksRunAroundTheGuestWorkload) {
+    REQUIRE_VM();
+    auto hook = [](const std::string& script, const std::string& name) {
+        return json{{"path", "/bin/sh"}, {"args", {"sh", "-c", script, name}}};
+    };
+    Bundle b;
+    vm_annotations(b);
+    std::string log = b.scratch("hooks") + "/log";
+    std::string host = "read -r s; echo \"$0 $(echo \"$s\" | grep -o '\"status\":\"[a-z]*\"')\" >> " + log;
+    // createRuntime leaves a file in the rootfs the guest shares: the workload sees it
+    // only if the hook ran before it started.
+    std::string marker = "/vmhook-" + std::to_string(getpid());
+    b.config["hooks"] = {
+        {"prestart", {hook(host, "prestart")}},
+        {"createRuntime", {hook(host + "; echo from-the-hook > " + busybox_rootfs() + marker, "createRuntime")}},
+        {"poststart", {hook(host, "poststart")}},
+        {"poststop", {hook(host, "poststop")}},
+    };
+    Result r = b.cmd("cat " + marker).run("vmhooks");
+    ::unlink((busybox_rootfs() + marker).c_str());
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "from-the-hook\n");
+    EXPECT_EQ(read_text(log),
+              "prestart \"status\":\"creating\"\n"
+              "createRuntime \"status\":\"creating\"\n"
+              "poststart \"status\":\"running\"\n"
+              "poststop \"status\":\"stopped\"\n");
+    expect_nothing_left(b, "vmhooks");
+
+    // A hook that would run inside the container cannot: refused before anything is made.
+    Bundle c;
+    vm_annotations(c);
+    c.config["hooks"] = {{"createContainer", {hook("true", "cc")}}};
+    Result refused = c.cmd("true").run("vmhooks2");
+    EXPECT_NE(refused.code, 0);
+    EXPECT_NE(refused.err.find("hooks.createContainer: not available in vm mode"), std::string::npos) << refused.err;
+    expect_nothing_left(c, "vmhooks2");
+
+    // A failing createRuntime hook fails the start and takes the VM down.
+    Bundle f;
+    vm_annotations(f);
+    f.config["hooks"] = {{"createRuntime", {hook("exit 9", "bad")}}};
+    Result failed = f.cmd("sleep 100").run("vmhooks3");
+    EXPECT_NE(failed.code, 0);
+    EXPECT_NE(failed.err.find("createRuntime hook /bin/sh: exit status 9"), std::string::npos) << failed.err;
+    expect_nothing_left(f, "vmhooks3");
 }
 
 // ---- failures: each names what is missing, and leaves nothing behind ----------------
