@@ -288,22 +288,29 @@ void Monitor::prepare_shares() {
 }
 
 void Monitor::start_virtiofsd() {
-    // vhost-user needs a socket; this one has no file. virtiofsd --fd takes a listening
-    // socket and accepts one connection; we connect QEMU's end first, so that one is
-    // ours (a bind with no name autobinds an abstract one, which a process could find in
-    // /proc/net/unix, but its connection would queue behind ours and never be accepted).
-    UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    // vhost-user needs a socket, and virtiofsd --fd takes a listening one and accepts
+    // one connection. Ours is bound in the state dir (root's alone: an abstract name
+    // would let any local user race QEMU to virtiofsd, which serves the rootfs as
+    // root), reached through an O_PATH fd so a long --root never overflows sun_path;
+    // QEMU's end connects before virtiofsd even starts, and the name is unlinked at
+    // once: no socket file stays behind.
+    UniqueFd dfd(::open(l_.state_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!dfd) throw_errno("open " + l_.state_dir);
+    std::string path = "/proc/self/fd/" + std::to_string(dfd.get()) + "/virtiofsd.sock";
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
-    if (!listener || ::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(sa_family_t)) < 0 ||
+    path.copy(addr.sun_path, sizeof addr.sun_path - 1);
+    UniqueFd listener(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!listener) throw_errno("socket for virtiofsd");
+    ::unlink(path.c_str());
+    if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0 ||
         ::listen(listener.get(), 1) < 0)
-        throw_errno("listen for virtiofsd");
-    socklen_t len = sizeof addr;
-    if (::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) < 0)
-        throw_errno("getsockname for virtiofsd");
+        throw_errno("listen on " + l_.state_dir + "/virtiofsd.sock");
     UniqueFd client(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    if (!client || ::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), len) < 0)
-        throw_errno("connect to virtiofsd's socket");
+    int connected = client ? ::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) : -1;
+    int saved = errno;
+    ::unlink(path.c_str());
+    if (connected < 0) throw Error("connect to " + l_.state_dir + "/virtiofsd.sock", saved);
     // Above stdio: the monitor's stdin may be closed, and QEMU's 0-2 are taken.
     virtiofs_client_.reset(::fcntl(client.get(), F_DUPFD_CLOEXEC, 3));
     if (!virtiofs_client_) throw_errno("dup virtiofsd's socket");
