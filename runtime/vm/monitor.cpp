@@ -346,15 +346,13 @@ void Monitor::start_virtiofsd() {
         // too (forked after the monitor was placed), so `delete` kills it in any case.
         ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         if (::getppid() != self) ::_exit(1);
-        int fd = listener.get();
-        if (fd == kListenFd) {
-            ::fcntl(fd, F_SETFD, 0);
-        } else {
-            ::dup2(fd, kListenFd);
-        }
+        // Out of the way of stdio first: with the monitor's stdin closed, any of these
+        // fds can be low.
+        int fd = ::fcntl(listener.get(), F_DUPFD, 10);
         ::dup2(null.get(), 0);
         ::dup2(log.get(), 1);
         ::dup2(log.get(), 2);
+        if (fd < 0 || ::dup2(fd, kListenFd) < 0) ::_exit(126);
         sigset_t none;
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
