@@ -3,6 +3,7 @@
 #include "namespaces/syscalls.hpp"
 #include "runtime/cgroup.hpp"
 #include "runtime/lifecycle.hpp"
+#include "runtime/vm/vm.hpp"
 
 namespace tarn::runtime {
 
@@ -18,9 +19,15 @@ int kill(const GlobalOptions& g, const KillOptions& o) {
             // containerd's shim matches "container not running" to treat the task as gone.
             throw Error("container not running (" + std::string(oci::to_string(st)) + ")");
         }
-        // In a VM the cgroup holds the monitor and QEMU, not the workload: the monitor
-        // forwards the signal to the container's init in the guest, whose pid
-        // namespace dies with it.
+        // In a VM the host cgroup holds the monitor and QEMU, not the workload. SIGKILL
+        // goes to the monitor, which takes QEMU and the whole guest with it; any other
+        // signal for all goes to the guest container's cgroup through the agent.
+        if (o.all && rec.vm && sig != SIGKILL) {
+            std::string state_dir = dir.path();
+            dir.unlock();
+            vm::signal_all(state_dir, sig);
+            return 0;
+        }
         if (o.all && !rec.vm) {
             if (auto cg = detail::open_cgroup(rec)) {
                 // A frozen task would only see SIGKILL after a thaw.

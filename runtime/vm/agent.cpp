@@ -443,6 +443,11 @@ void Agent::request(const json& msg) {
             flush_stdin(*p);
         } else if (op == "resize") {
             if (Proc* p = find(n)) resize(*p, msg);
+        } else if (op == "signal" && msg.value("all", false)) {
+            // kill --all: every process of the container, exec'd ones included (they
+            // joined its cgroup), as on a host.
+            if (!cgroup_) throw Error("no container to signal");
+            cgroup_->kill_all(msg.value("sig", SIGTERM));
         } else if (op == "signal") {
             if (Proc* p = find(n)) ns::detail::pidfd_send_signal(p->pidfd.get(), msg.value("sig", SIGTERM));
         } else {

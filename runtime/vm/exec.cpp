@@ -132,19 +132,13 @@ int Client::relay(bool terminal, bool own_pty) {
             while (::read(sfd.get(), &si, sizeof si) == sizeof si) {
                 int sig = static_cast<int>(si.ssi_signo);
                 if (sig == SIGWINCH && terminal) send_size();
-                if (sig != SIGCHLD && sig != SIGPIPE && sig != SIGWINCH && sig != SIGURG)
-                    send({{"op", "signal"}, {"sig", sig}});
+                if (tarn::vm::forwarded_signal(sig)) send({{"op", "signal"}, {"sig", sig}});
             }
         }
         if (p[2].revents & (POLLIN | POLLHUP | POLLERR)) {
-            char buf[16384];
-            ssize_t n = ::read(0, buf, sizeof buf);
-            if (n > 0) {
-                send({{"op", "stdin"},
-                      {"data", tarn::vm::base64_encode(std::string_view(buf, static_cast<size_t>(n)))}});
-            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-                stdin_open = false;
-                send({{"op", "stdin"}, {"eof", true}});
+            if (auto req = tarn::vm::stdin_request(0)) {
+                if (req->value("eof", false)) stdin_open = false;
+                send(*req);
             }
         }
     }
@@ -172,6 +166,11 @@ UniqueFd monitor_socket(const std::string& dir, bool listen) {
         throw_errno("connect to the vm monitor at " + dir + "/" + std::string(kMonitorSocket));
     }
     return s;
+}
+
+void signal_all(const std::string& state_dir, int sig) {
+    Client c(monitor_socket(state_dir, false));
+    c.send({{"op", "signal"}, {"sig", sig}, {"all", true}});
 }
 
 int exec(const std::string& state_dir, const std::string& id, const oci::Process& process, bool detach,
@@ -228,7 +227,7 @@ int exec(const std::string& state_dir, const std::string& id, const oci::Process
         signalfd_siginfo si;
         while (::read(sfd.get(), &si, sizeof si) == sizeof si) {
             int sig = static_cast<int>(si.ssi_signo);
-            if (sig != SIGCHLD && sig != SIGPIPE && sig != SIGWINCH && sig != SIGURG) ::kill(pid, sig);
+            if (tarn::vm::forwarded_signal(sig)) ::kill(pid, sig);
         }
     }
     int status = 0;

@@ -46,11 +46,6 @@ std::string ms(double v) {
     return buf;
 }
 
-// Signals the monitor never forwards: its own plumbing.
-bool forwarded(int sig) {
-    return sig != SIGCHLD && sig != SIGPIPE && sig != SIGWINCH && sig != SIGURG;
-}
-
 void write_all(int fd, std::string_view data) {
     while (!data.empty()) {
         ssize_t n = ::write(fd, data.data(), data.size());
@@ -669,7 +664,7 @@ void Monitor::run() {
             signalfd_siginfo si;
             while (::read(signals_.get(), &si, sizeof si) == sizeof si) {
                 if (si.ssi_signo == SIGWINCH && terminal_) send_window_size();
-                if (forwarded(static_cast<int>(si.ssi_signo)))
+                if (tarn::vm::forwarded_signal(static_cast<int>(si.ssi_signo)))
                     send({{"op", "signal"}, {"sig", si.ssi_signo}});
             }
         }
@@ -678,14 +673,9 @@ void Monitor::run() {
             if (::read(fifo_.get(), &b, 1) == 1) send({{"op", "start"}});
         }
         if (p[4].revents & (POLLIN | POLLHUP | POLLERR)) {
-            char buf[16384];
-            ssize_t n = ::read(0, buf, sizeof buf);
-            if (n > 0) {
-                send({{"op", "stdin"},
-                      {"data", tarn::vm::base64_encode(std::string_view(buf, static_cast<size_t>(n)))}});
-            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
-                stdin_open_ = false;
-                send({{"op", "stdin"}, {"eof", true}});
+            if (auto req = tarn::vm::stdin_request(0)) {
+                if (req->value("eof", false)) stdin_open_ = false;
+                send(*req);
             }
         }
         if ((p[6].revents & POLLIN) && inbox_.empty() && !(p[0].revents & POLLIN) &&

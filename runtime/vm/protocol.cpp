@@ -1,6 +1,10 @@
 #include "runtime/vm/protocol.hpp"
 
+#include <signal.h>
+#include <unistd.h>
+
 #include <array>
+#include <cerrno>
 
 #include "oci/base.hpp"
 
@@ -84,5 +88,15 @@ std::optional<nlohmann::json> decode(std::string_view line) {
     if ((j.contains("t") && j["t"].is_string()) || (j.contains("op") && j["op"].is_string())) return j;
     return std::nullopt;
 }
+
+std::optional<nlohmann::json> stdin_request(int fd) {
+    char buf[16384];
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n > 0) return nlohmann::json{{"op", "stdin"}, {"data", base64_encode(std::string_view(buf, static_cast<size_t>(n)))}};
+    if (n == 0 || (errno != EINTR && errno != EAGAIN)) return nlohmann::json{{"op", "stdin"}, {"eof", true}};
+    return std::nullopt;
+}
+
+bool forwarded_signal(int sig) { return sig != SIGCHLD && sig != SIGPIPE && sig != SIGWINCH && sig != SIGURG; }
 
 }  // namespace tarn::vm

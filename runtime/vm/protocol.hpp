@@ -38,4 +38,13 @@ private:
 // (request) member, else nothing (a kernel message, noise).
 std::optional<nlohmann::json> decode(std::string_view line);
 
+// The host side's stdin: reads what `fd` has and returns the `stdin` request carrying
+// it, or the one saying EOF (also after a read error); nothing when the read would
+// block or was interrupted.
+std::optional<nlohmann::json> stdin_request(int fd);
+
+// Whether a signal the host side receives goes on to the workload: all but those of
+// its own plumbing (SIGCHLD, SIGPIPE, SIGWINCH, which becomes a resize, SIGURG).
+bool forwarded_signal(int sig);
+
 }  // namespace tarn::vm

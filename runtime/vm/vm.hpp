@@ -150,6 +150,10 @@ inline constexpr std::string_view kMonitorSocket = "monitor.sock";
 int exec(const std::string& state_dir, const std::string& id, const oci::Process& process, bool detach,
          const std::string& pid_file, int console = -1);
 
+// `kill --all` with a signal other than SIGKILL (which the monitor's death delivers):
+// the agent sends it to every process in the guest container's cgroup.
+void signal_all(const std::string& state_dir, int sig);
+
 // Connects to (or, with `listen`, binds) <dir>/monitor.sock, however long <dir> is.
 UniqueFd monitor_socket(const std::string& dir, bool listen);
 

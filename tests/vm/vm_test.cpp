@@ -187,7 +187,7 @@ TEST(VmLifecycle, CreateStartKillDelete) {
     std::string out = b.scratch("out") + "/create.out";
     // The trap first: the shell is pid 1 in its pid namespace, where a TERM that comes
     // before a handler is installed is dropped.
-    b.cmd("trap 'echo got TERM; exit 3' TERM; echo started; while :; do sleep 1; done");
+    b.cmd("trap 'echo got TERM; exit 3' TERM; sleep 1000 & echo started; while :; do sleep 1; done");
     b.write();
     std::string tarn = std::string(TARN_BINARY) + " --root " + b.root();
     // The monitor keeps create's stdout: send it to a file, as a shim would to a fifo.
@@ -207,6 +207,22 @@ TEST(VmLifecycle, CreateStartKillDelete) {
     EXPECT_EQ(json::parse(b.tarn({"state", "vmlife"}).out)["status"], "running");
     for (int i = 0; i < 200 && read_text(out).find("started") == std::string::npos; ++i) usleep(50000);
     EXPECT_NE(read_text(out).find("started"), std::string::npos) << read_text(out);
+
+    // kill --all reaches every process of the guest container: the background sleep
+    // dies of SIGUSR1; the shell, its pid 1 without a handler, ignores it.
+    // (A line of its own: the init's command line holds the words too.)
+    auto sleeping = [&] {
+        return b.tarn({"exec", "vmlife", "ps", "-o", "args"}).out.find("\nsleep 1000") != std::string::npos;
+    };
+    ASSERT_TRUE(sleeping());
+    ASSERT_EQ(b.tarn({"kill", "--all", "vmlife", "USR1"}).code, 0);
+    bool gone = false;
+    for (int i = 0; i < 100 && !gone; ++i) {
+        usleep(100000);
+        gone = !sleeping();
+    }
+    EXPECT_TRUE(gone) << "kill --all did not reach a process other than the init";
+    EXPECT_EQ(json::parse(b.tarn({"state", "vmlife"}).out)["status"], "running");
 
     // SIGTERM reaches the shell inside the guest, whose trap answers.
     ASSERT_EQ(b.tarn({"kill", "vmlife", "TERM"}).code, 0);
