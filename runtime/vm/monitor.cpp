@@ -46,6 +46,18 @@ std::string ms(double v) {
     return buf;
 }
 
+// execv's argv: pointers into `args`, null-terminated. The command line goes to the
+// debug log.
+std::vector<char*> exec_argv(const std::string& id, std::vector<std::string>& args) {
+    std::string line;
+    for (const std::string& a : args) line += (line.empty() ? "" : " ") + a;
+    log_debug("vm " + id + ": " + line);
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    return argv;
+}
+
 void write_all(int fd, std::string_view data) {
     while (!data.empty()) {
         ssize_t n = ::write(fd, data.data(), data.size());
@@ -325,14 +337,7 @@ void Monitor::start_virtiofsd() {
                                      "cache=auto",
                                      "-o",
                                      "log_level=warn"};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    log_debug("vm " + l_.id + ": " + [&] {
-        std::string s;
-        for (const std::string& a : args) s += (s.empty() ? "" : " ") + a;
-        return s;
-    }());
+    std::vector<char*> argv = exec_argv(l_.id, args);
     pid_t self = ::getpid();
     virtiofsd_pid_ = ::fork();
     if (virtiofsd_pid_ < 0) throw_errno("fork virtiofsd");
@@ -422,14 +427,7 @@ json Monitor::boot_and_create() {
 
     if (!l_.settings.virtiofsd.empty()) start_virtiofsd();
     std::vector<std::string> args = qemu_argv(l_.settings, l_.id, devices_);
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    log_debug("vm " + l_.id + ": " + [&] {
-        std::string s;
-        for (const std::string& a : args) s += (s.empty() ? "" : " ") + a;
-        return s;
-    }());
+    std::vector<char*> argv = exec_argv(l_.id, args);
 
     pid_t self = ::getpid();
     t_spawn_ = Clock::now();
