@@ -133,7 +133,8 @@ private:
     void sandbox_ready(Pool& p, Sandbox* sb);
     void destroy_sandbox(Sandbox* sb);
     void tell_spawner(const std::string& path, pid_t spawner, const char* op = "destroy");
-    void setup_failed(Pool& p, const std::string& msg);
+    // `oom`: the budget's OOM killer took the sandbox while it was being made.
+    void setup_failed(Pool& p, const std::string& msg, bool oom = false);
 
     void on_accept();
     void on_conn(Conn* c);
@@ -367,7 +368,7 @@ void Daemon::on_spawner(Spawner* sp) {
         }
         std::string err = msg.value("error", "sandbox setup failed");
         p.sandboxes.erase(name);
-        setup_failed(p, err);
+        setup_failed(p, err, msg.value("oom", false));
         return;
     }
     sb->init = ns::ParkedInit::adopt(std::move(fds[0]), std::move(fds[1]), pid);
@@ -395,7 +396,7 @@ void Daemon::refill() {
     }
 }
 
-void Daemon::setup_failed(Pool& p, const std::string& msg) {
+void Daemon::setup_failed(Pool& p, const std::string& msg, bool oom) {
     ++p.failures;
     p.last_error = msg;
     // A template that cannot start would otherwise be retried in a tight loop.
@@ -403,6 +404,10 @@ void Daemon::setup_failed(Pool& p, const std::string& msg) {
     auto delay = std::chrono::milliseconds(std::min(5000u, 50u << std::min(p.consecutive_failures, 7u)));
     p.backoff_until = Clock::now() + delay;
     log_error("pool " + p.spec.name + ": sandbox setup failed: " + msg);
+    // Out of memory while it was made: the budget is full for now, as when every
+    // sandbox is in use. Waiting requests keep waiting (until their deadline) for the
+    // memory running workloads give back; another sandbox is tried after the backoff.
+    if (oom) return;
     // A request waiting for a sandbox that cannot be made gets the reason.
     if (!p.waiting.empty() && p.starting == 0 && p.idle.empty()) {
         Conn* c = p.waiting.front();

@@ -56,14 +56,22 @@ void make(int sock, const Template& t, std::map<std::string, cgroups::ResourcePo
         auto [s, p] = init.take_fds();
         send_message(sock, json{{"made", name}, {"pid", pid}, {"phases", phases}}, {s.get(), p.get()});
     } catch (const std::exception& e) {
-        // The init (if any) was killed; the daemon, its parent, reaps it.
+        // The init (if any) was killed; the daemon, its parent, reaps it. An OOM kill
+        // is counted in the sandbox's own cgroup (on v1 not in the budget's above it).
+        std::string error = e.what();
+        bool oom = false;
         if (cg) {
+            try {
+                oom = cg->oom_kill_count() > 0;
+            } catch (const Error&) {
+            }
+            if (oom) error += " (killed for memory: the pool's budget is full)";
             try {
                 cg->destroy();
             } catch (const Error&) {
             }
         }
-        send_message(sock, json{{"failed", name}, {"pid", pid}, {"error", e.what()}});
+        send_message(sock, json{{"failed", name}, {"pid", pid}, {"error", error}, {"oom", oom}});
     }
 }
 
