@@ -46,7 +46,7 @@ for i in $(seq 1 "$runs"); do
             accel = $0; sub(/.*: vm \(/, "", accel); sub(/\).*/, "", accel)
             line = $0; sub(/.*qemu start /, "", line); split(line, f, / ms[,;]? ?[a-z ]*/)
             q = f[1]; k = f[2]; a = f[3]; c = f[4]; s = f[5]
-            root = $0; sub(/.*ms; /, "", root); sub(/ root, mounts.*/, "", root)
+            root = $0; sub(/ root, mounts.*/, "", root); sub(/.*; /, "", root)
         }
         /: workload [0-9.]+ ms/ { w = $0; sub(/.*: workload /, "", w); sub(/ ms.*/, "", w) }
         END { printf "%s %s %s %s %s %s %s %s %s\n", accel, q, k, a, c, s, w, total, root }' "$log" >> "$work/rows"
