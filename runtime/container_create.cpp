@@ -118,6 +118,13 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     if (in_vm) {
         vm_settings = vm::resolve(g, cfg);
         guest = vm::guest_config(text, bundle);  // a bind source missing, too many shares
+        // createContainer and startContainer hooks run in the container's namespaces,
+        // which are the guest's: a host program cannot. The runtime-namespace hooks
+        // (prestart, createRuntime; poststart, poststop) run on the host as usual.
+        if (cfg.hooks && (!cfg.hooks->create_container.empty() || !cfg.hooks->start_container.empty()))
+            throw Error(std::string(cfg.hooks->create_container.empty() ? "hooks.startContainer"
+                                                                        : "hooks.createContainer") +
+                        ": not available in vm mode (they run inside the container, which is in the guest)");
     }
     ns::check_lsm(&*cfg.process, cfg.linux ? &*cfg.linux : nullptr);
     if (cfg.process->terminal && o.console_socket.empty() && !want_pty)
@@ -249,14 +256,8 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             };
         ns::Spawned sp;
         if (in_vm) {
-            // createContainer and startContainer hooks run in the container's namespaces,
-            // which are the guest's: a host program cannot. The runtime-namespace hooks
-            // (prestart, createRuntime; poststart, poststop) run on the host as usual.
-            if (!hooks.create_container.empty() || !hooks.start_container.empty())
-                throw Error(std::string(hooks.create_container.empty() ? "hooks.startContainer" : "hooks.createContainer") +
-                            ": not available in vm mode (they run inside the container, which is in the guest)");
-            // Those run with the guest's container made and its workload not yet started:
-            // even `run` parks it on exec.fifo for them.
+            // prestart and createRuntime run on the host with the guest's container made
+            // and its workload not yet started: even `run` parks it on exec.fifo for them.
             bool host_hooks = !hooks.prestart.empty() || !hooks.create_runtime.empty();
             if (host_hooks && !park) {
                 io.exec_fifo = dir.fifo_path();

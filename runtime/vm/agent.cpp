@@ -100,11 +100,8 @@ void Modules::boot() {
     } catch (const Error&) {
         return;  // a kernel with everything built in
     }
-    size_t pos = 0;
-    while (pos < order.size()) {
-        size_t nl = order.find('\n', pos);
-        std::string file = order.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-        pos = nl == std::string::npos ? order.size() : nl + 1;
+    for (std::string_view line : lines(order)) {
+        std::string file(line);
         if (file.size() <= 3 || file.compare(file.size() - 3, 3, ".ko") != 0) continue;
         std::string name = file.substr(0, file.size() - 3), path = "/lib/modules/" + file;
         image_[name] = read_file(path);

@@ -58,6 +58,18 @@ std::vector<char*> exec_argv(const std::string& id, std::vector<std::string>& ar
     return argv;
 }
 
+// In a forked child of the monitor: execs `argv` with every signal unblocked (the
+// monitor blocks them all); a failure goes to stderr (the child's log) and exit 127.
+[[noreturn]] void exec_child(std::vector<char*>& argv) {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::execv(argv[0], argv.data());
+    std::string msg = std::string("exec ") + argv[0] + ": " + Error::errno_text(errno) + "\n";
+    (void)!::write(2, msg.data(), msg.size());
+    ::_exit(127);
+}
+
 void write_all(int fd, std::string_view data) {
     while (!data.empty()) {
         ssize_t n = ::write(fd, data.data(), data.size());
@@ -353,13 +365,7 @@ void Monitor::start_virtiofsd() {
         ::dup2(log.get(), 1);
         ::dup2(log.get(), 2);
         if (fd < 0 || ::dup2(fd, kListenFd) < 0) ::_exit(126);
-        sigset_t none;
-        sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        ::execv(argv[0], argv.data());
-        std::string msg = std::string("exec ") + argv[0] + ": " + Error::errno_text(errno) + "\n";
-        (void)!::write(2, msg.data(), msg.size());
-        ::_exit(127);
+        exec_child(argv);
     }
     virtiofsd_pidfd_.reset(ns::detail::pidfd_open(virtiofsd_pid_));
     if (!virtiofsd_pidfd_) throw_errno("pidfd_open virtiofsd");
@@ -442,13 +448,7 @@ json Monitor::boot_and_create() {
         ::dup2(log.get(), 2);
         // The chardev's fd=N: QEMU's end of virtiofsd's socket, kept across exec.
         if (devices_.virtiofs_fd >= 0) ::fcntl(devices_.virtiofs_fd, F_SETFD, 0);
-        sigset_t none;
-        sigemptyset(&none);
-        ::sigprocmask(SIG_SETMASK, &none, nullptr);
-        ::execv(argv[0], argv.data());
-        std::string msg = std::string("exec ") + argv[0] + ": " + Error::errno_text(errno) + "\n";
-        (void)!::write(2, msg.data(), msg.size());
-        ::_exit(127);
+        exec_child(argv);
     }
     guest_end.reset();
     virtiofs_client_.reset();  // QEMU holds it now
@@ -655,7 +655,6 @@ void Monitor::run() {
             if ((p[7 + i].revents & (POLLIN | POLLHUP | POLLERR)) && !from_client(*clients_[i]))
                 clients_.erase(clients_.begin() + static_cast<long>(i));
         if (p[5].revents & POLLIN) accept_client();
-
         if (p[0].revents & POLLOUT) flush_outbox();
         if (p[0].revents & (POLLIN | POLLHUP)) read_serial();
         if (p[2].revents & POLLIN) {

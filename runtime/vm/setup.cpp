@@ -81,11 +81,8 @@ int vm_setup(const VmSetupOptions& o) {
         } catch (const Error& e) {
             if (e.code() != ENOENT) throw;
         }
-        size_t pos = 0;
-        while (pos < order.size()) {
-            size_t nl = order.find('\n', pos);
-            std::string name = order.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-            pos = nl == std::string::npos ? order.size() : nl + 1;
+        for (std::string_view line : lines(order)) {
+            std::string name(line);
             if (name.empty() || !wanted_module(name)) continue;
             cpio.file("lib/modules/" + name, read_file(from + "/modules/" + name));
             kept += name + "\n";
