@@ -2,13 +2,19 @@
 // Each test plays the attacker of one known runtime escape and asserts it fails and
 // that the host is untouched afterwards.
 #include <fcntl.h>
+#include <limits.h>
+#include <seccomp.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <thread>
 
 #include "harness.hpp"
+#include "oci/base.hpp"
 
 using namespace tarn::test;
 using nlohmann::json;
@@ -133,21 +139,63 @@ TEST(Escape, ExecOfProcSelfExeScriptCannotOverwriteTheRuntime) {
     EXPECT_EQ(sha256(bin), before) << "the runtime binary was overwritten from the container:\n" << log;
 }
 
-// The sealed binary itself, without a race: a handle on a parked init's
-// /proc/<pid>/exe, taken by the host's root even, cannot be reopened for writing once
-// the runtime has stopped running it (EROFS through the read-only bind, EPERM from a
-// sealed memfd).
-TEST(Escape, ParkedInitsBinaryCannotBeReopenedForWriting) {
-    REQUIRE_ROOT();
-    Bundle b;
-    std::string bin = private_tarn(b);
+namespace {
+
+// Which steps of the switch to a sealed binary the kernel refuses (the fallbacks of
+// runtime/sealed_exe.cpp): PR_SET_MM_MAP (tarn then re-execs) and the detached
+// read-only bind (tarn then copies itself into a sealed memfd).
+struct Refuse {
+    bool set_mm = false, bind = false;
+};
+
+// Runs `tarn args` with those steps refused by a seccomp filter (inherited by the
+// container too, where it changes nothing).
+Result with_tarn_refusing(const std::string& bin, const Bundle& b, const std::string& args, Refuse refuse) {
+    b.write();
+    std::string out = b.scratch("refuse") + "/out", err = b.scratch("refuse") + "/err";
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+        seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+        if (refuse.set_mm)
+            seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(prctl), 1, SCMP_A0(SCMP_CMP_EQ, PR_SET_MM));
+        if (refuse.bind)  // exactly the sealed binary's open_tree, not the mounts'
+            seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(open_tree), 1,
+                             SCMP_A2(SCMP_CMP_EQ, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH));
+        if (seccomp_load(ctx) < 0) ::_exit(125);
+        std::string cmd = "cd " + b.dir() + " && " + bin + " --root " + b.root() + " " + args + " >" + out +
+                          " 2>" + err;
+        ::execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+        ::_exit(127);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return {WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status), read_text(out), read_text(err)};
+}
+
+// A handle on the parked init's /proc/<pid>/exe, taken by the host's root even, cannot
+// be reopened for writing once the runtime has stopped running it (EROFS through the
+// read-only bind, EPERM from a sealed memfd, ETXTBSY while it runs).
+void expect_parked_binary_unwritable(const std::string& bin, const Bundle& b, const std::string& id, Refuse refuse,
+                                     const std::string& exe_link, bool data_from_file) {
     std::string before = sha256(bin);
-    b.cmd("true");
-    ASSERT_EQ(with_tarn(bin, b, "create --bundle " + b.dir() + " esc-r").code, 0);
-    int pid = init_pid(bin, b, "esc-r");
-    int held = ::open(("/proc/" + std::to_string(pid) + "/exe").c_str(), O_RDONLY | O_CLOEXEC);
+    ASSERT_EQ(with_tarn_refusing(bin, b, "create --bundle " + b.dir() + " " + id, refuse).code, 0);
+    int pid = init_pid(bin, b, id);
+    std::string proc = "/proc/" + std::to_string(pid);
+    char link[PATH_MAX] = {};
+    ASSERT_GT(::readlink((proc + "/exe").c_str(), link, sizeof link - 1), 0);
+    EXPECT_EQ(std::string(link).rfind(exe_link, 0), 0u) << link;
+    // Which way the switch went: a re-exec maps the writable data from the file, the
+    // in-place switch leaves an anonymous copy.
+    bool file_data = false;
+    std::string maps = read_text(proc + "/maps");
+    for (std::string_view line : tarn::lines(maps))
+        if (line.find(" rw-p ") != std::string_view::npos && line.ends_with(" " + std::string(link)))
+            file_data = true;
+    EXPECT_EQ(file_data, data_from_file) << maps;
+    int held = ::open((proc + "/exe").c_str(), O_RDONLY | O_CLOEXEC);
     ASSERT_GE(held, 0);
-    with_tarn(bin, b, "delete -f esc-r");
+    with_tarn(bin, b, "delete -f " + id);
     int w = ::open(("/proc/self/fd/" + std::to_string(held)).c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
     int open_errno = errno;
     bool wrote = false;
@@ -160,6 +208,28 @@ TEST(Escape, ParkedInitsBinaryCannotBeReopenedForWriting) {
     ::close(held);
     EXPECT_FALSE(wrote);
     EXPECT_EQ(sha256(bin), before);
+}
+
+}  // namespace
+
+TEST(Escape, ParkedInitsBinaryCannotBeReopenedForWriting) {
+    REQUIRE_ROOT();
+    Bundle b;
+    std::string bin = private_tarn(b);
+    b.cmd("true");
+    expect_parked_binary_unwritable(bin, b, "esc-r", {}, "/", false);
+}
+
+// The same on each fallback: the re-exec from the bind, the memfd switched to in
+// place, the re-exec from the memfd.
+TEST(Escape, ParkedInitsBinaryIsSealedOnEveryFallback) {
+    REQUIRE_ROOT();
+    Bundle b;
+    std::string bin = private_tarn(b);
+    b.cmd("true");
+    expect_parked_binary_unwritable(bin, b, "esc-f1", {.set_mm = true, .bind = false}, "/", true);
+    expect_parked_binary_unwritable(bin, b, "esc-f2", {.set_mm = false, .bind = true}, "/memfd:tarn", false);
+    expect_parked_binary_unwritable(bin, b, "esc-f3", {.set_mm = true, .bind = true}, "/memfd:tarn", true);
 }
 
 // CVE-2024-21626: a cwd through a leaked fd would start the workload in the host's tree.
