@@ -151,6 +151,7 @@ private:
     std::deque<std::string> console_;  // the last lines that were not messages
     std::string outbox_;
     bool started_ = false, stdin_open_ = true, exited_ = false, terminal_ = false;
+    bool serial_eof_ = false;  // QEMU closed its end: it is exiting
     int exit_code_ = 255;
     Clock::time_point t_spawn_, t_ready_, t_created_, t_started_;
 };
@@ -637,7 +638,7 @@ void Monitor::run() {
         }
         bool want_stdin = started_ && stdin_open_ && outbox_.size() < (1u << 20);
         std::vector<pollfd> p = {
-            {serial_.get(), static_cast<short>(POLLIN | (outbox_.empty() ? 0 : POLLOUT)), 0},
+            {serial_eof_ ? -1 : serial_.get(), static_cast<short>(POLLIN | (outbox_.empty() ? 0 : POLLOUT)), 0},
             {qemu_pidfd_.get(), POLLIN, 0},
             {signals_.get(), POLLIN, 0},
             {fifo_ ? fifo_.get() : -1, POLLIN, 0},
@@ -656,7 +657,8 @@ void Monitor::run() {
                 clients_.erase(clients_.begin() + static_cast<long>(i));
         if (p[5].revents & POLLIN) accept_client();
         if (p[0].revents & POLLOUT) flush_outbox();
-        if (p[0].revents & (POLLIN | POLLHUP)) read_serial();
+        // At EOF the serial line is no longer polled, so that QEMU's exit is seen below.
+        if ((p[0].revents & (POLLIN | POLLHUP)) && !read_serial()) serial_eof_ = true;
         if (p[2].revents & POLLIN) {
             signalfd_siginfo si;
             while (::read(signals_.get(), &si, sizeof si) == sizeof si) {

@@ -256,6 +256,34 @@ TEST(VmLifecycle, DeleteForceStopsARunningVm) {
     expect_nothing_left(b, "vmforce");
 }
 
+// QEMU killed under a running workload (by the OOM killer, or an operator): `run`
+// ends with an error naming QEMU rather than waiting for a guest that is gone, and
+// nothing is left.
+TEST(VmLifecycle, QemuKilledUnderTheWorkloadEndsRun) {
+    REQUIRE_VM();
+    Bundle b;
+    vm_annotations(b);
+    b.cmd("echo up; sleep infinity");
+    b.write();
+    std::string dir = b.scratch("run");
+    sh("(" + std::string(TARN_BINARY) + " --root " + b.root() + " run --bundle " + b.dir() + " vmgone > " + dir +
+       "/out 2> " + dir + "/err < /dev/null; echo $? > " + dir + "/rc.tmp; mv " + dir + "/rc.tmp " + dir +
+       "/rc) > /dev/null 2>&1 &");
+    for (int i = 0; i < 600 && read_text(dir + "/out").find("up") == std::string::npos; ++i) usleep(100000);
+    ASSERT_NE(read_text(dir + "/out").find("up"), std::string::npos) << read_text(dir + "/err");
+    auto qemu = processes_matching("tarn-vm:vmgone");
+    ASSERT_EQ(qemu.size(), 1u);
+    ::kill(qemu[0], SIGKILL);
+    for (int i = 0; i < 300 && !path_exists(dir + "/rc"); ++i) usleep(100000);
+    EXPECT_TRUE(path_exists(dir + "/rc")) << "run still waits for a guest that is gone";
+    EXPECT_NE(read_text(dir + "/rc"), "0\n");
+    EXPECT_NE(read_text(dir + "/err").find("qemu exited before the workload did"), std::string::npos)
+        << read_text(dir + "/err");
+    b.tarn({"delete", "--force", "vmgone"});
+    for (int i = 0; i < 100 && !path_exists(dir + "/rc"); ++i) usleep(20000);
+    expect_nothing_left(b, "vmgone");
+}
+
 TEST(VmLifecycle, ExecRunsInTheGuestContainer) {
     REQUIRE_VM();
     Bundle b;
