@@ -96,6 +96,12 @@ unsigned host_tsc_khz() {
 
 }  // namespace
 
+std::string default_virtiofsd() {
+    for (std::string_view p : kVirtiofsdPaths)
+        if (::access(std::string(p).c_str(), X_OK) == 0) return std::string(p);
+    return find_in_path("virtiofsd");
+}
+
 bool selected(const GlobalOptions& g, const oci::Config& cfg) {
     std::string mode = g.isolation, source = "--isolation";
     if (mode.empty()) {
@@ -190,12 +196,7 @@ Settings resolve(const GlobalOptions& g, const oci::Config& cfg) {
             if (s.virtiofsd.empty() || ::access(s.virtiofsd.c_str(), X_OK) < 0)
                 throw Error("virtiofsd " + named + ": not found (vm config " + path + ": virtiofsd)");
         } else {
-            for (std::string_view p : kVirtiofsdPaths)
-                if (::access(std::string(p).c_str(), X_OK) == 0) {
-                    s.virtiofsd = p;
-                    break;
-                }
-            if (s.virtiofsd.empty()) s.virtiofsd = find_in_path("virtiofsd");
+            s.virtiofsd = default_virtiofsd();
         }
         if (s.virtiofsd.empty() && share == "virtiofs")
             throw Error("vm config " + path +

@@ -43,6 +43,8 @@ struct Settings {
 // Where virtiofsd is looked for when vm.json names none: Debian 12 ships the C
 // daemon in /usr/lib/qemu, the Rust one (Debian 13, Fedora) goes to /usr/libexec.
 inline constexpr std::string_view kVirtiofsdPaths[] = {"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"};
+// The first of those that is executable, else virtiofsd on PATH; empty if none.
+std::string default_virtiofsd();
 
 // Flags, then annotations (tarn.vm.kernel, tarn.vm.initrd, tarn.vm.timeout), then the
 // config file (--vm-config, default /etc/tarn/vm.json, optional), then defaults under

@@ -16,6 +16,7 @@
 
 #include "../integration/harness.hpp"
 #include "namespaces/namespaces.hpp"
+#include "runtime/vm/vm.hpp"
 
 using namespace tarn::test;
 using nlohmann::json;
@@ -62,9 +63,7 @@ void expect_nothing_left(const Bundle& b, const std::string& id) {
 }
 
 bool have_virtiofsd() {
-    for (const char* p : {"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"})
-        if (::access(p, X_OK) == 0) return true;
-    return sh("command -v virtiofsd").code == 0;
+    return !tarn::runtime::vm::default_virtiofsd().empty();
 }
 
 std::string first_line(const std::string& s) {
