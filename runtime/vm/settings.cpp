@@ -275,11 +275,19 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
     // vhost-user: virtiofsd maps the guest's memory, so it must be a shareable memfd,
     // not anonymous memory.
     std::string machine = virtiofs ? "microvm,memory-backend=mem" : "microvm";
+    // Emulated SMP runs its vCPUs round-robin in one thread. With a thread per vCPU,
+    // QEMU 7.2 now and then livelocks a Linux guest while the kernel patches its own
+    // code across CPUs (module loads, static keys, SMP bring-up): both vCPUs spin and
+    // the guest reports soft lockups. Here that hit about one 2-vCPU create in a
+    // hundred, and two of about fifteen runs toggling a static key 400-3000 times.
+    // One thread costs a 2-vCPU guest about 0.5 s of boot, and parallelism that two
+    // emulated CPUs on a small host hardly had.
+    std::string accel = s.kvm ? "kvm" : s.cpus > 1 ? "tcg,thread=single" : "tcg";
     std::vector<std::string> a = {s.qemu,
                                   "-name",
                                   "tarn-vm:" + id,
                                   "-accel",
-                                  s.kvm ? "kvm" : "tcg",
+                                  accel,
                                   "-M",
                                   machine,
                                   "-cpu",

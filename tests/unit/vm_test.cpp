@@ -203,10 +203,14 @@ TEST(VmConfig, QemuCommandLineIsLean) {
     EXPECT_NE(line.find("pci=off"), std::string::npos);
     EXPECT_NE(line.find("path=/b/root,,fs,security_model=none,readonly=on"), std::string::npos) << line;
     EXPECT_EQ(line.find("vhost-user"), std::string::npos) << line;
+    // Emulated SMP: one thread for all vCPUs.
+    s.cpus = 2;
+    line = joined(vm::qemu_argv(s, "c1", d));
+    EXPECT_NE(line.find("-accel tcg,thread=single -M microvm -cpu qemu64 -smp 2 "), std::string::npos) << line;
     s.kvm = true;
     d.rootfs_readonly = false;
     line = joined(vm::qemu_argv(s, "c1", d));
-    EXPECT_NE(line.find("-accel kvm -M microvm -cpu host"), std::string::npos) << line;
+    EXPECT_NE(line.find("-accel kvm -M microvm -cpu host -smp 2 "), std::string::npos) << line;
 }
 
 TEST(VmConfig, VirtiofsRootSharesGuestMemoryAndBindsAre9p) {
