@@ -150,21 +150,19 @@ bool adopt_exe(int exe, int target) {
     ::sigprocmask(SIG_SETMASK, &all, &old);
     bool ok = true;
     for (const Mapping& m : maps) {
+        // The new pages are made aside, then moved over the old in one step: at no
+        // moment is the range unmapped (it holds the code running this).
         size_t len = m.end - m.begin;
         bool dirty = (m.prot & PROT_WRITE) || (m.begin < written.end && written.begin < m.end);
-        if (!dirty) {
-            long r = ::syscall(SYS_mmap, m.begin, len, m.prot, MAP_PRIVATE | MAP_FIXED, target, m.offset);
-            if (r != static_cast<long>(m.begin)) ok = false;
-            continue;
-        }
-        long tmp = ::syscall(SYS_mmap, 0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        long tmp = dirty ? ::syscall(SYS_mmap, 0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+                         : ::syscall(SYS_mmap, 0, len, m.prot, MAP_PRIVATE, target, m.offset);
         if (tmp == -1) {
             ok = false;
             break;
         }
         iovec local{reinterpret_cast<void*>(tmp), len}, remote{reinterpret_cast<void*>(m.begin), len};
-        if (::syscall(SYS_process_vm_readv, ::getpid(), &local, 1, &remote, 1, 0) != static_cast<long>(len) ||
-            ::syscall(SYS_mprotect, tmp, len, m.prot) < 0 ||
+        if ((dirty && (::syscall(SYS_process_vm_readv, ::getpid(), &local, 1, &remote, 1, 0) != static_cast<long>(len) ||
+                       ::syscall(SYS_mprotect, tmp, len, m.prot) < 0)) ||
             ::syscall(SYS_mremap, tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, m.begin) !=
                 static_cast<long>(m.begin)) {
             ::syscall(SYS_munmap, tmp, len);
