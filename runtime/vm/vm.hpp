@@ -40,10 +40,9 @@ struct Settings {
     std::string virtiofsd;
 };
 
-// Where virtiofsd is looked for when vm.json names none: Debian 12 ships the C
-// daemon in /usr/lib/qemu, the Rust one (Debian 13, Fedora) goes to /usr/libexec.
-inline constexpr std::string_view kVirtiofsdPaths[] = {"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"};
-// The first of those that is executable, else virtiofsd on PATH; empty if none.
+// The virtiofsd used when vm.json names none: /usr/libexec/virtiofsd (the Rust one:
+// Debian 13, Fedora), /usr/lib/qemu/virtiofsd (Debian 12's C one), else virtiofsd on
+// PATH; empty if none is there.
 std::string default_virtiofsd();
 
 // Flags, then annotations (tarn.vm.kernel, tarn.vm.initrd, tarn.vm.timeout), then the
