@@ -139,7 +139,11 @@ private:
     void on_accept();
     void on_conn(Conn* c);
     void on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds);
-    void claim(Pool& p, Sandbox* sb, Conn* c);
+    // The next idle sandbox whose init is alive (dead ones are dropped), or null.
+    Sandbox* take_idle(Pool& p);
+    // Hands `sb` to the request on `c`. False when the sandbox turned out dead before
+    // it got the request: it is gone and `c` still needs one.
+    bool claim(Pool& p, Sandbox* sb, Conn* c);
     void on_lease(Conn* c, const json& msg);
     // released: the caller holds the namespaces and the cgroup is its container's;
     // otherwise (the caller went away first) the sandbox is destroyed like any other.
@@ -443,7 +447,9 @@ void Daemon::sandbox_ready(Pool& p, Sandbox* sb) {
         Conn* c = p.waiting.front();
         p.waiting.pop_front();
         c->waiting = false;
-        claim(p, sb, c);
+        if (claim(p, sb, c)) return;
+        c->waiting = true;
+        p.waiting.push_front(c);
         return;
     }
     p.idle.push_back(sb);
@@ -523,10 +529,15 @@ void Daemon::on_accept() {
             }
             continue;
         }
-        auto c = std::make_unique<Conn>();
+        auto owned = std::make_unique<Conn>();
+        Conn* c = owned.get();
         c->fd = std::move(fd);
-        c->id = watch(c->fd.get(), Kind::conn, c.get(), EPOLLIN | EPOLLRDHUP);
-        conns_[c.get()] = std::move(c);
+        c->id = watch(c->fd.get(), Kind::conn, c, EPOLLIN | EPOLLRDHUP);
+        conns_[c] = std::move(owned);
+        // A client sends its request as soon as it connects: serve it in this turn
+        // rather than after another round through epoll.
+        pollfd pfd{c->fd.get(), POLLIN, 0};
+        if (::poll(&pfd, 1, 0) == 1) on_conn(c);
     }
 }
 
@@ -652,12 +663,11 @@ void Daemon::on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds) {
     c->stdio = std::move(fds);
     c->t_req = Clock::now();
     ++p.claims;
-    if (!p.idle.empty()) {
-        ++p.hits;
-        Sandbox* sb = p.idle.front();
-        p.idle.pop_front();
-        claim(p, sb, c);
-        return;
+    while (Sandbox* sb = take_idle(p)) {
+        if (claim(p, sb, c)) {
+            ++p.hits;
+            return;
+        }
     }
     ++p.misses;
     int64_t wait_ms = c->req.value("waitMs", int64_t{10000});
@@ -670,7 +680,23 @@ void Daemon::on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds) {
     p.waiting.push_back(c);
 }
 
-void Daemon::claim(Pool& p, Sandbox* sb, Conn* c) {
+// An idle init can die before the loop hears of it: the budget's OOM killer picks
+// by resident set, and an idle init's counts the pages it shares with its spawner
+// (tens of MiB under a sanitizer), so it can be chosen over the workload that
+// filled the budget. Such a sandbox is dropped, never handed out.
+Sandbox* Daemon::take_idle(Pool& p) {
+    while (!p.idle.empty()) {
+        Sandbox* sb = p.idle.front();
+        p.idle.pop_front();
+        pollfd pfd{sb->init->pidfd(), POLLIN, 0};
+        if (::poll(&pfd, 1, 0) == 0) return sb;
+        log_warn("pool " + p.spec.name + ": idle sandbox " + sb->name + " went away");
+        destroy_sandbox(sb);
+    }
+    return nullptr;
+}
+
+bool Daemon::claim(Pool& p, Sandbox* sb, Conn* c) {
     const json& r = c->req;
     sb->st = Sandbox::St::running;
     ++p.running;
@@ -706,15 +732,26 @@ void Daemon::claim(Pool& p, Sandbox* sb, Conn* c) {
         // Made at the spawners' background priority; the workload runs at the normal one.
         if (::setpriority(PRIO_PROCESS, static_cast<id_t>(sb->init->pid()), 0) < 0)
             log_debug("pool: sandbox " + sb->name + ": reset priority: " + Error::errno_text(errno));
-        sb->init->claim(cl);
+        try {
+            sb->init->claim(cl);
+        } catch (const Error& e) {
+            // Its init died since take_idle looked (or, from sandbox_ready, since it parked).
+            if (e.code() != EPIPE && e.code() != ECONNRESET) throw;
+            log_warn("pool " + p.spec.name + ": sandbox " + sb->name + " went away before its claim");
+            sb->owner = nullptr;
+            c->sb = nullptr;
+            destroy_sandbox(sb);
+            return false;
+        }
     } catch (const Error& e) {
         sb->owner = nullptr;
         c->sb = nullptr;
         destroy_sandbox(sb);
         fail(c, "pool " + p.spec.name + ": " + e.what());
-        return;
+        return true;
     }
     c->stdio.clear();  // the sandbox has its own copies now
+    return true;
 }
 
 bool valid_container_id(const std::string& id) {
@@ -745,12 +782,11 @@ void Daemon::on_lease(Conn* c, const json& msg) {
         if (!got.contains(k) || got[k] != v) throw Error("pool " + name + ": config differs from the template in linux." + k);
     for (const auto& [k, v] : got.items())
         if (!want.contains(k)) throw Error("pool " + name + ": config differs from the template in linux." + k);
-    if (p.idle.empty()) {
+    Sandbox* sb = take_idle(p);
+    if (!sb) {
         ++p.misses;
         throw Error("pool " + name + ": no idle sandbox");
     }
-    Sandbox* sb = p.idle.front();
-    p.idle.pop_front();
     ++p.hits;
     unwatch(sb->init->fd(), sb->sync_id);
     sb->st = Sandbox::St::leased;

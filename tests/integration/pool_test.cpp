@@ -383,6 +383,42 @@ TEST_F(PoolTest, APoolNeverExceedsItsMemoryBudget) {
         EXPECT_LE(std::stoll(read_text(pool_dir + "/memory.peak")), 64ll << 20);
 }
 
+TEST_F(PoolTest, AnIdleSandboxThatDiedIsNeverHandedOut) {
+    serve(2, 4);
+    ASSERT_TRUE(eventually([&] { return status()["idle"].get<int>() == 2; }, 20000ms));
+    std::vector<std::string> old_dirs = sandbox_dirs(cgparent + "/p");
+    std::vector<pid_t> inits;
+    for (const std::string& dir : old_dirs) {
+        std::istringstream procs(read_text(dir + "/cgroup.procs"));
+        for (std::string pid; std::getline(procs, pid);) inits.push_back(std::stoi(pid));
+    }
+    ASSERT_EQ(inits.size(), 2u);
+    // The daemon is stopped while a request comes in and then both idle inits die
+    // (as under the budget's OOM killer): it resumes with the request first in line.
+    ::kill(daemon->pid, SIGSTOP);
+    auto client = run_bg("echo ran", "client");
+    bool sent = eventually([&] {
+        std::string wchan = read_text("/proc/" + std::to_string(client->pid) + "/wchan");
+        return wchan.find("unix_stream") != std::string::npos || wchan.find("poll") != std::string::npos;
+    }, 10000ms);
+    for (pid_t pid : inits) ::kill(pid, SIGKILL);
+    eventually([&] {
+        for (pid_t pid : inits)
+            if (read_text("/proc/" + std::to_string(pid) + "/stat").find(") Z") == std::string::npos &&
+                path_exists("/proc/" + std::to_string(pid)))
+                return false;
+        return true;
+    });
+    ::kill(daemon->pid, SIGCONT);
+    EXPECT_TRUE(sent) << "the client never waited for its answer";
+    EXPECT_EQ(client->wait(), 0) << client->output();
+    EXPECT_EQ(client->output(), "ran\n");
+    EXPECT_NE(read_text(log_path).find("went away"), std::string::npos) << read_text(log_path);
+    // The dead sandboxes are gone and the pool is back to its idle count.
+    EXPECT_TRUE(eventually([&] { return status()["idle"].get<int>() == 2; }, 20000ms));
+    for (const std::string& dir : old_dirs) EXPECT_TRUE(eventually([&] { return !path_exists(dir); })) << dir;
+}
+
 TEST_F(PoolTest, AFullPoolMakesAClaimWaitOrFailAsTheCallerChooses) {
     serve(1, 1);
     auto busy = run_bg("echo > /shared/up; " + wait_for("go"), "busy");
