@@ -87,6 +87,7 @@ struct Pool {
     std::deque<Conn*> waiting;
     unsigned starting = 0, running = 0;
     uint64_t seq = 0, hits = 0, misses = 0, claims = 0, failures = 0, made = 0, leases = 0;
+    uint64_t lost = 0;  // ready sandboxes whose init died before any use (OOM killer, kill)
     std::vector<double> latencies;  // claim latency (ms), a ring of the last kLatencies
     size_t lat_next = 0;
     std::deque<Clock::time_point> made_recent;  // sandboxes made in the last kRateWindow
@@ -426,6 +427,7 @@ void Daemon::on_sync(Sandbox* sb) {
     if (sb->st == Sandbox::St::idle) {
         // An idle init only speaks if it died.
         log_warn("pool " + p.spec.name + ": idle sandbox " + sb->name + " went away");
+        ++p.lost;
         destroy_sandbox(sb);
         return;
     }
@@ -691,6 +693,7 @@ Sandbox* Daemon::take_idle(Pool& p) {
         pollfd pfd{sb->init->pidfd(), POLLIN, 0};
         if (::poll(&pfd, 1, 0) == 0) return sb;
         log_warn("pool " + p.spec.name + ": idle sandbox " + sb->name + " went away");
+        ++p.lost;
         destroy_sandbox(sb);
     }
     return nullptr;
@@ -738,6 +741,7 @@ bool Daemon::claim(Pool& p, Sandbox* sb, Conn* c) {
             // Its init died since take_idle looked (or, from sandbox_ready, since it parked).
             if (e.code() != EPIPE && e.code() != ECONNRESET) throw;
             log_warn("pool " + p.spec.name + ": sandbox " + sb->name + " went away before its claim");
+            ++p.lost;
             sb->owner = nullptr;
             c->sb = nullptr;
             destroy_sandbox(sb);
@@ -876,6 +880,7 @@ json Daemon::pool_status(Pool& p) const {
               {"made", p.made},
               {"leases", p.leases},
               {"failures", p.failures},
+              {"lost", p.lost},
               {"refillPerSec", static_cast<double>(recent) / window},
               {"claimLatencyMs", lat},
               {"budget", budget}};

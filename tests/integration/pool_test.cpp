@@ -414,6 +414,7 @@ TEST_F(PoolTest, AnIdleSandboxThatDiedIsNeverHandedOut) {
     EXPECT_EQ(client->wait(), 0) << client->output();
     EXPECT_EQ(client->output(), "ran\n");
     EXPECT_NE(read_text(log_path).find("went away"), std::string::npos) << read_text(log_path);
+    EXPECT_EQ(status()["lost"].get<int>(), 2);
     // The dead sandboxes are gone and the pool is back to its idle count.
     EXPECT_TRUE(eventually([&] { return status()["idle"].get<int>() == 2; }, 20000ms));
     for (const std::string& dir : old_dirs) EXPECT_TRUE(eventually([&] { return !path_exists(dir); })) << dir;
