@@ -62,6 +62,12 @@ private:
     mutable std::map<std::string, std::set<std::string>> listed_;
 };
 
+// Both translations name fields from here: "linux.resources.memory.limit", "...[2]".
+inline const std::string kResourcesField = "linux.resources.";
+inline std::string indexed(const std::string& base, size_t i) {
+    return base + "[" + std::to_string(i) + "]";
+}
+
 std::vector<Write> translate_v2(const oci::Resources& r, const DirInfo& dir);
 std::vector<Write> translate_v1(const oci::Resources& r, const V1Layout& layout);
 // Pieces of the v2 translation the hybrid (v1) translation reuses for the cgroup2

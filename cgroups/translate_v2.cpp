@@ -8,19 +8,6 @@ namespace tarn::cgroups::detail {
 
 namespace {
 
-const std::string kRes = "linux.resources.";
-
-std::string num(int64_t v) {
-    return std::to_string(v);
-}
-std::string num(uint64_t v) {
-    return std::to_string(v);
-}
-
-std::string indexed(const std::string& base, size_t i) {
-    return base + "[" + std::to_string(i) + "]";
-}
-
 std::string controllers_text(const DirInfo& d) {
     std::string s;
     for (const auto& c : d.controllers) s += (s.empty() ? "" : " ") + c;
@@ -47,12 +34,12 @@ struct V2 {
 // "max" for -1, the number for >= 0, an error for anything below -1.
 std::string limit_or_max(int64_t v, const std::string& field) {
     if (v == -1) return "max";
-    if (v < -1) throw Error(field + ": invalid value " + num(v) + " (use -1 for unlimited)");
-    return num(v);
+    if (v < -1) throw Error(field + ": invalid value " + std::to_string(v) + " (use -1 for unlimited)");
+    return std::to_string(v);
 }
 
 void memory(V2& t, const oci::Memory& m) {
-    const std::string f = kRes + "memory.";
+    const std::string f = kResourcesField + "memory.";
     int64_t limit = m.limit.value_or(0);
     // A limit of 0 means "not set", as for runc and Docker: writing 0 would make the
     // container unable to run at all.
@@ -67,15 +54,16 @@ void memory(V2& t, const oci::Memory& m) {
     } else if (s == -1) {
         swap = "max";
     } else if (s < -1) {
-        throw Error(f + "swap: invalid value " + num(s) + " (use -1 for unlimited)");
+        throw Error(f + "swap: invalid value " + std::to_string(s) + " (use -1 for unlimited)");
     } else if (limit == -1) {
-        swap = num(s);  // nothing to subtract from
+        swap = std::to_string(s);  // nothing to subtract from
     } else if (limit == 0) {
         throw Error(f + "swap: cannot limit memory+swap without memory.limit");
     } else if (s < limit) {
-        throw Error(f + "swap: must be >= memory.limit (swap " + num(s) + " < limit " + num(limit) + ")");
+        throw Error(f + "swap: must be >= memory.limit (swap " + std::to_string(s) + " < limit " +
+                    std::to_string(limit) + ")");
     } else {
-        swap = num(s - limit);
+        swap = std::to_string(s - limit);
     }
     if (swap) {
         if (t.has("memory.swap.max")) {
@@ -102,24 +90,25 @@ void memory(V2& t, const oci::Memory& m) {
 }
 
 void cpu(V2& t, const oci::Cpu& c) {
-    const std::string f = kRes + "cpu.";
+    const std::string f = kResourcesField + "cpu.";
     // shares 0 means "unset" (Docker).
     if (c.shares && *c.shares != 0)
-        t.add("cpu", "cpu.weight", num(shares_to_weight(*c.shares)), f + "shares");
-    if (c.idle) t.add("cpu", "cpu.idle", num(*c.idle), f + "idle");
+        t.add("cpu", "cpu.weight", std::to_string(shares_to_weight(*c.shares)), f + "shares");
+    if (c.idle) t.add("cpu", "cpu.idle", std::to_string(*c.idle), f + "idle");
 
     int64_t quota = c.quota.value_or(0);
     uint64_t period = c.period.value_or(0);
-    if (quota < -1) throw Error(f + "quota: invalid value " + num(quota) + " (use -1 for unlimited)");
+    if (quota < -1)
+        throw Error(f + "quota: invalid value " + std::to_string(quota) + " (use -1 for unlimited)");
     if (quota != 0 || period != 0) {
         // "$MAX $PERIOD"; the period may be left out to keep the current one.
-        std::string v = quota > 0 ? num(quota) : "max";
-        if (period != 0) v += " " + num(period);
+        std::string v = quota > 0 ? std::to_string(quota) : "max";
+        if (period != 0) v += " " + std::to_string(period);
         t.add("cpu", "cpu.max", v, f + (quota != 0 ? "quota" : "period"));
     }
     if (c.burst) {
-        if (*c.burst < 0) throw Error(f + "burst: invalid value " + num(*c.burst));
-        t.add("cpu", "cpu.max.burst", num(*c.burst), f + "burst");
+        if (*c.burst < 0) throw Error(f + "burst: invalid value " + std::to_string(*c.burst));
+        t.add("cpu", "cpu.max.burst", std::to_string(*c.burst), f + "burst");
     }
     if (c.realtime_runtime.value_or(0) != 0) throw Error(f + "realtimeRuntime: not supported on cgroup v2");
     if (c.realtime_period.value_or(0) != 0) throw Error(f + "realtimePeriod: not supported on cgroup v2");
@@ -129,21 +118,23 @@ void cpu(V2& t, const oci::Cpu& c) {
 
 void pids(V2& t, const oci::Pids& p) {
     if (!p.limit) return;
-    t.add("pids", "pids.max", *p.limit > 0 ? num(*p.limit) : "max", kRes + "pids.limit");
+    t.add("pids", "pids.max", *p.limit > 0 ? std::to_string(*p.limit) : "max",
+          kResourcesField + "pids.limit");
 }
 
 std::string dev(int64_t major, int64_t minor) {
-    return num(major) + ":" + num(minor);
+    return std::to_string(major) + ":" + std::to_string(minor);
 }
 
 void block_io(V2& t, const oci::BlockIo& b) {
-    const std::string f = kRes + "blockIO.";
+    const std::string f = kResourcesField + "blockIO.";
     // BFQ takes the v1 range (1..1000) unchanged; io.weight (iocost) wants 1..10000.
     const bool bfq = t.has("io.bfq.weight");
     auto weight_value = [&](uint16_t w, const std::string& field) {
-        if (bfq) return num(uint64_t{w});
-        if (w < 10 || w > 1000) throw Error(field + ": must be between 10 and 1000, got " + num(uint64_t{w}));
-        return num(blkio_weight_to_io_weight(w));
+        if (bfq) return std::to_string(uint64_t{w});
+        if (w < 10 || w > 1000)
+            throw Error(field + ": must be between 10 and 1000, got " + std::to_string(uint64_t{w}));
+        return std::to_string(blkio_weight_to_io_weight(w));
     };
     auto weight_file = [&](const std::string& field) {
         t.need("io", field);
@@ -180,7 +171,7 @@ void block_io(V2& t, const oci::BlockIo& b) {
         for (size_t i = 0; i < k.list.size(); ++i) {
             const auto& d = k.list[i];
             // A rate of 0 removes a v1 throttle rule; "max" is v2's way to say it.
-            std::string rate = d.rate == 0 ? "max" : num(d.rate);
+            std::string rate = d.rate == 0 ? "max" : std::to_string(d.rate);
             t.add("io", "io.max", dev(d.major, d.minor) + " " + k.key + "=" + rate, indexed(f + k.name, i));
         }
     }
@@ -188,13 +179,13 @@ void block_io(V2& t, const oci::BlockIo& b) {
 
 void rdma(V2& t, const std::map<std::string, oci::Rdma>& r) {
     for (const auto& [device, limits] : r) {
-        std::string field = kRes + "rdma[\"" + device + "\"]";
+        std::string field = kResourcesField + "rdma[\"" + device + "\"]";
         if (device.empty() || device.find_first_of(" \t\n") != std::string::npos)
             throw Error(field + ": invalid device name");
         if (!limits.hca_handles && !limits.hca_objects) continue;
         std::string v = device;
-        if (limits.hca_handles) v += " hca_handle=" + num(uint64_t{*limits.hca_handles});
-        if (limits.hca_objects) v += " hca_object=" + num(uint64_t{*limits.hca_objects});
+        if (limits.hca_handles) v += " hca_handle=" + std::to_string(uint64_t{*limits.hca_handles});
+        if (limits.hca_objects) v += " hca_object=" + std::to_string(uint64_t{*limits.hca_objects});
         t.add("rdma", "rdma.max", v, field);
     }
 }
@@ -216,17 +207,17 @@ void translate_hugetlb_v2(const std::vector<oci::HugepageLimit>& limits, const D
                           std::vector<Write>& out) {
     V2 t{dir, unified, out};
     for (size_t i = 0; i < limits.size(); ++i) {
-        std::string field = indexed(kRes + "hugepageLimits", i);
+        std::string field = indexed(kResourcesField + "hugepageLimits", i);
         std::string size = check_page_size(limits[i].page_size, field);
         t.need("hugetlb", field);
         std::string file = "hugetlb." + size + ".max";
         if (!t.has(file))
             throw Error(field + ": page size " + size + " is not supported here (no " + file + ")");
-        t.add("hugetlb", file, num(limits[i].limit), field + ".limit");
+        t.add("hugetlb", file, std::to_string(limits[i].limit), field + ".limit");
         // Reservations (kernel 5.7+) are limited too, as runc does, so a mapping
         // cannot reserve pages it would later be refused.
         std::string rsvd = "hugetlb." + size + ".rsvd.max";
-        if (t.has(rsvd)) t.add("hugetlb", rsvd, num(limits[i].limit), field + ".limit");
+        if (t.has(rsvd)) t.add("hugetlb", rsvd, std::to_string(limits[i].limit), field + ".limit");
     }
 }
 
@@ -243,7 +234,7 @@ void translate_unified(const std::map<std::string, std::string>& unified, const 
                                                    "cgroup.kill",  "cgroup.type",    "cgroup.freeze"};
     V2 t{dir, to_unified, out};
     for (const auto& [key, value] : unified) {
-        std::string field = kRes + "unified[\"" + key + "\"]";
+        std::string field = kResourcesField + "unified[\"" + key + "\"]";
         if (key.empty() || key == "." || key == ".." || key.find('/') != std::string::npos ||
             key.find('\0') != std::string::npos)
             throw Error(field + ": must be a plain file name of the cgroup");
@@ -269,7 +260,8 @@ std::vector<Write> translate_v2(const oci::Resources& r, const DirInfo& dir) {
     if (r.block_io) block_io(t, *r.block_io);
     translate_hugetlb_v2(r.hugepage_limits, dir, false, out);
     if (r.network && (r.network->class_id || !r.network->priorities.empty()))
-        throw Error(kRes + "network: not supported on cgroup v2 (net_cls and net_prio are v1 controllers)");
+        throw Error(kResourcesField +
+                    "network: not supported on cgroup v2 (net_cls and net_prio are v1 controllers)");
     rdma(t, r.rdma);
     // Last, so that a unified entry overrides the same file set from a field.
     translate_unified(r.unified, dir, false, out);
@@ -280,34 +272,34 @@ std::map<std::string, std::string> required_controllers_v2(const oci::Resources&
     std::map<std::string, std::string> need;
     auto add = [&](const std::string& c, const std::string& field) { need.emplace(c, field); };
     if (const auto& m = r.memory) {
-        if (m->limit.value_or(0) != 0) add("memory", kRes + "memory.limit");
-        if (m->reservation) add("memory", kRes + "memory.reservation");
-        if (m->swap.value_or(0) != 0) add("memory", kRes + "memory.swap");
+        if (m->limit.value_or(0) != 0) add("memory", kResourcesField + "memory.limit");
+        if (m->reservation) add("memory", kResourcesField + "memory.reservation");
+        if (m->swap.value_or(0) != 0) add("memory", kResourcesField + "memory.swap");
     }
     if (const auto& c = r.cpu) {
-        if (c->shares.value_or(0) != 0) add("cpu", kRes + "cpu.shares");
-        if (c->quota.value_or(0) != 0) add("cpu", kRes + "cpu.quota");
-        if (c->period.value_or(0) != 0) add("cpu", kRes + "cpu.period");
-        if (c->burst) add("cpu", kRes + "cpu.burst");
-        if (c->idle) add("cpu", kRes + "cpu.idle");
-        if (!c->cpus.empty()) add("cpuset", kRes + "cpu.cpus");
-        if (!c->mems.empty()) add("cpuset", kRes + "cpu.mems");
+        if (c->shares.value_or(0) != 0) add("cpu", kResourcesField + "cpu.shares");
+        if (c->quota.value_or(0) != 0) add("cpu", kResourcesField + "cpu.quota");
+        if (c->period.value_or(0) != 0) add("cpu", kResourcesField + "cpu.period");
+        if (c->burst) add("cpu", kResourcesField + "cpu.burst");
+        if (c->idle) add("cpu", kResourcesField + "cpu.idle");
+        if (!c->cpus.empty()) add("cpuset", kResourcesField + "cpu.cpus");
+        if (!c->mems.empty()) add("cpuset", kResourcesField + "cpu.mems");
     }
-    if (r.pids && r.pids->limit) add("pids", kRes + "pids.limit");
+    if (r.pids && r.pids->limit) add("pids", kResourcesField + "pids.limit");
     if (const auto& b = r.block_io) {
-        if (b->weight.value_or(0) != 0) add("io", kRes + "blockIO.weight");
-        if (!b->weight_device.empty()) add("io", kRes + "blockIO.weightDevice");
+        if (b->weight.value_or(0) != 0) add("io", kResourcesField + "blockIO.weight");
+        if (!b->weight_device.empty()) add("io", kResourcesField + "blockIO.weightDevice");
         if (!b->throttle_read_bps_device.empty() || !b->throttle_write_bps_device.empty() ||
             !b->throttle_read_iops_device.empty() || !b->throttle_write_iops_device.empty())
-            add("io", kRes + "blockIO");
+            add("io", kResourcesField + "blockIO");
     }
-    if (!r.hugepage_limits.empty()) add("hugetlb", kRes + "hugepageLimits");
-    if (!r.rdma.empty()) add("rdma", kRes + "rdma");
+    if (!r.hugepage_limits.empty()) add("hugetlb", kResourcesField + "hugepageLimits");
+    if (!r.rdma.empty()) add("rdma", kResourcesField + "rdma");
     for (const auto& [key, value] : r.unified) {
         size_t dot = key.find('.');
         if (dot == std::string::npos || dot == 0) continue;  // apply() reports it
         std::string c = key.substr(0, dot);
-        if (c != "cgroup") add(c, kRes + "unified[\"" + key + "\"]");
+        if (c != "cgroup") add(c, kResourcesField + "unified[\"" + key + "\"]");
     }
     return need;
 }
