@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -162,12 +163,22 @@ oci::State live_state(const ContainerDir& dir, const Record& r) {
 std::string rfc3339_now() {
     timespec ts;
     ::clock_gettime(CLOCK_REALTIME, &ts);
-    tm t;
-    ::gmtime_r(&ts.tv_sec, &t);
-    // Formatted by hand: strftime would load the host's time zone file first.
+    return rfc3339(ts);
+}
+
+std::string rfc3339(const timespec& ts) {
+    // The calendar by arithmetic: gmtime and strftime would load the host's time zone
+    // file first (glibc sets its zone up on the first call of either).
+    using namespace std::chrono;
+    sys_seconds secs{seconds{ts.tv_sec}};
+    sys_days day = floor<days>(secs);
+    year_month_day ymd{day};
+    hh_mm_ss hms{secs - day};
     char buf[64];
-    std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ", t.tm_year + 1900, t.tm_mon + 1,
-                  t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, ts.tv_nsec);
+    std::snprintf(buf, sizeof buf, "%04d-%02u-%02uT%02ld:%02ld:%02ld.%09ldZ", static_cast<int>(ymd.year()),
+                  static_cast<unsigned>(ymd.month()), static_cast<unsigned>(ymd.day()),
+                  static_cast<long>(hms.hours().count()), static_cast<long>(hms.minutes().count()),
+                  static_cast<long>(hms.seconds().count()), ts.tv_nsec);
     return buf;
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <time.h>
 
 #include <string>
 
@@ -59,6 +60,8 @@ oci::Status current_status(const ContainerDir& dir, const Record& r);
 // The oci state document as `state` prints it, status filled in live.
 oci::State live_state(const ContainerDir& dir, const Record& r);
 
+// UTC with nanoseconds, as runc writes `created`: 2024-02-29T23:59:59.000000001Z.
+std::string rfc3339(const timespec& ts);
 std::string rfc3339_now();
 
 // Ensures the state root exists (0700).
