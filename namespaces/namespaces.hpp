@@ -21,6 +21,8 @@
 namespace tarn::ns {
 
 enum class Phase {
+    state,  // the container's state directory and records (create)
+    lease,  // borrowing a pool sandbox (create, annotated bundles)
     clone,
     idmaps,
     cgroup,

@@ -22,8 +22,8 @@ namespace tarn::ns {
 
 std::string_view to_string(Phase p) {
     static constexpr std::string_view names[] = {
-        "clone", "idmaps",   "cgroup",  "rootfs",  "mounts", "devices",      "hooks",   "pivot",
-        "hostname", "sysctl", "rlimits", "process", "capabilities", "seccomp", "park", "exec",
+        "state", "lease",    "clone",  "idmaps",  "cgroup",  "rootfs",       "mounts",  "devices", "hooks",
+        "pivot", "hostname", "sysctl", "rlimits", "process", "capabilities", "seccomp", "park",    "exec",
     };
     static_assert(std::size(names) == static_cast<size_t>(Phase::count_));
     return names[static_cast<size_t>(p)];

@@ -155,7 +155,10 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         cgroup->create(resources);
     }
 
+    auto cgroup_time = std::chrono::steady_clock::now() - t_cgroup;
+    auto t_state = std::chrono::steady_clock::now();
     ContainerDir dir = ContainerDir::create(g.root, o.id);
+    std::chrono::steady_clock::duration lease_time{};
     // A bundle annotated with a pool borrows a ready sandbox's network, ipc and uts
     // namespaces and cgroup; anything in the way means a cold start, as without it.
     std::optional<pool::Lease> leased;
@@ -165,11 +168,13 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         !in_vm && !g.systemd_cgroup && a != cfg.annotations.end()) {
         auto sa = cfg.annotations.find(pool::kPoolSocketAnnotation);
         std::string why;
+        auto t_lease = std::chrono::steady_clock::now();
         try {
             leased = pool::lease(sa != cfg.annotations.end() ? sa->second : pool::kDefaultSocket, a->second, o.id, cfg, why);
         } catch (const Error& e) {
             why = e.what();
         }
+        lease_time = std::chrono::steady_clock::now() - t_lease;
         if (leased) {
             log_debug("create " + o.id + ": from pool " + a->second + " (sandbox " + leased->sandbox + ")");
             cgroup_path = leased->cgroup;
@@ -196,7 +201,9 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         rec.vm = in_vm;
         dir.save(rec);
         dir.save_config(text);
+        auto state_time = std::chrono::steady_clock::now() - t_state - lease_time;
 
+        t_cgroup = std::chrono::steady_clock::now();
         if (!cgroup) {
             cgroup = cgroups::open(cgroup_path, mode);
             // A leased cgroup is this container's alone: a failed create removes it.
@@ -210,7 +217,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             log_warn("create " + o.id + ": linux.resources.devices is not enforced: " + cgroup_path +
                      " is not on a cgroup2 mount");
         UniqueFd cgroup_fd(cgroup->open_v2_dir_fd());
-        auto cgroup_time = std::chrono::steady_clock::now() - t_cgroup;
+        cgroup_time += std::chrono::steady_clock::now() - t_cgroup;
 
         ns::InitOptions io;
         io.rootfs = rootfs;
@@ -303,6 +310,8 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         } else {
             sp = ns::spawn_init(cfg, io, ps, cs);
         }
+        sp.timings.add(ns::Phase::state, state_time);
+        sp.timings.add(ns::Phase::lease, lease_time);
         sp.timings.add(ns::Phase::cgroup, cgroup_time);
         rec.state.pid = sp.pid;
         rec.pid_start = ns::process_start_time(sp.pid);
