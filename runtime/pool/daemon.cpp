@@ -100,6 +100,9 @@ struct Pool {
 
 constexpr size_t kLatencies = 4096;
 constexpr auto kRateWindow = std::chrono::seconds(10);
+// Spawners replaced after they died: at most kMaxRespawns per kRespawnWindow.
+constexpr auto kRespawnWindow = std::chrono::seconds(60);
+constexpr size_t kMaxRespawns = 5;
 
 struct Spawner {
     pid_t pid = -1;
@@ -126,14 +129,21 @@ private:
     void unwatch(int fd, uint64_t& id);
 
     void start_spawners();
+    // Forks one spawner (at setup, or to replace one that died).
+    Spawner* start_spawner();
     void on_spawner(Spawner* sp);
-    void start_sandbox(Pool& p);
+    // EOF or a failed send: its sandboxes in the making are lost, and another takes its place.
+    void spawner_died(Spawner* sp);
+    // False when no spawner could take the job.
+    bool start_sandbox(Pool& p);
     void refill();
     void on_sync(Sandbox* sb);
     void on_exit(Sandbox* sb);
     void sandbox_ready(Pool& p, Sandbox* sb);
     void destroy_sandbox(Sandbox* sb);
-    void tell_spawner(const std::string& path, pid_t spawner, const char* op = "destroy");
+    void tell_spawner(const std::string& path, pid_t spawner, const std::string& op = "destroy");
+    // Tells `sp` to remove every sandbox cgroup that is neither a sandbox of ours nor leased.
+    void sweep_orphans(Spawner* sp);
     // `oom`: the budget's OOM killer took the sandbox while it was being made.
     void setup_failed(Pool& p, const std::string& msg, bool oom = false);
 
@@ -170,6 +180,8 @@ private:
     std::map<Conn*, std::unique_ptr<Conn>> conns_;
     std::vector<std::unique_ptr<Spawner>> spawners_;
     size_t next_spawner_ = 0;
+    std::deque<Clock::time_point> spawner_deaths_;  // within the last kRespawnWindow
+    bool serving_ = false;                          // setup is done, the loop runs
     unsigned starting_total_ = 0;
     bool stopping_ = false, stop_now_ = false;
     bool socket_bound_ = false;
@@ -232,34 +244,37 @@ void Daemon::load_pool(const PoolSpec& spec) {
 }
 
 void Daemon::start_spawners() {
+    for (unsigned i = 0; i < o_.max_starting; ++i) start_spawner();
+}
+
+Spawner* Daemon::start_spawner() {
     std::vector<const detail::Template*> templates;
     for (auto& [n, p] : pools_) templates.push_back(&p->tmpl);
-    for (unsigned i = 0; i < o_.max_starting; ++i) {
-        int sv[2];
-        if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
-        UniqueFd mine(sv[0]), theirs(sv[1]);
-        pid_t pid = ::fork();
-        if (pid < 0) throw_errno("fork pool spawner");
-        if (pid == 0) {
-            mine.reset();
-            // Nothing of the daemon's but its own socket: sandboxes are cloned from here.
-            if (theirs.get() != 3) {
-                ::dup2(theirs.get(), 3);
-                theirs.reset();
-            } else {
-                (void)theirs.release();
-            }
-            ::close_range(4, ~0U, 0);
-            sigset_t none;
-            sigemptyset(&none);
-            ::sigprocmask(SIG_SETMASK, &none, nullptr);
-            detail::spawner_main(3, templates);
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
+    UniqueFd mine(sv[0]), theirs(sv[1]);
+    pid_t pid = ::fork();
+    if (pid < 0) throw_errno("fork pool spawner");
+    if (pid == 0) {
+        mine.reset();
+        // Nothing of the daemon's but its own socket: sandboxes are cloned from here.
+        if (theirs.get() != 3) {
+            ::dup2(theirs.get(), 3);
+            theirs.reset();
+        } else {
+            (void)theirs.release();
         }
-        auto sp = std::make_unique<Spawner>();
-        sp->pid = pid;
-        sp->sock = std::move(mine);
-        spawners_.push_back(std::move(sp));
+        ::close_range(4, ~0U, 0);
+        sigset_t none;
+        sigemptyset(&none);
+        ::sigprocmask(SIG_SETMASK, &none, nullptr);
+        detail::spawner_main(3, templates);
     }
+    auto sp = std::make_unique<Spawner>();
+    sp->pid = pid;
+    sp->sock = std::move(mine);
+    spawners_.push_back(std::move(sp));
+    return spawners_.back().get();
 }
 
 uint64_t Daemon::watch(int fd, Kind kind, void* obj, uint32_t events) {
@@ -310,8 +325,8 @@ void Daemon::listen() {
 
 // ---- sandboxes -------------------------------------------------------------
 
-void Daemon::start_sandbox(Pool& p) {
-    if (spawners_.empty()) return;
+bool Daemon::start_sandbox(Pool& p) {
+    if (spawners_.empty()) return false;
     Spawner* sp = spawners_[next_spawner_++ % spawners_.size()].get();
     for (auto& cand : spawners_)
         if (cand->jobs < sp->jobs) sp = cand.get();
@@ -321,33 +336,75 @@ void Daemon::start_sandbox(Pool& p) {
     sb->name = p.spec.name + "-" + std::to_string(::getpid()) + "-" + std::to_string(++p.seq);
     sb->cgroup = p.tmpl.cgroup + "/" + sb->name;
     sb->spawner = sp->pid;
-    detail::send_message(sp->sock.get(), json{{"op", "make"}, {"pool", p.spec.name}, {"sandbox", sb->name}});
+    try {
+        detail::send_message(sp->sock.get(),
+                             json{{"op", "make"}, {"pool", p.spec.name}, {"sandbox", sb->name}});
+    } catch (const Error& e) {
+        // Dead before the loop read its EOF.
+        log_error("pool: spawner " + std::to_string(sp->pid) + ": " + e.what());
+        spawner_died(sp);
+        return false;
+    }
     ++sp->jobs;
     sp->pending.insert(sb->name);
     ++p.starting;
     ++starting_total_;
     p.sandboxes[sb->name] = std::move(sb);
+    return true;
+}
+
+void Daemon::spawner_died(Spawner* sp) {
+    // Its sandboxes in the making are lost; the daemon carries on with the others.
+    log_error("pool: spawner " + std::to_string(sp->pid) + " died");
+    unwatch(sp->sock.get(), sp->id);
+    for (const std::string& name : sp->pending)
+        for (auto& [n, p] : pools_)
+            if (p->sandboxes.erase(name)) {
+                --p->starting;
+                --starting_total_;
+                setup_failed(*p, "the spawner making it died");
+            }
+    pid_t dead = sp->pid;
+    std::erase_if(spawners_, [sp](const auto& x) { return x.get() == sp; });
+    ::kill(dead, SIGKILL);  // EOF is its exit, or a spawner past saving
+    while (::waitpid(dead, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    // A replacement, unless they keep dying: then something breaks every one, and
+    // the daemon goes on with those left (or stops when none is). Setup watches the
+    // spawners it starts itself.
+    auto now = Clock::now();
+    while (!spawner_deaths_.empty() && now - spawner_deaths_.front() > kRespawnWindow)
+        spawner_deaths_.pop_front();
+    spawner_deaths_.push_back(now);
+    if (serving_ && !stopping_ && spawner_deaths_.size() <= kMaxRespawns) {
+        try {
+            Spawner* fresh = start_spawner();
+            fresh->id = watch(fresh->sock.get(), Kind::spawner, fresh);
+            log_warn("pool: spawner " + std::to_string(fresh->pid) + " replaces it");
+            // What the dead one was told to remove may have died unread with it.
+            sweep_orphans(fresh);
+        } catch (const Error& e) {
+            log_error("pool: replacing spawner " + std::to_string(dead) + ": " + e.what());
+        }
+    }
+    if (spawners_.empty()) {
+        log_error("pool: every spawner died: stopping");
+        begin_stop(true);
+    }
 }
 
 void Daemon::on_spawner(Spawner* sp) {
     json msg;
     std::vector<UniqueFd> fds;
-    if (!detail::recv_message(sp->sock.get(), msg, &fds)) {
-        // Its sandboxes in the making are lost; the daemon carries on with the others.
-        log_error("pool: spawner " + std::to_string(sp->pid) + " died");
-        unwatch(sp->sock.get(), sp->id);
-        for (const std::string& name : sp->pending)
-            for (auto& [n, p] : pools_)
-                if (p->sandboxes.erase(name)) {
-                    --p->starting;
-                    --starting_total_;
-                    setup_failed(*p, "the spawner making it died");
-                }
-        std::erase_if(spawners_, [sp](const auto& x) { return x.get() == sp; });
-        if (spawners_.empty()) {
-            log_error("pool: every spawner died: stopping");
-            begin_stop(true);
-        }
+    bool alive = false;
+    try {
+        alive = detail::recv_message(sp->sock.get(), msg, &fds);
+    } catch (const Error& e) {
+        // ECONNRESET: it died with requests unread.
+        log_debug(std::string("pool: spawner ") + std::to_string(sp->pid) + ": " + e.what());
+    }
+    if (!alive) {
+        spawner_died(sp);
         return;
     }
     std::string name = msg.contains("made") ? msg.value("made", "") : msg.value("failed", "");
@@ -395,8 +452,7 @@ void Daemon::refill() {
             size_t want = p.spec.min_idle + p.waiting.size();
             if (p.idle.size() + p.starting >= want || p.total() >= p.spec.max_total) break;
             size_t before = p.failures;
-            start_sandbox(p);
-            if (p.failures != before) break;
+            if (!start_sandbox(p) || p.failures != before) break;
         }
     }
 }
@@ -497,21 +553,43 @@ void Daemon::destroy_sandbox(Sandbox* sb) {
     p.sandboxes.erase(sb->name);
 }
 
-void Daemon::tell_spawner(const std::string& path, pid_t spawner, const char* op) {
+void Daemon::tell_spawner(const std::string& path, pid_t spawner, const std::string& op) {
     // rmdir on every hierarchy (and the mount tree's teardown) is the job of the
-    // spawner that made the sandbox, off the daemon's loop.
-    Spawner* sp = nullptr;
+    // spawner that made the sandbox, off the daemon's loop; another one's when that
+    // one is gone (or dead before the loop read its EOF).
+    std::vector<Spawner*> order;
     for (auto& cand : spawners_)
-        if (cand->pid == spawner) sp = cand.get();
-    if (!sp && !spawners_.empty()) sp = spawners_.front().get();
-    if (!sp) {
-        log_warn("pool: cgroup " + path + " left behind: no spawner");
-        return;
+        if (cand->pid == spawner) order.push_back(cand.get());
+    for (auto& cand : spawners_)
+        if (cand->pid != spawner) order.push_back(cand.get());
+    std::string why = "no spawner";
+    for (Spawner* sp : order) {
+        try {
+            detail::send_message(sp->sock.get(), json{{"op", op}, {"cgroup", path}});
+            return;
+        } catch (const Error& e) {
+            why = e.what();
+        }
     }
-    try {
-        detail::send_message(sp->sock.get(), json{{"op", op}, {"cgroup", path}});
-    } catch (const Error& e) {
-        log_warn("pool: cgroup " + path + " left behind: " + e.what());
+    // A spawner that replaces a dead one sweeps it (sweep_orphans), or teardown does.
+    log_debug("pool: cgroup " + path + ": " + op + " waits for a spawner: " + why);
+}
+
+void Daemon::sweep_orphans(Spawner* sp) {
+    for (auto& [n, p] : pools_) {
+        std::vector<std::string> names;
+        try {
+            names = p->rp->sandboxes();
+        } catch (const Error& e) {
+            log_warn(std::string("pool: ") + e.what());
+            continue;
+        }
+        for (const std::string& name : names) {
+            std::string path = p->rp->open_sandbox(name)->path();
+            if (p->sandboxes.count(name) || leased_.count(path)) continue;
+            log_debug("pool " + n + ": removing " + path + ", which a dead spawner left");
+            tell_spawner(path, sp->pid);
+        }
     }
 }
 
@@ -955,7 +1033,7 @@ void Daemon::setup() {
     // One sandbox per pool, made before the socket is served: a template that cannot
     // start fails here, with its reason, instead of in every claim.
     for (auto& [n, p] : pools_) {
-        start_sandbox(*p);
+        if (!start_sandbox(*p)) throw Error("pool " + n + ": no spawner took its first sandbox");
         uint64_t failures = p->failures;
         while (p->starting > 0) {
             for (auto& sp : spawners_)
@@ -964,6 +1042,7 @@ void Daemon::setup() {
         if (p->failures != failures) throw Error("pool " + n + ": template " + p->spec.bundle + ": " + p->last_error);
     }
     for (auto& sp : spawners_) sp->id = watch(sp->sock.get(), Kind::spawner, sp.get());
+    serving_ = true;
     timer_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
     itimerspec its{{0, 100'000'000}, {0, 100'000'000}};
     ::timerfd_settime(timer_.get(), 0, &its, nullptr);

@@ -9,6 +9,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -418,6 +420,74 @@ TEST_F(PoolTest, AnIdleSandboxThatDiedIsNeverHandedOut) {
     // The dead sandboxes are gone and the pool is back to its idle count.
     EXPECT_TRUE(eventually([&] { return status()["idle"].get<int>() == 2; }, 20000ms));
     for (const std::string& dir : old_dirs) EXPECT_TRUE(eventually([&] { return !path_exists(dir); })) << dir;
+}
+
+// The daemon's spawners: its children named tarn-spawner in its own pid namespace
+// (the sandbox inits it parents have the name too, in namespaces of their own).
+std::vector<pid_t> spawners_of(pid_t daemon) {
+    std::vector<pid_t> out;
+    if (DIR* d = ::opendir("/proc")) {
+        while (dirent* e = ::readdir(d)) {
+            if (!std::isdigit(static_cast<unsigned char>(e->d_name[0]))) continue;
+            std::string stat = read_text(std::string("/proc/") + e->d_name + "/stat");
+            size_t close = stat.rfind(')');
+            if (close == std::string::npos || stat.find("(tarn-spawner)") == std::string::npos) continue;
+            std::istringstream rest(stat.substr(close + 2));
+            std::string state;
+            pid_t ppid = 0;
+            rest >> state >> ppid;
+            // "NSpid:\t<pid>" has one pid per pid namespace the process is in.
+            std::string status = read_text(std::string("/proc/") + e->d_name + "/status");
+            size_t at = status.find("NSpid:");
+            std::istringstream nspid(status.substr(at, status.find('\n', at) - at));
+            std::string word;
+            int levels = -1;
+            while (nspid >> word) ++levels;
+            if (ppid == daemon && levels == 1) out.push_back(std::stoi(e->d_name));
+        }
+        ::closedir(d);
+    }
+    return out;
+}
+
+TEST_F(PoolTest, SpawnersThatDieAreReplaced) {
+    serve(2, 4);
+    ASSERT_TRUE(eventually([&] { return status()["idle"].get<int>() == 2; }, 20000ms));
+    std::vector<pid_t> first = spawners_of(daemon->pid);
+    ASSERT_FALSE(first.empty());
+    // The idle inits die with them: the daemon's requests to remove their cgroups go
+    // to spawners that may die before reading them.
+    for (const std::string& dir : sandbox_dirs(cgparent + "/p")) {
+        std::istringstream procs(read_text(dir + "/cgroup.procs"));
+        for (std::string pid; std::getline(procs, pid);) ::kill(std::stoi(pid), SIGKILL);
+    }
+    for (pid_t pid : first) ::kill(pid, SIGKILL);
+    // New ones take over, the dead are reaped, and the pool goes on making sandboxes:
+    // four claims at once need more than the idle ones.
+    ASSERT_TRUE(eventually(
+        [&] {
+            std::vector<pid_t> now = spawners_of(daemon->pid);
+            for (pid_t pid : now)
+                if (std::find(first.begin(), first.end(), pid) != first.end()) return false;
+            return now.size() == first.size();
+        },
+        10000ms))
+        << read_text(log_path);
+    std::vector<std::unique_ptr<Background>> runs;
+    for (int i = 0; i < 4; ++i)
+        runs.push_back(run_bg("echo ran", "r" + std::to_string(i), {"--wait", "20000"}));
+    for (auto& r : runs) {
+        EXPECT_EQ(r->wait(), 0) << r->output();
+        EXPECT_EQ(r->output(), "ran\n");
+    }
+    EXPECT_TRUE(eventually([&] { return status()["idle"].get<int>() == 2; }, 20000ms));
+    EXPECT_NE(read_text(log_path).find("replaces it"), std::string::npos) << read_text(log_path);
+    // The dead were reaped, and the sandboxes they took with them left no cgroup.
+    for (pid_t pid : first) EXPECT_FALSE(path_exists("/proc/" + std::to_string(pid))) << pid;
+    EXPECT_TRUE(eventually([&] {
+        return sandbox_dirs(cgparent + "/p").size() == status()["total"].get<size_t>();
+    })) << sandbox_dirs(cgparent + "/p").size()
+        << " cgroups for " << status()["total"] << " sandboxes";
 }
 
 TEST_F(PoolTest, AFullPoolMakesAClaimWaitOrFailAsTheCallerChooses) {
