@@ -59,11 +59,11 @@ TEST(Cgroups, MemoryHogIsOomKilledAndEventsReportIt) {
     if (!has_v1("memory")) GTEST_SKIP() << "needs the v1 memory controller";
     Bundle b;
     b.config["linux"]["resources"] = {{"memory", {{"limit", 16 << 20}, {"swap", 16 << 20}}}};
-    b.config["root"]["readonly"] = false;
     // A shell variable that doubles until it is far past the limit.
-    b.cmd("touch /tmp/ready; while [ ! -e /tmp/go ]; do sleep 0.05; done; x=0123456789abcdef; while true; do x=$x$x; done");
+    b.private_tmp().cmd(
+        "touch /tmp/ready; while [ ! -e /tmp/go ]; do sleep 0.05; done; x=0123456789abcdef; while true; do "
+        "x=$x$x; done");
     ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "oom"}).code, 0);
-    std::string rootfs = busybox_rootfs();
     json before = json::parse(b.tarn({"events", "--stats", "oom"}).out);
     EXPECT_EQ(before["type"], "stats");
     EXPECT_GT(before["data"]["memory"]["usage"]["usage"].get<uint64_t>(), 0u);

@@ -151,6 +151,14 @@ Bundle::~Bundle() {
 
 Bundle& Bundle::cmd(const std::string& script) { return args({"sh", "-c", script}); }
 
+Bundle& Bundle::private_tmp() {
+    config["mounts"].push_back({{"destination", "/tmp"},
+                                {"type", "tmpfs"},
+                                {"source", "tmpfs"},
+                                {"options", {"nosuid", "nodev", "mode=1777"}}});
+    return *this;
+}
+
 Bundle& Bundle::args(const std::vector<std::string>& argv) {
     config["process"]["args"] = argv;
     return *this;

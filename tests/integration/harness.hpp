@@ -52,6 +52,9 @@ public:
 
     // A writable scratch dir beside the bundle (for hook output, bind sources...).
     std::string scratch(const std::string& name) const;
+    // A tmpfs at /tmp, for a container that writes there: the busybox rootfs is
+    // shared by every test, and a file left in it would change the next run.
+    Bundle& private_tmp();
 
 private:
     std::string dir_;

@@ -9,7 +9,7 @@ using nlohmann::json;
 TEST(Seccomp, ErrnoActionBlocksTheNamedSyscalls) {
     REQUIRE_ROOT();
     Bundle b;
-    b.config["root"]["readonly"] = false;
+    b.private_tmp();
     b.config["linux"]["seccomp"] = {
         {"defaultAction", "SCMP_ACT_ALLOW"},
         {"architectures", {"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"}},
@@ -26,7 +26,7 @@ TEST(Seccomp, ErrnoActionBlocksTheNamedSyscalls) {
 TEST(Seccomp, ArgumentComparisonNarrowsTheRule) {
     REQUIRE_ROOT();
     Bundle b;
-    b.config["root"]["readonly"] = false;
+    b.private_tmp();
     b.config["linux"]["seccomp"] = {
         {"defaultAction", "SCMP_ACT_ALLOW"},
         {"syscalls",
