@@ -141,6 +141,8 @@ private:
     void on_exit(Sandbox* sb);
     void sandbox_ready(Pool& p, Sandbox* sb);
     void destroy_sandbox(Sandbox* sb);
+    // A ready sandbox whose init died before any use: counted as lost and destroyed.
+    void lose_sandbox(Sandbox* sb, const std::string& when);
     void tell_spawner(const std::string& path, pid_t spawner, const std::string& op = "destroy");
     // Tells `sp` to remove every sandbox cgroup that is neither a sandbox of ours nor leased.
     void sweep_orphans(Spawner* sp);
@@ -482,9 +484,7 @@ void Daemon::on_sync(Sandbox* sb) {
     Pool& p = *sb->pool;
     if (sb->st == Sandbox::St::idle) {
         // An idle init only speaks if it died.
-        log_warn("pool " + p.spec.name + ": idle sandbox " + sb->name + " went away");
-        ++p.lost;
-        destroy_sandbox(sb);
+        lose_sandbox(sb, "while idle");
         return;
     }
     // Claimed: EOF means the workload exec'd; a message says why it did not.
@@ -551,6 +551,13 @@ void Daemon::destroy_sandbox(Sandbox* sb) {
     // here: a sandbox destroyed while leased is still the pool's to remove.
     tell_spawner(sb->cgroup, sb->spawner);
     p.sandboxes.erase(sb->name);
+}
+
+void Daemon::lose_sandbox(Sandbox* sb, const std::string& when) {
+    Pool& p = *sb->pool;
+    log_warn("pool " + p.spec.name + ": sandbox " + sb->name + " went away " + when);
+    ++p.lost;
+    destroy_sandbox(sb);
 }
 
 void Daemon::tell_spawner(const std::string& path, pid_t spawner, const std::string& op) {
@@ -770,9 +777,7 @@ Sandbox* Daemon::take_idle(Pool& p) {
         p.idle.pop_front();
         pollfd pfd{sb->init->pidfd(), POLLIN, 0};
         if (::poll(&pfd, 1, 0) == 0) return sb;
-        log_warn("pool " + p.spec.name + ": idle sandbox " + sb->name + " went away");
-        ++p.lost;
-        destroy_sandbox(sb);
+        lose_sandbox(sb, "while idle");
     }
     return nullptr;
 }
@@ -818,11 +823,9 @@ bool Daemon::claim(Pool& p, Sandbox* sb, Conn* c) {
         } catch (const Error& e) {
             // Its init died since take_idle looked (or, from sandbox_ready, since it parked).
             if (e.code() != EPIPE && e.code() != ECONNRESET) throw;
-            log_warn("pool " + p.spec.name + ": sandbox " + sb->name + " went away before its claim");
-            ++p.lost;
             sb->owner = nullptr;
             c->sb = nullptr;
-            destroy_sandbox(sb);
+            lose_sandbox(sb, "before its claim");
             return false;
         }
     } catch (const Error& e) {

@@ -64,7 +64,9 @@ TEST(Cgroups, MemoryHogIsOomKilledAndEventsReportIt) {
         "touch /tmp/ready; while [ ! -e /tmp/go ]; do sleep 0.05; done; x=0123456789abcdef; while true; do "
         "x=$x$x; done");
     ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "oom"}).code, 0);
-    json before = json::parse(b.tarn({"events", "--stats", "oom"}).out);
+    Result stats = b.tarn({"events", "--stats", "oom"});
+    ASSERT_EQ(stats.code, 0) << stats.err;
+    json before = json::parse(stats.out);
     EXPECT_EQ(before["type"], "stats");
     EXPECT_GT(before["data"]["memory"]["usage"]["usage"].get<uint64_t>(), 0u);
     EXPECT_EQ(before["data"]["memory"]["usage"]["limit"].get<uint64_t>(), 16u << 20);
