@@ -48,7 +48,7 @@ std::string_view subcommand_of(int argc, char** argv, TakesValue takes_value) {
 std::string_view subcommand_before_parser(int argc, char** argv) {
     return subcommand_of(argc, argv, [](std::string_view a) {
         for (std::string_view o : {"--root", "--log", "--log-format", "--criu", "--isolation", "--vm-kernel",
-                                   "--vm-initrd", "--vm-config"})
+                                   "--vm-initrd", "--vm-config", "--vm-accel"})
             if (a == o) return true;
         return false;
     });
@@ -141,6 +141,8 @@ int main(int argc, char** argv) {
     app.add_option("--vm-kernel", g.vm_kernel, "vm mode: guest kernel (uncompressed vmlinux)");
     app.add_option("--vm-initrd", g.vm_initrd, "vm mode: initramfs holding tarn-agent");
     app.add_option("--vm-config", g.vm_config, "vm mode: settings file (default /etc/tarn/vm.json)");
+    app.add_option("--vm-accel", g.vm_accel, "vm mode: accelerator, auto (KVM where it can run the guest), kvm or tcg")
+        ->check(CLI::IsMember({"auto", "kvm", "tcg"}));
 
     // Only the chosen command's flags are built (all of them when the command is not
     // known yet, for --help and errors): building every command's costs a cold start

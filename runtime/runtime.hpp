@@ -24,6 +24,7 @@ struct GlobalOptions {
     std::string isolation;
     std::string vm_kernel, vm_initrd;  // override the annotation and the config file
     std::string vm_config;             // empty: /etc/tarn/vm.json (optional)
+    std::string vm_accel;              // auto|kvm|tcg; empty: the annotation or the config file decides
 };
 
 struct CreateOptions {

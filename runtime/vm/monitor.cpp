@@ -102,7 +102,7 @@ struct ExecClient {
 
 class Monitor {
 public:
-    Monitor(const Launch& l, int ctl) : l_(l), ctl_(ctl) {}
+    Monitor(const Launch& l, int ctl) : l_(l), settings_(l.settings), ctl_(ctl) {}
     [[noreturn]] void run();
 
 private:
@@ -114,6 +114,12 @@ private:
     void stop_virtiofsd();
     // Boot and create; throws with the message create reports.
     json boot_and_create();
+    // Starts QEMU (and virtiofsd) and waits for the agent's "ready".
+    json boot();
+    // QMP: the greeting asks for capabilities; STOP means the guest halted.
+    void read_qmp();
+    // After STOP: why the guest halted (the run state and QEMU's words in its log).
+    std::string stop_reason();
     // Reads the serial line until a message with t == `want` (or "error"), QEMU's exit
     // or the deadline.
     json await(const std::string& want, Clock::time_point deadline, const std::string& waiting_for);
@@ -128,7 +134,8 @@ private:
     bool from_client(ExecClient& c);
     void to_client(const json& msg);
     std::string console_tail() const;
-    std::string qemu_log_tail() const;
+    // The first lines QEMU wrote to its log (its error, before any register dump).
+    std::string qemu_log_reason() const;
     // Why virtiofsd is gone (it exited, with the last line of its log); reaps it.
     std::string virtiofsd_gone();
     // QEMU's exit closes virtiofsd's socket, which ends virtiofsd: when virtiofsd is
@@ -137,8 +144,12 @@ private:
     [[noreturn]] void finish();
 
     const Launch& l_;
+    Settings settings_;  // l_.settings, with KVM turned off by a fallback to TCG
     int ctl_;
-    UniqueFd serial_, qemu_pidfd_, signals_, fifo_, listener_;
+    UniqueFd serial_, qemu_pidfd_, signals_, fifo_, listener_, qmp_;
+    tarn::vm::LineReader qmp_reader_;
+    bool guest_stopped_ = false;
+    std::string run_state_;  // query-status after STOP
     std::vector<std::unique_ptr<ExecClient>> clients_;
     int next_n_ = 1;
     pid_t qemu_pid_ = -1;
@@ -203,7 +214,7 @@ std::string Monitor::virtiofsd_gone() {
     ::waitpid(virtiofsd_pid_, &status, 0);
     virtiofsd_pid_ = -1;
     virtiofsd_pidfd_.reset();
-    std::string why = "virtiofsd " + l_.settings.virtiofsd + " exited (" +
+    std::string why = "virtiofsd " + settings_.virtiofsd + " exited (" +
                       (WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
                                          : "signal " + std::to_string(WTERMSIG(status))) +
                       ")";
@@ -216,15 +227,61 @@ std::string Monitor::virtiofsd_gone() {
     return why;
 }
 
-std::string Monitor::qemu_log_tail() const {
+std::string Monitor::qemu_log_reason() const {
+    std::string text;
     try {
-        std::string text = read_file(l_.state_dir + "/qemu.log");
-        while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-        size_t nl = text.rfind('\n');
-        return nl == std::string::npos ? text : text.substr(nl + 1);
+        text = read_file(l_.state_dir + "/qemu.log");
     } catch (const Error&) {
         return "";
     }
+    // "KVM internal error. Suberror: 1" comes before "extra data[N]: ..." and a
+    // register dump ("RAX=..."); an abort's message comes in one or two lines.
+    std::string why;
+    int kept = 0;
+    for (std::string_view line : lines(text)) {
+        while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
+        if (line.empty() || line.rfind("extra data", 0) == 0) continue;
+        if (line.find('=') != std::string_view::npos || kept == 2) break;
+        why += (why.empty() ? "" : "; ") + std::string(line);
+        ++kept;
+    }
+    return why;
+}
+
+void Monitor::read_qmp() {
+    char buf[8192];
+    ssize_t n = ::read(qmp_.get(), buf, sizeof buf);
+    if (n <= 0) {
+        if (n == 0 || (errno != EINTR && errno != EAGAIN)) qmp_.reset();  // QEMU is going; its pidfd says so
+        return;
+    }
+    qmp_reader_.feed(std::string_view(buf, static_cast<size_t>(n)));
+    while (auto line = qmp_reader_.next()) {
+        json m = json::parse(*line, nullptr, false);
+        if (!m.is_object()) continue;
+        if (m.contains("QMP")) {
+            write_all(qmp_.get(), "{\"execute\":\"qmp_capabilities\"}\n");
+        } else if (m.value("event", "") == "STOP") {
+            // Nothing here ever pauses the guest: QEMU did (a KVM internal error, an
+            // unrecoverable fault), and the guest will not go on.
+            guest_stopped_ = true;
+            write_all(qmp_.get(), "{\"execute\":\"query-status\"}\n");
+        } else if (m.contains("return") && m["return"].is_object() && m["return"].contains("status")) {
+            run_state_ = m["return"].value("status", "");
+        }
+    }
+}
+
+std::string Monitor::stop_reason() {
+    auto deadline = Clock::now() + std::chrono::seconds(1);
+    while (run_state_.empty() && qmp_ && Clock::now() < deadline) {
+        pollfd p{qmp_.get(), POLLIN, 0};
+        if (::poll(&p, 1, 100) > 0) read_qmp();
+    }
+    std::string why = qemu_log_reason();
+    if (why.empty()) why = console_tail();
+    return "qemu stopped the guest (" + (run_state_.empty() ? std::string("paused") : run_state_) + ", " +
+           (settings_.kvm ? "KVM" : "TCG") + ")" + (why.empty() ? "" : ": " + why);
 }
 
 void Monitor::stop_qemu() {
@@ -245,6 +302,7 @@ void Monitor::stop_virtiofsd() {
     while (::waitpid(virtiofsd_pid_, nullptr, 0) < 0 && errno == EINTR) {
     }
     virtiofsd_pid_ = -1;
+    virtiofsd_pidfd_.reset();
 }
 
 void Monitor::prepare_shares() {
@@ -268,7 +326,7 @@ void Monitor::prepare_shares() {
     devices_.shares = l_.shares;
     for (const Share& sh : l_.shares) devices_.dirs.push_back(sh.source);
     bool files = std::any_of(l_.shares.begin(), l_.shares.end(), [](const Share& sh) { return sh.file; });
-    bool readonly_virtiofs = l_.rootfs_readonly && !l_.settings.virtiofsd.empty();
+    bool readonly_virtiofs = l_.rootfs_readonly && !settings_.virtiofsd.empty();
     if (!files && !readonly_virtiofs) return;
 
     // A namespace of our own: what is mounted here is seen by QEMU and virtiofsd (our
@@ -342,7 +400,7 @@ void Monitor::start_virtiofsd() {
     UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
     if (!null) throw_errno("open /dev/null");
     constexpr int kListenFd = 3;
-    std::vector<std::string> args = {l_.settings.virtiofsd,
+    std::vector<std::string> args = {settings_.virtiofsd,
                                      "--fd=" + std::to_string(kListenFd),
                                      "-o",
                                      "source=" + devices_.rootfs,
@@ -387,16 +445,19 @@ json Monitor::await(const std::string& want, Clock::time_point deadline, const s
             if (t == "error") throw Error("guest: " + msg.value("msg", "unknown error"));
             handle(msg);
         }
+        if (guest_stopped_) throw Error(stop_reason());
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
         if (left <= 0) {
             std::string tail = console_tail();
             throw Error(waiting_for + (tail.empty() ? std::string() : "; guest console: " + tail));
         }
-        pollfd p[3] = {{serial_.get(), static_cast<short>(POLLIN | (outbox_.empty() ? 0 : POLLOUT)), 0},
+        pollfd p[4] = {{serial_.get(), static_cast<short>(POLLIN | (outbox_.empty() ? 0 : POLLOUT)), 0},
                        {qemu_pidfd_.get(), POLLIN, 0},
-                       {virtiofsd_pidfd_ ? virtiofsd_pidfd_.get() : -1, POLLIN, 0}};
-        if (::poll(p, 3, static_cast<int>(std::min<long long>(left, 1000))) < 0 && errno != EINTR)
+                       {virtiofsd_pidfd_ ? virtiofsd_pidfd_.get() : -1, POLLIN, 0},
+                       {qmp_ ? qmp_.get() : -1, POLLIN, 0}};
+        if (::poll(p, 4, static_cast<int>(std::min<long long>(left, 1000))) < 0 && errno != EINTR)
             throw_errno("poll");
+        if (p[3].revents & (POLLIN | POLLHUP)) read_qmp();
         // Without it the guest's mount of the root would wait forever.
         if ((p[2].revents & POLLIN) && !(p[1].revents & POLLIN) && !qemu_exits_soon())
             throw Error(virtiofsd_gone() + " before the guest " +
@@ -407,33 +468,52 @@ json Monitor::await(const std::string& want, Clock::time_point deadline, const s
             int status = 0;
             ::waitpid(qemu_pid_, &status, 0);
             qemu_pid_ = -1;
-            std::string why = qemu_log_tail();
+            std::string why = qemu_log_reason();
             if (why.empty()) why = console_tail();
             // A virtiofsd that died first is the likelier cause of QEMU's vhost-user error.
             std::string vfs;
             pollfd v{virtiofsd_pidfd_ ? virtiofsd_pidfd_.get() : -1, POLLIN, 0};
-            if (virtiofsd_pidfd_ && ::poll(&v, 1, 0) > 0) vfs = " (" + virtiofsd_gone() + ")";
-            throw Error("qemu " + l_.settings.qemu + " exited (" +
+            if (virtiofsd_pidfd_ && ::poll(&v, 1, 0) > 0) {
+                std::string gone = virtiofsd_gone();
+                // Status 0: it ended because QEMU's end of its socket closed.
+                if (gone.find("(status 0)") == std::string::npos) vfs = " (" + gone + ")";
+            }
+            throw Error("qemu " + settings_.qemu + " exited (" +
                         (WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
                                            : "signal " + std::to_string(WTERMSIG(status))) +
-                        ") before the guest " +
+                        (settings_.kvm ? ", KVM" : "") + ") before the guest " +
                         (want == "ready" ? "agent answered" : "reported \"" + want + "\"") +
                         (why.empty() ? std::string() : ": " + why) + vfs);
         }
     }
 }
 
-json Monitor::boot_and_create() {
+json Monitor::boot() {
+    // A retry starts from nothing: the failed QEMU's lines and events are its own.
+    reader_ = {};
+    qmp_reader_ = {};
+    inbox_.clear();
+    console_.clear();
+    outbox_.clear();
+    guest_stopped_ = false;
+    run_state_.clear();
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
     serial_.reset(sv[0]);
     UniqueFd guest_end(sv[1]);
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair for qmp");
+    qmp_.reset(sv[0]);
+    // Above stdio, like virtiofsd's socket: QEMU's 0-2 are taken by the time it execs.
+    UniqueFd qmp_end(::fcntl(sv[1], F_DUPFD_CLOEXEC, 3));
+    ::close(sv[1]);
+    if (!qmp_end) throw_errno("dup the qmp socket");
+    devices_.qmp_fd = qmp_end.get();
     std::string log_path = l_.state_dir + "/qemu.log";
     UniqueFd log(::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (!log) throw_errno("open " + log_path);
 
-    if (!l_.settings.virtiofsd.empty()) start_virtiofsd();
-    std::vector<std::string> args = qemu_argv(l_.settings, l_.id, devices_);
+    if (!settings_.virtiofsd.empty()) start_virtiofsd();
+    std::vector<std::string> args = qemu_argv(settings_, l_.id, devices_);
     std::vector<char*> argv = exec_argv(l_.id, args);
 
     pid_t self = ::getpid();
@@ -447,22 +527,53 @@ json Monitor::boot_and_create() {
         ::dup2(guest_end.get(), 0);
         ::dup2(guest_end.get(), 1);
         ::dup2(log.get(), 2);
-        // The chardev's fd=N: QEMU's end of virtiofsd's socket, kept across exec.
+        // The chardevs' fd=N: QEMU's ends of virtiofsd's and the QMP socket, kept across exec.
         if (devices_.virtiofs_fd >= 0) ::fcntl(devices_.virtiofs_fd, F_SETFD, 0);
+        ::fcntl(devices_.qmp_fd, F_SETFD, 0);
         exec_child(argv);
     }
     guest_end.reset();
+    qmp_end.reset();
+    devices_.qmp_fd = -1;
     virtiofs_client_.reset();  // QEMU holds it now
     qemu_pidfd_.reset(ns::detail::pidfd_open(qemu_pid_));
     if (!qemu_pidfd_) throw_errno("pidfd_open qemu");
     ::fcntl(serial_.get(), F_SETFL, ::fcntl(serial_.get(), F_GETFL) | O_NONBLOCK);
+    ::fcntl(qmp_.get(), F_SETFL, ::fcntl(qmp_.get(), F_GETFL) | O_NONBLOCK);
 
-    const Settings& s = l_.settings;
+    const Settings& s = settings_;
     auto deadline = t_spawn_ + std::chrono::seconds(s.timeout_seconds);
-    json ready =
-        await("ready", deadline,
-              "the guest agent did not answer within " + std::to_string(s.timeout_seconds) + " s (kernel " +
-                  s.kernel + ", initrd " + s.initrd + ", " + (s.kvm ? "KVM" : "TCG") + ")");
+    return await("ready", deadline,
+                 "the guest agent did not answer within " + std::to_string(s.timeout_seconds) + " s (kernel " +
+                     s.kernel + ", initrd " + s.initrd + ", " + (s.kvm ? "KVM" : "TCG") + ")");
+}
+
+json Monitor::boot_and_create() {
+    json ready;
+    try {
+        ready = boot();
+    } catch (const Error& e) {
+        if (!settings_.kvm || !settings_.kvm_fallback) throw;
+        // auto chose KVM and it failed the guest (QEMU aborted, the guest stopped on a
+        // KVM internal error, or it never came up): once more under TCG, and if that
+        // boots, KVM is the culprit, remembered so later creates go straight to TCG.
+        std::string kvm_error = e.what();
+        log_debug("vm " + l_.id + ": KVM failed to boot the guest (" + kvm_error + "); retrying under TCG");
+        stop_qemu();
+        settings_.kvm = false;
+        settings_.kvm_fallback = false;
+        try {
+            ready = boot();
+        } catch (const Error& tcg) {
+            throw Error(std::string(tcg.what()) + " (under KVM first: " + kvm_error + ")");
+        }
+        try {
+            remember_kvm_failure(settings_.verdict_file, settings_.verdict_key, kvm_error);
+        } catch (const Error& w) {
+            log_warn("vm " + l_.id + ": " + w.what());
+        }
+    }
+    const Settings& s = settings_;
     t_ready_ = Clock::now();
     json shares = json::array();
     for (const Share& sh : l_.shares)
@@ -470,7 +581,7 @@ json Monitor::boot_and_create() {
     send({{"op", "create"},
           {"id", l_.id},
           {"config", l_.config},
-          {"root", l_.settings.virtiofsd.empty() ? "9p" : "virtiofs"},
+          {"root", s.virtiofsd.empty() ? "9p" : "virtiofs"},
           {"shares", shares}});
     json created = await("created", Clock::now() + std::chrono::seconds(60),
                          "the guest agent did not create the container within 60 s");
@@ -490,7 +601,7 @@ json Monitor::boot_and_create() {
             {"agent_init_ms", agent_init},
             {"create_ms", ms_between(t_ready_, t_created_)},
             {"start_ms", started_ ? ms_between(t_created_, t_started_) : 0.0},
-            {"root", l_.settings.virtiofsd.empty() ? "9p" : "virtiofs"},
+            {"root", s.virtiofsd.empty() ? "9p" : "virtiofs"},
             {"mounts_ms", created.value("mounts_ms", 0.0)},
             {"guest_setup", created.value("timings", "")}};
 }
@@ -645,7 +756,9 @@ void Monitor::run() {
             {want_stdin ? 0 : -1, POLLIN, 0},
             {listener_.get(), POLLIN, 0},
             {virtiofsd_pidfd_ ? virtiofsd_pidfd_.get() : -1, POLLIN, 0},
+            {qmp_ ? qmp_.get() : -1, POLLIN, 0},
         };
+        constexpr size_t kClients = 8;  // the first client's pollfd
         for (const auto& c : clients_)
             p.push_back({outbox_.size() < (1u << 20) ? c->fd.get() : -1, POLLIN, 0});
         if (::poll(p.data(), p.size(), -1) < 0) {
@@ -653,8 +766,15 @@ void Monitor::run() {
             ::_exit(255);
         }
         for (size_t i = clients_.size(); i-- > 0;)
-            if ((p[7 + i].revents & (POLLIN | POLLHUP | POLLERR)) && !from_client(*clients_[i]))
+            if ((p[kClients + i].revents & (POLLIN | POLLHUP | POLLERR)) && !from_client(*clients_[i]))
                 clients_.erase(clients_.begin() + static_cast<long>(i));
+        if (p[7].revents & (POLLIN | POLLHUP)) read_qmp();
+        if (guest_stopped_) {
+            // QEMU lives on with a halted guest: the workload will never finish.
+            log_error("vm " + l_.id + ": " + stop_reason() + " while the workload ran");
+            stop_qemu();
+            ::_exit(255);
+        }
         if (p[5].revents & POLLIN) accept_client();
         if (p[0].revents & POLLOUT) flush_outbox();
         // At EOF the serial line is no longer polled, so that QEMU's exit is seen below.
@@ -688,7 +808,7 @@ void Monitor::run() {
             int status = 0;
             ::waitpid(qemu_pid_, &status, 0);
             qemu_pid_ = -1;
-            std::string why = qemu_log_tail();
+            std::string why = qemu_log_reason();
             if (why.empty()) why = console_tail();
             log_error("vm " + l_.id + ": qemu exited before the workload did" +
                       (why.empty() ? "" : ": " + why));

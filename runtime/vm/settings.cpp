@@ -94,7 +94,48 @@ unsigned host_tsc_khz() {
     }
 }
 
+// The accelerator: --vm-accel, else the tarn.vm.accel annotation, else vm.json's
+// "accel"; auto by default.
+void choose(const GlobalOptions& g, const oci::Config& cfg, const nlohmann::json& file, const std::string& path,
+            Settings& s) {
+    Accel want = Accel::automatic;
+    if (!g.vm_accel.empty())
+        want = parse_accel(g.vm_accel, "--vm-accel");
+    else if (std::string a = annotation(cfg, "tarn.vm.accel"); !a.empty())
+        want = parse_accel(a, "annotation tarn.vm.accel");
+    else
+        want = parse_accel(string_key(file, "accel", path), "vm config " + path + ": accel");
+    bool hw_check = true;
+    if (file.contains("kvm_hw_check")) {
+        if (!file["kvm_hw_check"].is_boolean())
+            throw Error("vm config " + path + ": kvm_hw_check: expected true or false");
+        hw_check = file["kvm_hw_check"].get<bool>();
+    }
+    s.verdict_file = verdict_file(g.root);
+    s.verdict_key = verdict_key(s.qemu, s.kernel);
+    KvmFacts facts = want == Accel::automatic ? kvm_facts(s.verdict_file, s.verdict_key) : KvmFacts{};
+    AccelChoice c = choose_accel(want, facts, hw_check);
+    s.kvm = c.kvm;
+    s.kvm_fallback = c.fallback;
+    s.accel_reason = c.reason;
+    log_debug(std::string("vm: accelerator ") + (c.kvm ? "kvm" : "tcg") + ": " + c.reason);
+}
+
 }  // namespace
+
+AccelChoice default_accel(const GlobalOptions& g) {
+    oci::Config none;
+    std::string path;
+    nlohmann::json file = load_config_file(g, path);
+    Settings s;
+    std::string dir = string_key(file, "dir", path);
+    s.kernel = string_key(file, "kernel", path);
+    if (s.kernel.empty()) s.kernel = (dir.empty() ? std::string(kDefaultDir) : dir) + "/vmlinux";
+    std::string qemu = string_key(file, "qemu", path);
+    s.qemu = find_in_path(qemu.empty() ? "qemu-system-x86_64" : qemu);
+    choose(g, none, file, path, s);
+    return {s.kvm, s.kvm_fallback, s.accel_reason};
+}
 
 std::string default_virtiofsd() {
     for (const char* p : {"/usr/libexec/virtiofsd", "/usr/lib/qemu/virtiofsd"})
@@ -176,12 +217,8 @@ Settings resolve(const GlobalOptions& g, const oci::Config& cfg) {
     }
     s.memory_mib = memory_mib_for(cfg, unsigned_key(file, "memory_mib", path, s.memory_mib));
     s.cpus = cpus_for(cfg, unsigned_key(file, "cpus", path, s.cpus), host_cpus());
-    int kvm = ::open("/dev/kvm", O_RDWR | O_CLOEXEC);
-    s.kvm = kvm >= 0;
-    if (kvm >= 0) ::close(kvm);
-    if (!s.kvm)
-        log_debug("vm: /dev/kvm is not usable (" + Error::errno_text(errno) +
-                  "): QEMU emulates the CPU (TCG), which is slow");
+    choose(g, cfg, file, path, s);
+    if (std::string cpu = string_key(file, "kvm_cpu", path); !cpu.empty()) s.kvm_cpu = cpu;
     s.tsc_khz = host_tsc_khz();
 
     std::string share = string_key(file, "share", path);
@@ -291,7 +328,7 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
                                   "-M",
                                   machine,
                                   "-cpu",
-                                  s.kvm ? "host" : "qemu64",
+                                  s.kvm ? s.kvm_cpu : "qemu64",
                                   "-smp",
                                   std::to_string(s.cpus),
                                   "-m",
@@ -311,6 +348,11 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
                                   s.initrd,
                                   "-append",
                                   append};
+    if (d.qmp_fd >= 0)
+        // QMP: the STOP event tells at once that the guest halted (a KVM internal error
+        // pauses it and leaves QEMU running).
+        a.insert(a.end(), {"-chardev", "socket,id=qmp,fd=" + std::to_string(d.qmp_fd), "-mon",
+                           "chardev=qmp,mode=control"});
     // A comma in a path would split QEMU's option string: QEMU escapes it as ",,".
     auto escaped = [](const std::string& path) {
         std::string e;

@@ -26,15 +26,63 @@ inline constexpr std::string_view kDefaultDir = "/var/lib/tarn/vm";
 // "isolation"; "container" unless one of them says "vm". Other values are errors.
 bool selected(const GlobalOptions& g, const oci::Config& cfg);
 
+// The accelerator asked for: `auto` (the default) uses KVM only where it can run the
+// guest (accel.cpp); `kvm` and `tcg` force one.
+enum class Accel { automatic, kvm, tcg };
+
+// "auto", "kvm" or "tcg"; anything else throws naming `what` (the flag, annotation or
+// vm.json key it came from).
+Accel parse_accel(const std::string& value, const std::string& what);
+
+// What decides whether KVM can run a guest on this host.
+struct KvmFacts {
+    bool device = false;       // /dev/kvm opens read-write and speaks KVM API 12
+    std::string device_error;  // why not, when !device
+    // vmx or svm among the CPU's flags: hardware virtualization, native or nested.
+    // Without it /dev/kvm is served by a software layer (kvm_pvm: a paravirtual
+    // backend for guest kernels built for it) that cannot run an ordinary kernel.
+    bool hw_virt = false;
+    std::vector<std::string> modules;  // loaded KVM backends: kvm_intel, kvm_amd, kvm_pvm...
+    std::string failed_before;         // a remembered failed KVM boot (its reason); empty: none
+};
+
+struct AccelChoice {
+    bool kvm = false;
+    bool fallback = false;  // auto chose KVM: a boot that fails under it is retried under TCG
+    std::string reason;     // why, for the debug log, `features` and `vm setup`
+};
+
+// The decision alone (unit-tested): forced values are taken as they are; `auto` takes
+// KVM when the device works, the CPU has hardware virtualization (unless `hw_check` is
+// off: vm.json "kvm_hw_check": false, for a paravirtual KVM running a kernel built for
+// it) and no earlier boot with this kernel and QEMU failed under KVM on this host.
+AccelChoice choose_accel(Accel want, const KvmFacts& f, bool hw_check = true);
+
+// The facts on this host; `verdict_file`/`verdict_key` name the remembered failure.
+KvmFacts kvm_facts(const std::string& verdict_file, const std::string& verdict_key);
+
+// A remembered KVM failure is keyed on the host (kernel release and boot), QEMU and the
+// guest kernel (each by path, size and mtime): a change to any of them tries KVM again.
+std::string verdict_key(const std::string& qemu, const std::string& kernel);
+// Remembers (atomically) that KVM failed to boot the guest for `key`, and why.
+void remember_kvm_failure(const std::string& verdict_file, const std::string& key, const std::string& why);
+// <root>/vm-accel.json: the state root is per boot (a tmpfs under /run), as a KVM
+// module's state is.
+std::string verdict_file(const std::string& root);
+
 struct Settings {
     std::string qemu;    // absolute path of qemu-system-x86_64
     std::string kernel;  // uncompressed vmlinux (PVH entry)
     std::string initrd;  // initramfs holding tarn-agent as /init
-    bool kvm = false;    // /dev/kvm opens read-write
+    bool kvm = false;    // boot under KVM (choose_accel)
+    bool kvm_fallback = false;  // a KVM boot that fails before the agent answers is retried under TCG
+    std::string accel_reason;   // why KVM or TCG
+    std::string verdict_file, verdict_key;  // where a KVM failure found by the fallback is remembered
     unsigned memory_mib = 256;
     unsigned cpus = 1;
     unsigned timeout_seconds = 60;  // boot to agent ready
     unsigned tsc_khz = 0;           // host TSC rate for the guest's early calibration; 0: unknown
+    std::string kvm_cpu = "host";   // QEMU's -cpu under KVM (vm.json "kvm_cpu"); TCG emulates qemu64
     // The rootfs goes over virtio-fs when this names virtiofsd, else over virtio-9p
     // (vm.json "share": "auto", the default, picks virtio-fs when virtiofsd is found).
     std::string virtiofsd;
@@ -45,11 +93,15 @@ struct Settings {
 // PATH; empty if none is there.
 std::string default_virtiofsd();
 
-// Flags, then annotations (tarn.vm.kernel, tarn.vm.initrd, tarn.vm.timeout), then the
+// Flags, then annotations (tarn.vm.kernel, tarn.vm.initrd, tarn.vm.timeout, tarn.vm.accel), then the
 // config file (--vm-config, default /etc/tarn/vm.json, optional), then defaults under
 // /var/lib/tarn/vm. Memory and vCPUs come from linux.resources. Every file named is
 // checked here, so a missing one is an error that names it before anything starts.
 Settings resolve(const GlobalOptions& g, const oci::Config& cfg);
+
+// The accelerator `auto` would use for a bundle with no VM annotations, and why (for
+// `features` and `vm setup`): "kvm" or "tcg", and a reason.
+AccelChoice default_accel(const GlobalOptions& g);
 
 // The pure parts of resolve(), separated for tests.
 unsigned memory_mib_for(const oci::Config& cfg, unsigned default_mib);
@@ -100,6 +152,7 @@ inline constexpr std::string_view kGuestShares = "/run/tarn/shares";
 // over virtio-9p (virtiofs_fd -1), and one 9p device per share, exporting `dirs[i]`
 // (the source, or the directory a file is staged in).
 struct Devices {
+    int qmp_fd = -1;  // QEMU's end of the QMP socket (events: the guest stopped)
     std::string rootfs;
     bool rootfs_readonly = false;
     int virtiofs_fd = -1;

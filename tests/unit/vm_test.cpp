@@ -211,6 +211,14 @@ TEST(VmConfig, QemuCommandLineIsLean) {
     d.rootfs_readonly = false;
     line = joined(vm::qemu_argv(s, "c1", d));
     EXPECT_NE(line.find("-accel kvm -M microvm -cpu host -smp 2 "), std::string::npos) << line;
+    s.kvm_cpu = "host,-arch-capabilities";
+    line = joined(vm::qemu_argv(s, "c1", d));
+    EXPECT_NE(line.find("-accel kvm -M microvm -cpu host,-arch-capabilities -smp 2 "), std::string::npos) << line;
+    // QMP on the monitor's socket: a guest that stops (a KVM internal error) is seen at once.
+    EXPECT_EQ(line.find("-mon"), std::string::npos) << "no QMP socket, no QMP";
+    d.qmp_fd = 9;
+    line = joined(vm::qemu_argv(s, "c1", d));
+    EXPECT_NE(line.find("-chardev socket,id=qmp,fd=9 -mon chardev=qmp,mode=control"), std::string::npos) << line;
 }
 
 TEST(VmConfig, VirtiofsRootSharesGuestMemoryAndBindsAre9p) {
@@ -255,4 +263,89 @@ TEST(VmSelect, FlagThenAnnotation) {
     EXPECT_TRUE(vm::selected(g, cfg));
     cfg.annotations["tarn.isolation"] = "kvm";
     EXPECT_THROW(vm::selected(g, cfg), tarn::Error);
+}
+
+// ---- the accelerator -----------------------------------------------------------------
+
+TEST(VmAccel, ValuesAndTheirErrors) {
+    EXPECT_EQ(vm::parse_accel("", "x"), vm::Accel::automatic);
+    EXPECT_EQ(vm::parse_accel("auto", "x"), vm::Accel::automatic);
+    EXPECT_EQ(vm::parse_accel("kvm", "x"), vm::Accel::kvm);
+    EXPECT_EQ(vm::parse_accel("tcg", "x"), vm::Accel::tcg);
+    try {
+        vm::parse_accel("hvf", "annotation tarn.vm.accel");
+        FAIL() << "hvf accepted";
+    } catch (const tarn::Error& e) {
+        EXPECT_STREQ(e.what(), "annotation tarn.vm.accel: expected \"auto\", \"kvm\" or \"tcg\", got \"hvf\"");
+    }
+}
+
+TEST(VmAccel, AutoTakesKvmOnlyWhereItCanRunAGuest) {
+    vm::KvmFacts working;
+    working.device = true;
+    working.hw_virt = true;
+    working.modules = {"kvm_amd"};
+    vm::AccelChoice c = vm::choose_accel(vm::Accel::automatic, working);
+    EXPECT_TRUE(c.kvm);
+    EXPECT_TRUE(c.fallback) << "a KVM that auto chose may still fail: TCG is the fallback";
+    EXPECT_NE(c.reason.find("kvm_amd"), std::string::npos) << c.reason;
+
+    // The software KVM layer of nested clouds: the device works, the CPU has no vmx/svm.
+    vm::KvmFacts pvm = working;
+    pvm.hw_virt = false;
+    pvm.modules = {"kvm_pvm"};
+    c = vm::choose_accel(vm::Accel::automatic, pvm);
+    EXPECT_FALSE(c.kvm);
+    EXPECT_NE(c.reason.find("no vmx or svm flag"), std::string::npos) << c.reason;
+    EXPECT_NE(c.reason.find("kvm_pvm"), std::string::npos) << c.reason;
+    // ... unless told to trust it (a guest kernel built for that backend); still with
+    // the fallback.
+    c = vm::choose_accel(vm::Accel::automatic, pvm, false);
+    EXPECT_TRUE(c.kvm);
+    EXPECT_TRUE(c.fallback);
+
+    vm::KvmFacts absent;
+    absent.device_error = "open: no such file or directory";
+    c = vm::choose_accel(vm::Accel::automatic, absent);
+    EXPECT_FALSE(c.kvm);
+    EXPECT_NE(c.reason.find("/dev/kvm is not usable (open: no such file or directory)"), std::string::npos);
+
+    vm::KvmFacts failed = working;
+    failed.failed_before = "qemu stopped the guest (internal-error, KVM)";
+    c = vm::choose_accel(vm::Accel::automatic, failed);
+    EXPECT_FALSE(c.kvm);
+    EXPECT_NE(c.reason.find("earlier on this host: qemu stopped the guest"), std::string::npos) << c.reason;
+}
+
+TEST(VmAccel, ForcedValuesAreTakenAsTheyAre) {
+    vm::KvmFacts none;  // no device at all
+    vm::AccelChoice c = vm::choose_accel(vm::Accel::kvm, none);
+    EXPECT_TRUE(c.kvm);
+    EXPECT_FALSE(c.fallback) << "forced KVM fails with KVM's error, never silently under TCG";
+    vm::KvmFacts working;
+    working.device = working.hw_virt = true;
+    c = vm::choose_accel(vm::Accel::tcg, working);
+    EXPECT_FALSE(c.kvm);
+}
+
+TEST(VmAccel, RememberedFailureIsKeyedOnHostQemuAndKernel) {
+    std::filesystem::path dir = std::filesystem::temp_directory_path() / "tarn-accel-test";
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "qemu") << "q";
+    std::ofstream(dir / "vmlinux") << "k";
+    std::string key = vm::verdict_key(dir / "qemu", dir / "vmlinux");
+    std::string file = vm::verdict_file(dir.string());
+    vm::remember_kvm_failure(file, key, "qemu stopped the guest (internal-error, KVM)");
+    // A working /dev/kvm is needed for the verdict to matter; where there is none the
+    // facts say so first.
+    vm::KvmFacts f = vm::kvm_facts(file, key);
+    if (f.device) {
+        EXPECT_EQ(f.failed_before, "qemu stopped the guest (internal-error, KVM)");
+    }
+    // A new kernel (another size) is tried under KVM again.
+    std::ofstream(dir / "vmlinux") << "kernel 2";
+    EXPECT_NE(vm::verdict_key(dir / "qemu", dir / "vmlinux"), key);
+    EXPECT_EQ(vm::kvm_facts(file, vm::verdict_key(dir / "qemu", dir / "vmlinux")).failed_before, "");
+    std::filesystem::remove_all(dir);
 }
