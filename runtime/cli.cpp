@@ -368,8 +368,8 @@ int main(int argc, char** argv) {
         if (*update) return rt::update(g, update_o);
         if (*events) return rt::events(g, events_id, events_stats, events_interval);
         if (*spec) return rt::spec(spec_bundle, spec_rootless);
-        if (*features) return rt::features();
-        if (*vm_setup) return rt::vm_setup(vm_setup_o);
+        if (*features) return rt::features(g);
+        if (*vm_setup) return rt::vm_setup(g, vm_setup_o);
         if (*pool_serve) {
             tarn::pool::DaemonOptions d;
             if (!serve_config.empty()) {

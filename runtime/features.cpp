@@ -11,6 +11,7 @@
 #include "namespaces/mount_options.hpp"
 #include "namespaces/namespaces.hpp"
 #include "runtime/runtime.hpp"
+#include "runtime/vm/vm.hpp"
 
 #ifndef TARN_VERSION
 #define TARN_VERSION "0.0.0"
@@ -29,7 +30,7 @@ int spec(const std::string& bundle, bool rootless) {
     return 0;
 }
 
-int features() {
+int features(const GlobalOptions& g) {
     oci::Features f;
     f.hooks = {"prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"};
     f.mount_options = ns::known_mount_options();
@@ -92,6 +93,14 @@ int features() {
             f.seccomp_supported_flags.push_back(name);
     }
     f.annotations["io.github.tarn.version"] = TARN_VERSION;
+    // The VM mode's accelerator for a bundle that does not choose one (auto), and why.
+    try {
+        vm::AccelChoice accel = vm::default_accel(g);
+        f.annotations["io.github.tarn.vm.accel"] = accel.kvm ? "kvm" : "tcg";
+        f.annotations["io.github.tarn.vm.accel.reason"] = accel.reason;
+    } catch (const Error& e) {
+        f.annotations["io.github.tarn.vm.accel.reason"] = e.what();
+    }
     const scmp_version* v = seccomp_version();
     f.annotations["io.github.seccomp.libseccomp.version"] =
         std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->micro);

@@ -95,7 +95,7 @@ int update(const GlobalOptions& g, const UpdateOptions& o);
 // `stats_once`, one stats document.
 int events(const GlobalOptions& g, const std::string& id, bool stats_once, const std::string& interval);
 int spec(const std::string& bundle, bool rootless);
-int features();
+int features(const GlobalOptions& g);
 // `vm setup`: writes <dir>/vmlinux and <dir>/initrd.cpio (tarn-agent + modules) from
 // a kernel directory as tests/guest/prepare.sh leaves it (vmlinux, modules/order).
 struct VmSetupOptions {
@@ -103,7 +103,7 @@ struct VmSetupOptions {
     std::string from;        // kernel directory; empty: run the fetch script into <dir>/kernel
     std::string agent;       // default: tarn-agent beside this binary
 };
-int vm_setup(const VmSetupOptions& o);
+int vm_setup(const GlobalOptions& g, const VmSetupOptions& o);
 std::string version_text();
 
 // Re-execs tarn (same argv and environment) from a copy no container can write to,

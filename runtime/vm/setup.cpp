@@ -44,7 +44,7 @@ void run_fetch_script(const std::string& script, const std::string& into) {
 
 }  // namespace
 
-int vm_setup(const VmSetupOptions& o) {
+int vm_setup(const GlobalOptions& g, const VmSetupOptions& o) {
     try {
         std::string dir = o.dir.empty() ? std::string(vm::kDefaultDir) : o.dir;
         std::error_code ec;
@@ -111,6 +111,8 @@ int vm_setup(const VmSetupOptions& o) {
         }
         std::cout << "kernel: " << vmlinux << "\ninitrd: " << dir << "/initrd.cpio (tarn-agent, modules: "
                   << (kept.empty() ? std::string("none") : kept.substr(0, kept.size() - 1)) << ")\n";
+        vm::AccelChoice accel = vm::default_accel(g);
+        std::cout << "accelerator: " << (accel.kvm ? "kvm" : "tcg") << " (auto: " << accel.reason << ")\n";
         return 0;
     } catch (const Error& e) {
         throw e.wrapped("vm setup");
