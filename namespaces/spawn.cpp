@@ -161,12 +161,13 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         PhaseScope s(t, Phase::devices);
         detail::create_devices(c, o.rootfs, userns);
     }
-    // Opened O_RDWR so the open does not block; `start` writes one byte to release us
-    // and sees our end close (close-on-exec) once the workload runs.
+    // The runtime's O_RDWR open (an open that does not block), inherited across clone;
+    // `start` writes one byte to release us and sees our end close (close-on-exec) once
+    // the workload runs.
     UniqueFd fifo;
     if (!o.exec_fifo.empty()) {
-        fifo.reset(::open(o.exec_fifo.c_str(), O_RDWR | O_CLOEXEC));
-        if (!fifo) throw_errno("open " + o.exec_fifo);
+        if (plan.exec_fifo < 0) throw Error("open " + o.exec_fifo + ": not opened by the runtime");
+        fifo.reset(plan.exec_fifo);
     }
     {
         // Before the createContainer hooks, so they see the container's names.
@@ -275,6 +276,14 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         idmapped = prepare_idmapped_mounts(config);
     }
     for (const UniqueFd& t : idmapped) plan.idmapped_trees.push_back(t.get());
+    // Opened here, as the runtime's user, and closed once clone has copied it: a reader
+    // left in the runtime would hide from `start` that the init's end closed.
+    UniqueFd fifo;
+    if (!opts.exec_fifo.empty()) {
+        fifo.reset(::open(opts.exec_fifo.c_str(), O_RDWR | O_CLOEXEC));
+        if (!fifo) throw_errno("open " + opts.exec_fifo);
+        plan.exec_fifo = fifo.get();
+    }
     int sv[2];
     auto t0 = std::chrono::steady_clock::now();
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
@@ -291,6 +300,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         parent_end.reset();
         std::vector<int> keep{child_end.get(), opts.console_socket, opts.seccomp_listener};
         keep.insert(keep.end(), plan.idmapped_trees.begin(), plan.idmapped_trees.end());
+        if (plan.exec_fifo >= 0) keep.push_back(plan.exec_fifo);
         detail::close_inherited_fds(opts.preserve_fds, keep);
         init_main(config, opts, child, s, plan);
     };
@@ -333,6 +343,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
     }
     child_end.reset();
     idmapped.clear();
+    fifo.reset();
     SyncSocket sock(parent_end.get());
     try {
         if (intermediate > 0) {

@@ -83,6 +83,10 @@ struct Plan {
     bool late_cgroupns = false;
     // Detached idmapped bind trees the init inherits across clone, by mount index.
     std::vector<int> idmapped_trees;
+    // exec.fifo, opened O_RDWR by the runtime before clone and inherited by the init:
+    // in a user namespace whose root is not host root, the init could no longer open
+    // the host root's 0600 fifo in a 0700 state directory by path. -1: none.
+    int exec_fifo = -1;
 };
 Plan make_plan(const oci::Config& c, const InitOptions& o);
 void write_id_maps(pid_t pid, const oci::Linux& l);
