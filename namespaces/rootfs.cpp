@@ -1,4 +1,5 @@
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -117,6 +118,17 @@ void enter_rootfs(const std::string& rootfs, bool no_pivot) {
         if (::mount(nullptr, ".", nullptr, MS_SLAVE | MS_REC, nullptr) < 0) throw_errno("make old root rslave");
         if (::umount2(".", MNT_DETACH) < 0) throw_errno("detach old root");
     }
+    if (::chdir("/") < 0) throw_errno("chdir /");
+}
+
+void enter_detached_root(int mnt_ns) {
+    // A recursive clone of the root: masks, read-only flags and all. The scratch
+    // namespace, and every mount in it, dies once no process is left in it.
+    UniqueFd tree(::open_tree(AT_FDCWD, "/", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
+    if (!tree) throw_errno("clone the container's root");
+    if (::setns(mnt_ns, CLONE_NEWNS) < 0) throw_errno("return to the runtime's mount namespace");
+    if (::fchdir(tree.get()) < 0) throw_errno("chdir to the container's root");
+    if (::chroot(".") < 0) throw_errno("chroot to the container's root");
     if (::chdir("/") < 0) throw_errno("chdir /");
 }
 

@@ -147,8 +147,24 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         if (::setresuid(0, 0, 0) < 0 && errno != EINVAL) throw_errno("setuid 0 in user namespace");
     }
     if (plan.late_cgroupns && ::unshare(CLONE_NEWCGROUP) < 0) throw_errno("linux.namespaces: new cgroup namespace");
-    bool mount_ns = c.linux && c.linux->find_namespace(oci::NamespaceType::mount);
-    if (!mount_ns) throw Error("linux.namespaces: a mount namespace is required");
+    // Without a mount namespace the container shares the runtime's (config-linux.md: a
+    // namespace type not listed is inherited). Its filesystem is still built the usual
+    // way, but in a scratch namespace of its own, then taken as one detached tree and
+    // entered with chroot from the runtime's namespace: the caller's mount table never
+    // holds one of its mounts, on success or on any failure, and the tree goes away
+    // with the container's last process.
+    const bool mount_ns = c.linux && c.linux->find_namespace(oci::NamespaceType::mount);
+    UniqueFd shared_mnt_ns;
+    if (!mount_ns) {
+        // Returning to the runtime's namespace takes CAP_SYS_ADMIN in the user namespace
+        // that owns it, which a container's user namespace never grants.
+        if (userns)
+            throw Error("linux.namespaces: a container with a user namespace needs a mount namespace too");
+        if (o.await_claim) throw Error("linux.namespaces: a pool template needs a mount namespace");
+        shared_mnt_ns.reset(::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC));
+        if (!shared_mnt_ns) throw_errno("open /proc/self/ns/mnt");
+        if (::unshare(CLONE_NEWNS) < 0) throw_errno("unshare a scratch mount namespace");
+    }
     {
         PhaseScope s(t, Phase::rootfs);
         detail::prepare_rootfs(c, o.rootfs, o.rootfs_overlay);
@@ -192,6 +208,11 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     {
         PhaseScope s(t, Phase::mounts);
         detail::finish_rootfs(c);
+    }
+    if (shared_mnt_ns) {
+        PhaseScope s(t, Phase::pivot);
+        detail::enter_detached_root(shared_mnt_ns.get());
+        shared_mnt_ns.reset();
     }
     if (proc.terminal) {
         UniqueFd master = detail::setup_console(proc);

@@ -42,6 +42,10 @@ void create_devices(const oci::Config& c, const std::string& rootfs, bool in_use
 void enter_rootfs(const std::string& rootfs, bool no_pivot);
 // After pivot: maskedPaths, readonlyPaths, root.readonly, rootfsPropagation for shared roots.
 void finish_rootfs(const oci::Config& c);
+// No mount namespace in the config: takes the finished root (built in a scratch mount
+// namespace) as a detached tree, returns to the runtime's namespace `mnt_ns` and
+// chroots into the tree.
+void enter_detached_root(int mnt_ns);
 
 // ---- process.cpp
 void set_hostname(const oci::Config& c);
