@@ -1,3 +1,4 @@
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -61,6 +62,18 @@ Spawned spawn_exec(int init_pidfd, pid_t init_pid, const oci::Process& process, 
             if (::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) throw_errno("prctl dumpable");
             if (flags && ::setns(init_pidfd, flags) < 0)
                 throw_errno("join namespaces of container init " + std::to_string(init_pid));
+            // A container without a mount namespace of its own lives in a detached tree
+            // in ours (enter_detached_root): its root is the init's root.
+            if (!(flags & CLONE_NEWNS)) {
+                std::string link = "/proc/" + std::to_string(init_pid) + "/root";
+                UniqueFd root(::open(link.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+                if (!root) throw_errno("open " + link);
+                // Still the init the pidfd names, so the pid was not reused in between.
+                if (detail::pidfd_send_signal(init_pidfd, 0) < 0)
+                    throw_errno("container init " + std::to_string(init_pid));
+                if (::fchdir(root.get()) < 0 || ::chroot(".") < 0 || ::chdir("/") < 0)
+                    throw_errno("enter the root of container init " + std::to_string(init_pid));
+            }
             CloneArgs a;
             // clone3 takes no exit signal with CLONE_PARENT: the child inherits ours (SIGCHLD).
             a.flags = CLONE_PARENT;

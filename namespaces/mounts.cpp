@@ -242,8 +242,22 @@ void finish_rootfs(const oci::Config& c) {
         UniqueFd top(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
         set_attrs(top.get(), 0x1, 0, false, "/");
     }
-    if (c.linux && (c.linux->rootfs_propagation == "shared" || c.linux->rootfs_propagation == "rshared")) {
-        if (::mount(nullptr, "/", nullptr, MS_SHARED | MS_REC, nullptr) < 0) throw_errno("make / rshared");
+    // rootfsPropagation of the container's own root, now that `/` is it (before the
+    // pivot it would have reached the host's mounts). private is already so. The
+    // r-forms reach every mount in the container; then each mount's own propagation
+    // option is applied again, so it wins over the root's.
+    const std::string& prop = c.linux ? c.linux->rootfs_propagation : std::string();
+    if (prop.empty()) return;
+    MountOptions ro = parse_mount_options({prop});
+    if (ro.propagation & MS_PRIVATE) return;
+    if (::mount(nullptr, "/", nullptr, ro.propagation, nullptr) < 0) throw_errno("make / " + prop);
+    for (const oci::Mount& m : c.mounts) {
+        MountOptions o = parse_mount_options(m.options);
+        try {
+            set_propagation(root.get(), m.destination, o.propagation);
+        } catch (const Error& e) {
+            throw e.wrapped("mount " + (m.source.empty() ? m.type : m.source) + " on " + m.destination);
+        }
     }
 }
 

@@ -147,8 +147,24 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         if (::setresuid(0, 0, 0) < 0 && errno != EINVAL) throw_errno("setuid 0 in user namespace");
     }
     if (plan.late_cgroupns && ::unshare(CLONE_NEWCGROUP) < 0) throw_errno("linux.namespaces: new cgroup namespace");
-    bool mount_ns = c.linux && c.linux->find_namespace(oci::NamespaceType::mount);
-    if (!mount_ns) throw Error("linux.namespaces: a mount namespace is required");
+    // Without a mount namespace the container shares the runtime's (config-linux.md: a
+    // namespace type not listed is inherited). Its filesystem is still built the usual
+    // way, but in a scratch namespace of its own, then taken as one detached tree and
+    // entered with chroot from the runtime's namespace: the caller's mount table never
+    // holds one of its mounts, on success or on any failure, and the tree goes away
+    // with the container's last process.
+    const bool mount_ns = c.linux && c.linux->find_namespace(oci::NamespaceType::mount);
+    UniqueFd shared_mnt_ns;
+    if (!mount_ns) {
+        // Returning to the runtime's namespace takes CAP_SYS_ADMIN in the user namespace
+        // that owns it, which a container's user namespace never grants.
+        if (userns)
+            throw Error("linux.namespaces: a container with a user namespace needs a mount namespace too");
+        if (o.await_claim) throw Error("linux.namespaces: a pool template needs a mount namespace");
+        shared_mnt_ns.reset(::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC));
+        if (!shared_mnt_ns) throw_errno("open /proc/self/ns/mnt");
+        if (::unshare(CLONE_NEWNS) < 0) throw_errno("unshare a scratch mount namespace");
+    }
     {
         PhaseScope s(t, Phase::rootfs);
         detail::prepare_rootfs(c, o.rootfs, o.rootfs_overlay);
@@ -161,12 +177,13 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         PhaseScope s(t, Phase::devices);
         detail::create_devices(c, o.rootfs, userns);
     }
-    // Opened O_RDWR so the open does not block; `start` writes one byte to release us
-    // and sees our end close (close-on-exec) once the workload runs.
+    // The runtime's O_RDWR open (an open that does not block), inherited across clone;
+    // `start` writes one byte to release us and sees our end close (close-on-exec) once
+    // the workload runs.
     UniqueFd fifo;
     if (!o.exec_fifo.empty()) {
-        fifo.reset(::open(o.exec_fifo.c_str(), O_RDWR | O_CLOEXEC));
-        if (!fifo) throw_errno("open " + o.exec_fifo);
+        if (plan.exec_fifo < 0) throw Error("open " + o.exec_fifo + ": not opened by the runtime");
+        fifo.reset(plan.exec_fifo);
     }
     {
         // Before the createContainer hooks, so they see the container's names.
@@ -191,6 +208,11 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     {
         PhaseScope s(t, Phase::mounts);
         detail::finish_rootfs(c);
+    }
+    if (shared_mnt_ns) {
+        PhaseScope s(t, Phase::pivot);
+        detail::enter_detached_root(shared_mnt_ns.get());
+        shared_mnt_ns.reset();
     }
     if (proc.terminal) {
         UniqueFd master = detail::setup_console(proc);
@@ -275,6 +297,14 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         idmapped = prepare_idmapped_mounts(config);
     }
     for (const UniqueFd& t : idmapped) plan.idmapped_trees.push_back(t.get());
+    // Opened here, as the runtime's user, and closed once clone has copied it: a reader
+    // left in the runtime would hide from `start` that the init's end closed.
+    UniqueFd fifo;
+    if (!opts.exec_fifo.empty()) {
+        fifo.reset(::open(opts.exec_fifo.c_str(), O_RDWR | O_CLOEXEC));
+        if (!fifo) throw_errno("open " + opts.exec_fifo);
+        plan.exec_fifo = fifo.get();
+    }
     int sv[2];
     auto t0 = std::chrono::steady_clock::now();
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
@@ -291,6 +321,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         parent_end.reset();
         std::vector<int> keep{child_end.get(), opts.console_socket, opts.seccomp_listener};
         keep.insert(keep.end(), plan.idmapped_trees.begin(), plan.idmapped_trees.end());
+        if (plan.exec_fifo >= 0) keep.push_back(plan.exec_fifo);
         detail::close_inherited_fds(opts.preserve_fds, keep);
         init_main(config, opts, child, s, plan);
     };
@@ -333,6 +364,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
     }
     child_end.reset();
     idmapped.clear();
+    fifo.reset();
     SyncSocket sock(parent_end.get());
     try {
         if (intermediate > 0) {

@@ -42,6 +42,10 @@ void create_devices(const oci::Config& c, const std::string& rootfs, bool in_use
 void enter_rootfs(const std::string& rootfs, bool no_pivot);
 // After pivot: maskedPaths, readonlyPaths, root.readonly, rootfsPropagation for shared roots.
 void finish_rootfs(const oci::Config& c);
+// No mount namespace in the config: takes the finished root (built in a scratch mount
+// namespace) as a detached tree, returns to the runtime's namespace `mnt_ns` and
+// chroots into the tree.
+void enter_detached_root(int mnt_ns);
 
 // ---- process.cpp
 void set_hostname(const oci::Config& c);
@@ -83,6 +87,10 @@ struct Plan {
     bool late_cgroupns = false;
     // Detached idmapped bind trees the init inherits across clone, by mount index.
     std::vector<int> idmapped_trees;
+    // exec.fifo, opened O_RDWR by the runtime before clone and inherited by the init:
+    // in a user namespace whose root is not host root, the init could no longer open
+    // the host root's 0600 fifo in a 0700 state directory by path. -1: none.
+    int exec_fifo = -1;
 };
 Plan make_plan(const oci::Config& c, const InitOptions& o);
 void write_id_maps(pid_t pid, const oci::Linux& l);

@@ -804,6 +804,40 @@ else
     [ -n "${POOLPID:-}" ] && kill -9 "$POOLPID" 2>/dev/null
 fi
 
+# --- (p) mount propagation of a bind volume (self-contained) -------------------------
+# A tmpfs marked shared in containerd's mount namespace (where the shim runs the
+# runtime) is bound into a task with `rbind:rshared`. The task sees a mount made under
+# the source beforehand; whether its own mount under the volume reaches the source
+# depends on rootfsPropagation: unset (rslave) no, rshared yes (Kubernetes
+# Bidirectional), when this ctr can ask for it.
+ctr_ns() { nsenter -m -t "$CPID" "$@"; }
+PSRC=$S/prop-src
+mkdir -p "$PSRC"
+if ctr_ns sh -c "mount -t tmpfs tmpfs '$PSRC' && mount --make-shared '$PSRC' &&
+                 mkdir '$PSRC/h' && mount -t tmpfs tmpfs '$PSRC/h' && echo host > '$PSRC/h/f'"; then
+    PVOL="type=bind,src=$PSRC,dst=/vol,options=rbind:rshared"
+    PCMD='cat /vol/h/f; mkdir -p /vol/c-$0 && mount -t tmpfs tmpfs /vol/c-$0 && echo inside > /vol/c-$0/f'
+    id=p-slave-$TAG
+    run ctr_ run --rm --privileged --mount "$PVOL" "${RB[@]}" --rootfs "$ROOTFS" "$id" /bin/sh -c "$PCMD" slave
+    check "p: an rbind:rshared volume shows a mount made on the host under its shared source" \
+        "$([ "$RC" = 0 ] && [ "$OUT" = host ]; echo $?)" "exit $RC, output:" "$OUT"
+    check "p: ... and with rootfsPropagation unset (rslave) the task's own mount stays inside" \
+        "$(ctr_ns test ! -e "$PSRC/c-slave/f"; echo $?)" "$(ctr_ns ls -la "$PSRC/c-slave" 2>&1)"
+    if ctr_ run --help 2>&1 | grep -q -- '--rootfs-propagation'; then
+        id=p-shared-$TAG
+        run ctr_ run --rm --privileged --rootfs-propagation rshared --mount "$PVOL" "${RB[@]}" \
+            --rootfs "$ROOTFS" "$id" /bin/sh -c "$PCMD" shared
+        check "p: with rootfsPropagation rshared the task's mount under the volume appears on the host" \
+            "$([ "$RC" = 0 ] && [ "$(ctr_ns cat "$PSRC/c-shared/f" 2>&1)" = inside ]; echo $?)" \
+            "exit $RC, output:" "$OUT"
+    else
+        skip "p: rootfsPropagation rshared (Bidirectional) through ctr" "this ctr has no --rootfs-propagation"
+    fi
+    ctr_ns umount -R "$PSRC"
+else
+    fail "p: a shared tmpfs can be made in containerd's mount namespace"
+fi
+
 # --- (g) after stopping containerd, nothing is left ---------------------------------
 
 if [ "$FAIL" -gt 0 ]; then
