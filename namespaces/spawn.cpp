@@ -60,18 +60,94 @@ int clone_flag(oci::NamespaceType t) {
     return 0;
 }
 
+namespace {
+
+// Whether the kernel takes `maps` from an unprivileged writer: one line mapping the
+// writer's own id (user_namespaces(7), "Defining user and group ID mappings").
+bool own_id_only(const std::vector<oci::IdMapping>& maps, uint32_t own) {
+    return maps.size() == 1 && maps[0].size == 1 && maps[0].host_id == own;
+}
+
+// newuidmap/newgidmap (shadow's setuid helpers) write ranges /etc/subuid and
+// /etc/subgid grant the caller. Their stderr says what they refused.
+void run_id_map_helper(const std::string& helper, pid_t pid, const std::vector<oci::IdMapping>& maps) {
+    std::string path;
+    for (const char* dir : {"/usr/bin/", "/bin/", "/usr/sbin/", "/sbin/", "/usr/local/bin/"})
+        if (::access((std::string(dir) + helper).c_str(), X_OK) == 0) {
+            path = std::string(dir) + helper;
+            break;
+        }
+    if (path.empty())
+        throw Error("more than the caller's own id, as an unprivileged user: " + helper +
+                    " not found (install Debian's uidmap)");
+    std::vector<std::string> args = {path, std::to_string(pid)};
+    for (const oci::IdMapping& m : maps) {
+        args.push_back(std::to_string(m.container_id));
+        args.push_back(std::to_string(m.host_id));
+        args.push_back(std::to_string(m.size));
+    }
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int err[2];
+    if (::pipe2(err, O_CLOEXEC) < 0) throw_errno("pipe for " + helper);
+    UniqueFd r(err[0]), w(err[1]);
+    pid_t child = ::fork();
+    if (child < 0) throw_errno("fork " + helper);
+    if (child == 0) {
+        int null = ::open("/dev/null", O_RDWR);
+        if (null < 0 || ::dup2(null, 0) < 0 || ::dup2(null, 1) < 0 || ::dup2(w.get(), 2) < 0) ::_exit(126);
+        ::execv(argv[0], argv.data());
+        ::_exit(127);
+    }
+    w.reset();
+    std::string said;
+    char buf[512];
+    ssize_t n;
+    while ((n = ::read(r.get(), buf, sizeof buf)) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0 && said.size() < 4096) said.append(buf, static_cast<size_t>(n));
+    int status = 0;
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return;
+    while (!said.empty() && (said.back() == '\n' || said.back() == ' ')) said.pop_back();
+    std::string asked;
+    for (const oci::IdMapping& m : maps)
+        asked += (asked.empty() ? "" : ", ") + std::to_string(m.container_id) + "->" + std::to_string(m.host_id) +
+                 " (" + std::to_string(m.size) + ")";
+    throw Error(path + " " + asked + ": " +
+                (said.empty() ? (WIFEXITED(status) ? "exit status " + std::to_string(WEXITSTATUS(status))
+                                                    : "signal " + std::to_string(WTERMSIG(status)))
+                              : said) +
+                " (see /etc/" + (helper == "newuidmap" ? "subuid" : "subgid") + ")");
+}
+
+}  // namespace
+
 void write_id_maps(pid_t pid, const oci::Linux& l) {
     std::string base = "/proc/" + std::to_string(pid) + "/";
+    const bool privileged = ::geteuid() == 0;
     try {
-        if (!l.uid_mappings.empty()) write_file(base + "uid_map", format_id_map(l.uid_mappings));
+        if (l.uid_mappings.empty()) {
+        } else if (privileged || own_id_only(l.uid_mappings, ::geteuid())) {
+            write_file(base + "uid_map", format_id_map(l.uid_mappings));
+        } else {
+            run_id_map_helper("newuidmap", pid, l.uid_mappings);
+        }
     } catch (const Error& e) {
         throw e.wrapped("linux.uidMappings");
     }
     try {
-        // Without CAP_SETGID in the parent namespace the kernel only takes a gid map once
-        // setgroups is denied (user_namespaces(7)).
-        if (::geteuid() != 0) write_file(base + "setgroups", "deny");
-        if (!l.gid_mappings.empty()) write_file(base + "gid_map", format_id_map(l.gid_mappings));
+        if (l.gid_mappings.empty()) {
+        } else if (privileged || own_id_only(l.gid_mappings, ::getegid())) {
+            // Without CAP_SETGID in the parent namespace the kernel only takes a gid map
+            // once setgroups is denied (user_namespaces(7)); newgidmap, with its ranges,
+            // leaves setgroups allowed.
+            if (!privileged) write_file(base + "setgroups", "deny");
+            write_file(base + "gid_map", format_id_map(l.gid_mappings));
+        } else {
+            run_id_map_helper("newgidmap", pid, l.gid_mappings);
+        }
     } catch (const Error& e) {
         throw e.wrapped("linux.gidMappings");
     }

@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <algorithm>
 #include <iostream>
 
@@ -128,12 +129,15 @@ int main(int argc, char** argv) {
     std::string log_format = "text";
     bool rootless_flag = false;
     std::string rootless_value;
-    app.add_option("--root", g.root, "directory for container state")->capture_default_str();
+    CLI::Option* root_opt =
+        app.add_option("--root", g.root, "directory for container state (unprivileged: $XDG_RUNTIME_DIR/tarn)")
+            ->capture_default_str();
     app.add_option("--log", g.log, "log file (default: stderr)");
     app.add_option("--log-format", log_format, "text or json")->check(CLI::IsMember({"text", "json"}));
     app.add_flag("--debug", g.debug, "log debug messages, including setup phase timings");
     app.add_flag("--systemd-cgroup", g.systemd_cgroup, "use systemd for cgroups (cgroupsPath slice:prefix:name)");
-    app.add_option("--rootless", rootless_value, "true, false or auto")->expected(0, 1);
+    CLI::Option* rootless_opt =
+        app.add_option("--rootless", rootless_value, "true, false or auto (unprivileged caller)")->expected(0, 1);
     (void)rootless_flag;
     app.add_option("--criu", "ignored, for runc compatibility");
     app.add_option("--isolation", g.isolation, "container (default) or vm: run the bundle in a QEMU microVM")
@@ -339,7 +343,17 @@ int main(int argc, char** argv) {
     }
 
     g.log_format = log_format == "json" ? rt::LogFormat::json : rt::LogFormat::text;
-    if (!rootless_value.empty() && rootless_value != "auto") g.rootless = rootless_value == "true";
+    if (rootless_opt->count() > 0 && rootless_value != "auto") {
+        if (!rootless_value.empty() && rootless_value != "true" && rootless_value != "false") {
+            std::cerr << "tarn: --rootless: expected true, false or auto, got \"" << rootless_value << "\"\n";
+            return 1;
+        }
+        g.rootless = rootless_value != "false";
+    }
+    // An unprivileged caller cannot write /run; its state goes where its session's
+    // runtime files go (pam_systemd's /run/user/<uid>), as runc's does.
+    if (root_opt->count() == 0 && ::geteuid() != 0)
+        if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg) g.root = std::string(xdg) + "/tarn";
     try {
         rt::log_setup(g);
         // The commands whose processes enter a container run from a sealed copy of tarn.

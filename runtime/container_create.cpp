@@ -97,6 +97,20 @@ void write_pid_file(const std::string& path, pid_t pid) {
 
 namespace {
 
+// The first linux.resources field that sets a limit (devices rules aside: without a
+// cgroup the device nodes the container gets are its only devices); empty if none.
+std::string limited_field(const oci::Resources& r) {
+    if (r.memory) return "memory";
+    if (r.cpu) return "cpu";
+    if (r.pids) return "pids";
+    if (r.block_io) return "blockIO";
+    if (!r.hugepage_limits.empty()) return "hugepageLimits";
+    if (r.network) return "network";
+    if (!r.rdma.empty()) return "rdma";
+    if (!r.unified.empty()) return "unified";
+    return "";
+}
+
 Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool park, bool want_pty) {
     char buf[PATH_MAX];
     if (!::realpath(o.bundle.c_str(), buf)) throw_errno("bundle " + o.bundle);
@@ -110,6 +124,16 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     struct stat st;
     if (::stat(rootfs.c_str(), &st) < 0) throw_errno("root.path " + rootfs);
     if (!S_ISDIR(st.st_mode)) throw Error("root.path " + rootfs + ": not a directory");
+    const bool rootless = g.rootless.value_or(::geteuid() != 0);
+    if (rootless && ::geteuid() != 0) {
+        // Namespaces, mounts and devices are only an unprivileged user's to make inside a
+        // user namespace of its own.
+        bool userns = cfg.linux && cfg.linux->find_namespace(oci::NamespaceType::user);
+        if (!userns)
+            throw Error(config_path +
+                        ": linux.namespaces: an unprivileged user needs a user namespace (`tarn spec "
+                        "--rootless` writes one)");
+    }
     // VM isolation: the settings are resolved (and their files checked) before
     // anything is made, so a missing kernel or QEMU leaves nothing to clean up.
     bool in_vm = vm::selected(g, cfg);
@@ -208,15 +232,30 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             cgroup = cgroups::open(cgroup_path, mode);
             // A leased cgroup is this container's alone: a failed create removes it.
             cgroup_existed = !leased && cgroup->exists();
-            cgroup->create(resources);
+            try {
+                cgroup->create(resources);
+            } catch (const Error& e) {
+                if (!rootless || (e.code() != EACCES && e.code() != EPERM && e.code() != EROFS)) throw;
+                // No cgroup delegated to this user (a v1 or hybrid host, or a v2 one
+                // without a systemd user slice): as runc's rootless mode does, the
+                // container runs in its caller's cgroup, unless it asks for limits that
+                // only a cgroup of its own could hold.
+                if (std::string field = limited_field(resources); !field.empty())
+                    throw Error("linux.resources." + field + ": no cgroup is delegated to uid " +
+                                std::to_string(::geteuid()) + " (" + e.what() + ")");
+                log_debug("create " + o.id + ": no cgroup (" + e.what() + "): unprivileged, no limits asked for");
+                cgroup.reset();
+                rec.cgroup_path.clear();
+                dir.save(rec);
+            }
         }
         // In a VM, linux.resources apply inside the guest (and size the VM): on the
         // host cgroup, which holds QEMU, a memory limit would OOM-kill the VM itself.
-        if (!in_vm) cgroup->apply(resources);
-        if (!cgroup->pending_device_rules().empty())
+        if (cgroup && !in_vm) cgroup->apply(resources);
+        if (cgroup && !cgroup->pending_device_rules().empty())
             log_warn("create " + o.id + ": linux.resources.devices is not enforced: " + cgroup_path +
                      " is not on a cgroup2 mount");
-        UniqueFd cgroup_fd(cgroup->open_v2_dir_fd());
+        UniqueFd cgroup_fd(cgroup ? cgroup->open_v2_dir_fd() : -1);
         cgroup_time += std::chrono::steady_clock::now() - t_cgroup;
 
         ns::InitOptions io;
@@ -246,7 +285,9 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         const oci::Hooks no_hooks;
         const oci::Hooks& hooks = cfg.hooks ? *cfg.hooks : no_hooks;
         ns::ParentSteps ps;
-        ps.place_in_cgroup = [&](pid_t pid) { cgroup->add_process(pid); };
+        ps.place_in_cgroup = [&](pid_t pid) {
+            if (cgroup) cgroup->add_process(pid);
+        };
         ps.create_runtime = [&](pid_t pid) {
             std::string st = hook_state(rec, oci::Status::creating, pid);
             run_hooks(hooks.prestart, st, "prestart");
@@ -282,7 +323,9 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             vl.rootfs_readonly = cfg.root->readonly;
             vl.exec_fifo = io.exec_fifo;
             vl.settings = *vm_settings;
-            vl.place_in_cgroup = [&](pid_t pid) { cgroup->add_process(pid); };
+            vl.place_in_cgroup = [&](pid_t pid) {
+                if (cgroup) cgroup->add_process(pid);
+            };
             std::optional<vm::HostPty> pty;
             if (cfg.process->terminal) {
                 pty = vm::open_host_pty(*cfg.process);
@@ -315,7 +358,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         sp.timings.add(ns::Phase::cgroup, cgroup_time);
         rec.state.pid = sp.pid;
         rec.pid_start = ns::process_start_time(sp.pid);
-        rec.cgroup_path = cgroup->path();  // systemd's ControlGroup for a unit
+        if (cgroup) rec.cgroup_path = cgroup->path();  // systemd's ControlGroup for a unit
         rec.state.status = oci::Status::created;
         dir.save(rec);
         if (!o.pid_file.empty()) write_pid_file(o.pid_file, sp.pid);
