@@ -94,7 +94,7 @@ TEST(Hooks, FailingPoststartFailsRun) {
     REQUIRE_ROOT();
     Bundle b;
     b.config["hooks"] = {{"poststart", {hook("exit 1", "fail")}}};
-    Result r = b.cmd("sleep infinity").run("hr");
+    Result r = b.cmd("sleep infinity").run("hr", {"--detach"});
     EXPECT_NE(r.code, 0);
     EXPECT_NE(r.err.find("run hr: poststart hook /bin/sh: exit status 1"), std::string::npos) << r.err;
     EXPECT_FALSE(path_exists(b.root() + "/hr"));
