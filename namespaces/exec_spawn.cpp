@@ -25,7 +25,8 @@ void exec_main(const oci::Process& proc, const ExecOptions& o, SyncSocket& sock)
         if (o.want_pty_master) sock.send(MsgType::pty, {}, nullptr, 0, master.get());
     }
     detail::apply_lsm_labels(proc);
-    detail::become_workload(proc, t);
+    detail::FinalCapabilities final_caps =
+        detail::become_workload(proc, t, false, detail::seccomp_needs_sys_admin(proc, o.seccomp.has_value()));
     std::string exe = detail::find_executable(proc.args, proc.env);
     detail::SeccompFilter filter;
     std::string listener_state;
@@ -35,6 +36,7 @@ void exec_main(const oci::Process& proc, const ExecOptions& o, SyncSocket& sock)
     sock.send(MsgType::ready, {}, &t);
     detail::close_fds_on_exec(o.preserve_fds);
     detail::load_seccomp_and_notify(filter, o.seccomp_listener, listener_state);
+    final_caps.release();
     detail::exec_process(exe, proc.args, proc.env);
 }
 

@@ -94,6 +94,10 @@ struct InitOptions {
     unsigned preserve_fds = 0; // fds 3..3+N-1 pass to the workload
     // Path of exec.fifo: `create` parks the init on it until `start`. Empty: exec at once.
     std::string exec_fifo;
+    // With exec_fifo: a fifo the init reports on once `start` released it. It writes
+    // "+" when only execve is left, the error text when something fails; its end
+    // closes on execve. `start` opens the read end before releasing the init.
+    std::string report_fifo;
     // Unix socket to send the pty master to (--console-socket). -1: none.
     int console_socket = -1;
     // With process.terminal and no console socket (`run` in the foreground): the parent
@@ -162,6 +166,11 @@ bool idmapped_mounts_supported();
 bool apparmor_enabled();
 bool selinux_enabled();
 void check_lsm(const oci::Process* p, const oci::Linux* l);
+// process.capabilities.ambient entries the kernel would refuse to raise: not also in
+// inheritable and permitted. runc leaves them out of the ambient set instead of failing
+// (older `runc spec` and podman write such configs); tarn does too, and the runtime
+// names them at debug level.
+std::vector<std::string> unraisable_ambient(const oci::Capabilities& caps);
 // ---- warm pool: sandboxes set up ahead of the request ------------------------
 
 // The per-request part of process a claim hands a parked sandbox.

@@ -211,7 +211,8 @@ void change_cwd(const std::string& cwd) {
         throw Error("cwd " + cwd + ": resolves outside the container root");
 }
 
-void become_workload(const oci::Process& p, Timings& t, bool bounding_dropped) {
+FinalCapabilities become_workload(const oci::Process& p, Timings& t, bool bounding_dropped, bool hold_sys_admin) {
+    FinalCapabilities held;
     {
         PhaseScope s(t, Phase::rlimits);
         apply_rlimits(p);
@@ -226,11 +227,19 @@ void become_workload(const oci::Process& p, Timings& t, bool bounding_dropped) {
         PhaseScope s(t, Phase::capabilities);
         if (p.capabilities && !bounding_dropped) drop_bounding(*p.capabilities);
         switch_user(p.user);
-        if (p.capabilities) apply_capabilities(*p.capabilities);
+        // Without no_new_privs the kernel loads a filter only for a process with
+        // CAP_SYS_ADMIN, which the workload rarely has (a Kubernetes RuntimeDefault pod:
+        // uid 1000 or root, the default capability set). The user and the capabilities
+        // are set now all the same, and CAP_SYS_ADMIN is held until the filter is loaded
+        // right before execve: after the load only capset and execve remain, so a
+        // profile that refuses setuid, setgroups, chdir or getcwd still starts.
+        if (p.capabilities) held = apply_capabilities(*p.capabilities, hold_sys_admin);
+        else if (hold_sys_admin) held = detail::hold_sys_admin();
         if (p.no_new_privileges && ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) throw_errno("set no_new_privs");
     }
     apply_umask(p.user);
     change_cwd(p.cwd.empty() ? "/" : p.cwd);
+    return held;
 }
 
 }  // namespace tarn::ns::detail

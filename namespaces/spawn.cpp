@@ -1,4 +1,6 @@
 #include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -7,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "namespaces/namespaces.hpp"
@@ -209,6 +212,16 @@ Plan make_plan(const oci::Config& c, const InitOptions& o) {
     return p;
 }
 
+namespace {
+
+void report_to_start(int fd, std::string_view text) {
+    if (fd < 0) return;
+    // One write of at most PIPE_BUF bytes is atomic: `start` reads whole messages.
+    (void)!::write(fd, text.data(), std::min(text.size(), static_cast<size_t>(PIPE_BUF)));
+}
+
+}  // namespace
+
 // The container's init: every phase after clone, in order.
 void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& steps, SyncSocket& sock, const Plan& plan) {
     Timings t;
@@ -306,7 +319,9 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     }
     // A parked sandbox learns its command, and its extra binds, only at claim time:
     // it stays privileged until then.
-    if (!o.await_claim) detail::become_workload(proc, t);
+    const bool hold_admin = seccomp_needs_sys_admin(proc, c.linux && c.linux->seccomp);
+    FinalCapabilities final_caps;
+    if (!o.await_claim) final_caps = detail::become_workload(proc, t, false, hold_admin);
     std::vector<std::string> args = proc.args, env = proc.env;
     std::string exe;
     if (!o.await_claim) exe = detail::find_executable(args, env);
@@ -330,7 +345,7 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         Claim claim;
         if (!detail::recv_claim(sock.fd(), claim)) ::_exit(0);
         detail::mount_claim_binds(claim);
-        detail::become_workload(proc, t, /*bounding_dropped=*/true);
+        final_caps = detail::become_workload(proc, t, /*bounding_dropped=*/true, hold_admin);
         detail::apply_claim(claim, args, env);
         exe = detail::find_executable(args, env);
     }
@@ -341,10 +356,29 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         }
         if (n != 1) throw_errno("wait on exec.fifo");
     }
-    if (steps.start_container) steps.start_container(host_pid);
-    detail::close_fds_on_exec(o.preserve_fds);
-    detail::load_seccomp_and_notify(filter, o.seccomp_listener, listener_state);
-    detail::exec_process(exe, args, env);
+    // `start` is another process than the `create` that made us and our sync socket's
+    // peer is gone: what fails from here is written to the report fifo, which `start`
+    // reads until our end closes on execve.
+    try {
+        if (steps.start_container) steps.start_container(host_pid);
+        if (fifo) {
+            // The cwd was entered at create; a directory removed since would leave the
+            // workload in a deleted one.
+            struct stat st;
+            if (::stat(".", &st) < 0 || st.st_nlink == 0)
+                throw Error("cwd " + (proc.cwd.empty() ? std::string("/") : proc.cwd) + ": removed since create", ENOENT);
+        }
+        detail::close_fds_on_exec(o.preserve_fds);
+        detail::load_seccomp_and_notify(filter, o.seccomp_listener, listener_state);
+        final_caps.release();
+        // Everything but execve itself has worked: `start` tells a workload that exec'd
+        // and exited at once from an init that died before it by this byte.
+        report_to_start(plan.report_fd, "+");
+        detail::exec_process(exe, args, env);
+    } catch (const std::exception& e) {
+        report_to_start(plan.report_fd, e.what());
+        throw;
+    }
 }
 
 void kill_and_reap(int pidfd, pid_t pid) {
@@ -381,6 +415,15 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         if (!fifo) throw_errno("open " + opts.exec_fifo);
         plan.exec_fifo = fifo.get();
     }
+    // Opened here, by the runtime, rather than by the init: in a user namespace the
+    // init may not be allowed to open a file of the host's root. Ours closes when we
+    // return; the init's on execve.
+    UniqueFd report;
+    if (!opts.report_fifo.empty()) {
+        report.reset(::open(opts.report_fifo.c_str(), O_RDWR | O_CLOEXEC));
+        if (!report) throw_errno("open " + opts.report_fifo);
+        plan.report_fd = report.get();
+    }
     int sv[2];
     auto t0 = std::chrono::steady_clock::now();
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
@@ -395,7 +438,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         if (!any_userns && ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) throw_errno("prctl dumpable");
         parent_end.reset();
-        std::vector<int> keep{child_end.get(), opts.console_socket, opts.seccomp_listener};
+        std::vector<int> keep{child_end.get(), opts.console_socket, opts.seccomp_listener, plan.report_fd};
         keep.insert(keep.end(), plan.idmapped_trees.begin(), plan.idmapped_trees.end());
         if (plan.exec_fifo >= 0) keep.push_back(plan.exec_fifo);
         detail::close_inherited_fds(opts.preserve_fds, keep);

@@ -60,9 +60,35 @@ void switch_user(const oci::User& u);
 void apply_umask(const oci::User& u);
 void change_cwd(const std::string& cwd);
 
+// The capability sets a process ends with, while it still holds CAP_SYS_ADMIN to load
+// its seccomp filter without no_new_privs (the kernel's condition for that load).
+// Empty when nothing is held.
+class FinalCapabilities {
+public:
+    FinalCapabilities() = default;
+    explicit FinalCapabilities(void* caps) : caps_(caps) {}  // a cap_t, owned
+    FinalCapabilities(FinalCapabilities&& o) noexcept : caps_(std::exchange(o.caps_, nullptr)) {}
+    FinalCapabilities& operator=(FinalCapabilities&& o) noexcept;
+    FinalCapabilities(const FinalCapabilities&) = delete;
+    FinalCapabilities& operator=(const FinalCapabilities&) = delete;
+    ~FinalCapabilities();
+    // Drops what was held (one capset): called once the filter is loaded.
+    void release();
+
+private:
+    void* caps_ = nullptr;
+};
+
 // The process half shared by the init and `exec`: rlimits, oom score, scheduling,
 // cpu affinity, capabilities around the user switch, no_new_privs, umask and cwd.
-void become_workload(const oci::Process& p, Timings& t, bool bounding_dropped = false);
+// `hold_sys_admin`: a seccomp filter is to be loaded without no_new_privs; the process
+// keeps CAP_SYS_ADMIN until FinalCapabilities::release, right after the load.
+FinalCapabilities become_workload(const oci::Process& p, Timings& t, bool bounding_dropped = false,
+                                  bool hold_sys_admin = false);
+// Whether the process must hold CAP_SYS_ADMIN for its filter (see become_workload).
+inline bool seccomp_needs_sys_admin(const oci::Process& p, bool has_filter) {
+    return has_filter && !p.no_new_privileges;
+}
 
 // ---- claim.cpp (warm pool)
 // Length-prefixed strings plus the three stdio fds, in one SOCK_SEQPACKET message.
@@ -91,6 +117,8 @@ struct Plan {
     // in a user namespace whose root is not host root, the init could no longer open
     // the host root's 0600 fifo in a 0700 state directory by path. -1: none.
     int exec_fifo = -1;
+    // The init's end of InitOptions::report_fifo (O_RDWR, close-on-exec), or -1.
+    int report_fd = -1;
 };
 Plan make_plan(const oci::Config& c, const InitOptions& o);
 void write_id_maps(pid_t pid, const oci::Linux& l);
@@ -101,7 +129,12 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
 // Capability names ("CAP_SYS_ADMIN") to numbers; unknown names throw naming the field.
 std::vector<int> capability_numbers(const std::vector<std::string>& names, const char* field);
 void drop_bounding(const oci::Capabilities& caps);
-void apply_capabilities(const oci::Capabilities& caps);
+// Sets effective, permitted and inheritable, then the ambient set (leaving out what
+// unraisable_ambient names). With `hold_sys_admin`, see become_workload.
+FinalCapabilities apply_capabilities(const oci::Capabilities& caps, bool hold_sys_admin = false);
+// No process.capabilities: the sets are what the user switch left; CAP_SYS_ADMIN is
+// made effective until release.
+FinalCapabilities hold_sys_admin();
 
 // ---- exec.cpp
 // The executable for args[0]: a path with '/' as is, otherwise searched in the PATH of

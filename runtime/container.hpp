@@ -34,6 +34,8 @@ public:
     const std::string& id() const { return id_; }
     const std::string& path() const { return path_; }
     std::string fifo_path() const { return path_ + "/exec.fifo"; }
+    // What the released init reports to `start` (InitOptions::report_fifo).
+    std::string report_fifo_path() const { return path_ + "/report.fifo"; }
 
     Record load() const;
     void save(const Record& r) const;

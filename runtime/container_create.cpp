@@ -90,6 +90,13 @@ std::function<std::string(pid_t)> seccomp_state_for(const oci::Config& c, const 
     };
 }
 
+void log_unraisable_ambient(const oci::Capabilities& caps, const std::string& who) {
+    if (!log_debug_enabled()) return;
+    for (const std::string& name : ns::unraisable_ambient(caps))
+        log_debug(who + ": process.capabilities.ambient: " + name +
+                  " is not also inheritable and permitted: left out of the ambient set, as runc does");
+}
+
 void write_pid_file(const std::string& path, pid_t pid) {
     // A bare decimal with no newline: containerd's shim parses exactly that.
     write_file_atomic(path, std::to_string(pid), 0644);
@@ -151,6 +158,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
                         ": not available in vm mode (they run inside the container, which is in the guest)");
     }
     ns::check_lsm(&*cfg.process, cfg.linux ? &*cfg.linux : nullptr);
+    if (cfg.process->capabilities) log_unraisable_ambient(*cfg.process->capabilities, "create " + o.id);
     if (cfg.process->terminal && o.console_socket.empty() && !want_pty)
         throw Error("process.terminal is true: a detached container needs --console-socket");
     if (!cfg.process->terminal && !o.console_socket.empty())
@@ -268,6 +276,11 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         if (park) {
             io.exec_fifo = dir.fifo_path();
             if (::mkfifo(io.exec_fifo.c_str(), 0600) < 0) throw_errno("mkfifo " + io.exec_fifo);
+            // A VM monitor holds exec.fifo as an init would, but reports nothing.
+            if (!in_vm) {
+                io.report_fifo = dir.report_fifo_path();
+                if (::mkfifo(io.report_fifo.c_str(), 0600) < 0) throw_errno("mkfifo " + io.report_fifo);
+            }
         }
         UniqueFd console;
         if (!o.console_socket.empty()) {

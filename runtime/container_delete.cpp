@@ -10,6 +10,39 @@
 namespace tarn::runtime {
 namespace detail {
 
+namespace {
+
+void kill_init(const Record& r, int pidfd) {
+    if (pidfd < 0) return;
+    ns::detail::pidfd_send_signal(pidfd, SIGKILL);
+    // The init is usually not our child (the shim or a subreaper reaps it); its
+    // pidfd turns readable when it has exited either way.
+    pollfd p{pidfd, POLLIN, 0};
+    while (::poll(&p, 1, 10000) < 0 && errno == EINTR) {
+    }
+    if (!(p.revents & POLLIN)) throw Error("container init " + std::to_string(r.state.pid) + " did not exit after SIGKILL");
+}
+
+// What else runs in the cgroup (a shared pid namespace, exec'd processes that outlived
+// init) goes too.
+void kill_rest(cgroups::Manager& cg) {
+    cg.kill_all(SIGKILL);
+    for (int i = 0; i < 1000 && !cg.pids().empty(); ++i) ::usleep(2000);
+}
+
+}  // namespace
+
+void kill_container(const Record& r, int pidfd) {
+    auto cg = open_cgroup(r);
+    if (cg && !cg->exists()) cg.reset();
+    if (cg && cg->frozen()) {
+        cg->kill_all(SIGKILL);
+        cg->thaw();
+    }
+    kill_init(r, pidfd);
+    if (cg) kill_rest(*cg);
+}
+
 void destroy(ContainerDir& dir, const Record& r, const oci::Config* config) {
     auto cg = open_cgroup(r);
     // A cgroup that is gone still gets destroy(): a systemd unit can outlive its cgroup
@@ -22,20 +55,9 @@ void destroy(ContainerDir& dir, const Record& r, const oci::Config* config) {
         cg->thaw();
     }
     UniqueFd pidfd(open_init_pidfd(r));
-    if (pidfd) {
-        ns::detail::pidfd_send_signal(pidfd.get(), SIGKILL);
-        // The init is usually not our child (the shim or a subreaper reaps it); its
-        // pidfd turns readable when it has exited either way.
-        pollfd p{pidfd.get(), POLLIN, 0};
-        while (::poll(&p, 1, 10000) < 0 && errno == EINTR) {
-        }
-        if (!(p.revents & POLLIN)) throw Error("container init " + std::to_string(r.state.pid) + " did not exit after SIGKILL");
-    }
+    kill_init(r, pidfd.get());
     if (cg) {
-        // What else runs in the cgroup (a shared pid namespace, exec'd processes that
-        // outlived init) goes too.
-        cg->kill_all(SIGKILL);
-        for (int i = 0; i < 1000 && !cg->pids().empty(); ++i) ::usleep(2000);
+        kill_rest(*cg);
         cg->destroy();
     }
     if (gone) gone->destroy();

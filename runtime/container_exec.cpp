@@ -105,6 +105,7 @@ int exec(const GlobalOptions& g, const ExecOptions& o) {
             state.status = oci::Status::running;
             eo.seccomp_state = detail::seccomp_state_for(cfg, state, false);
         }
+        if (proc.capabilities) detail::log_unraisable_ambient(*proc.capabilities, "exec " + o.id);
         if (!o.detach) detail::block_forwarded_signals();
         // The container's lock is not held while the process runs: kill/delete must work.
         pid_t init_pid = rec.state.pid;

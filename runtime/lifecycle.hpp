@@ -39,10 +39,20 @@ void destroy(ContainerDir& dir, const Record& r, const oci::Config* config);
 
 void write_pid_file(const std::string& path, pid_t pid);
 
-// Releases an init parked on `fifo` and returns once its workload has exec'd (the
-// init's end of the fifo closes on exec); throws when it died first (`pidfd`, -1 if
-// unknown). The fifo is removed.
-void release_exec_fifo(const std::string& fifo, int pidfd);
+// Names at debug level the ambient capabilities the process will run without
+// (ns::unraisable_ambient). `who`: "create c1", "exec c1".
+void log_unraisable_ambient(const oci::Capabilities& caps, const std::string& who);
+
+// Releases an init parked on `fifo` and returns once its workload has exec'd; throws
+// the init's own error when it failed first. With `report` (the init's report fifo,
+// see InitOptions::report_fifo) that is what the init wrote there; without (a VM
+// monitor), the init's end of `fifo` closing on exec, or `pidfd` (-1 if unknown)
+// showing that it died. The fifos are removed.
+void release_exec_fifo(const std::string& fifo, int pidfd, const std::string& report = {});
+
+// SIGKILLs the container's init (`pidfd`, -1 if gone) and whatever else runs in its
+// cgroup, and waits until the init has exited: the container reads `stopped` after.
+void kill_container(const Record& r, int pidfd);
 
 // Connects to the --console-socket the pty master is sent to.
 UniqueFd connect_console_socket(const std::string& path);

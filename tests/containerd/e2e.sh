@@ -662,6 +662,34 @@ note "ctr said: $(printf '%s' "$OUT" | grep 'OCI runtime' | head -n 1)"
 check "e: ... and leaves nothing behind" "$(no_leftover "$id"; echo $?)" \
     "containers: $(ctr_ containers ls -q 2>&1)" "runtime state: $(ls -A "$S/run/containerd/runc/default" 2>&1)"
 
+# --- (i) seccomp without noNewPrivileges; a start that fails ----------------------
+# What a Kubernetes RuntimeDefault pod sends: containerd's default profile with
+# noNewPrivileges off (--allow-new-privs) and the default capabilities, which lack
+# CAP_SYS_ADMIN; the kernel loads such a filter only for a process that has it.
+id=i-seccomp-nnp-$TAG
+run ctr_ run --rm --seccomp --allow-new-privs "${RB[@]}" --rootfs "$ROOTFS" "$id" \
+    /bin/grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/self/status
+check "i: ctr run --seccomp --allow-new-privs runs the workload filtered, with the default capabilities" \
+    "$([ "$RC" = 0 ] && printf '%s' "$OUT" | grep -q '^Seccomp:[[:space:]]*2' &&
+        printf '%s' "$OUT" | grep -q '^NoNewPrivs:[[:space:]]*0' &&
+        printf '%s' "$OUT" | grep -q '^CapEff:[[:space:]]*00000000a80425fb'; echo $?)" "exit $RC, output:" "$OUT"
+
+# The workload cannot start after create succeeded: a file that exists (create checks
+# that) but is not executable. The shim's start must fail with the init's own words.
+id=i-start-fails-$TAG
+printf 'not a program\n' > "$ROOTFS/e2e-not-exec"
+chmod 0644 "$ROOTFS/e2e-not-exec"
+run ctr_ run --rm "${RB[@]}" --rootfs "$ROOTFS" "$id" /e2e-not-exec
+rm -f "$ROOTFS/e2e-not-exec"
+check "i: a workload that cannot be executed fails ctr run with the exec error" \
+    "$([ "$RC" != 0 ] && printf '%s' "$OUT" | grep -q 'e2e-not-exec.*permission denied'; echo $?)" \
+    "exit $RC, output:" "$OUT"
+note "ctr said: $(printf '%s' "$OUT" | grep -i 'failed' | head -n 1)"
+ctr_ task delete -f "$id" >/dev/null 2>&1 || true
+ctr_ containers delete "$id" >/dev/null 2>&1 || true
+check "i: ... and leaves nothing behind" "$(no_leftover "$id"; echo $?)" \
+    "containers: $(ctr_ containers ls -q 2>&1)" "runtime state: $(ls -A "$S/run/containerd/runc/default" 2>&1)"
+
 # --- (h) VM isolation mode through the shim ------------------------------------------
 # E2E_VM_DIR holds vmlinux and initrd.cpio (tests/vm/setup.sh); the bundle asks for a VM
 # with annotations, which is all a containerd user can pass to the runtime.

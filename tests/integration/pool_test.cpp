@@ -20,6 +20,7 @@
 
 #include "cgroups/cgroups.hpp"
 #include "harness.hpp"
+#include "profiles.hpp"
 #include "oci/oci.hpp"
 #include "runtime/pool/detail.hpp"
 
@@ -234,6 +235,19 @@ TEST_F(PoolTest, RunsACommandWithItsStdioEnvCwdAndExitCode) {
     EXPECT_EQ(r.code, 0) << r.err;
     EXPECT_NE(r.out.find("/bin"), std::string::npos) << r.out;
     EXPECT_NE(r.out.find("dumb"), std::string::npos) << r.out;
+}
+
+// A Kubernetes RuntimeDefault template (noNewPrivileges false, uid 1000, the default
+// capabilities): the sandbox parks privileged and loads the filter at claim time.
+TEST_F(PoolTest, RuntimeDefaultSeccompWithoutNoNewPrivilegesHoldsInTheClaimedWorkload) {
+    tmpl.config["process"]["noNewPrivileges"] = false;
+    tmpl.config["process"]["user"] = {{"uid", 1000}, {"gid", 1000}};
+    set_capabilities(tmpl.config["process"], docker_default_caps());
+    tmpl.config["linux"]["seccomp"] = runtime_default_profile();
+    serve();
+    Result r = run("grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/self/status; id -u");
+    EXPECT_EQ(r.code, 0) << r.err << read_text(log_path);
+    EXPECT_EQ(r.out, "CapEff:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t2\n1000\n");
 }
 
 TEST_F(PoolTest, SandboxesAreMadeInTheBackgroundButWorkloadsRunAtNormalPriority) {

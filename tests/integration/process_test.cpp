@@ -122,3 +122,56 @@ TEST(Process, SessionKeyringIsTheContainersOwn) {
     Result kept = b.cmd("grep -c _ses.keyring2 /proc/keys; true").run("keyring2", {"--no-new-keyring"});
     EXPECT_EQ(kept.out, "0\n") << kept.out << kept.err;
 }
+
+// The capability blocks other tools write. The kernel raises an ambient capability only
+// if it is also permitted and inheritable; runc leaves the others out of the ambient
+// set (and the workload runs), so tarn does too and says so at debug level.
+namespace {
+
+struct CapsCase {
+    const char* who;
+    json caps;
+    unsigned uid;
+    const char* cap_amb;  // /proc/self/status CapAmb the workload must see
+};
+
+json caps_of(const std::vector<std::string>& all, bool inheritable, const std::vector<std::string>& ambient) {
+    json c = {{"bounding", all}, {"effective", all}, {"permitted", all}, {"ambient", ambient}};
+    if (inheritable) c["inheritable"] = all;
+    return c;
+}
+
+}  // namespace
+
+TEST(Process, AmbientCapabilitiesOfRuncAndPodmanConfigs) {
+    REQUIRE_ROOT();
+    const std::vector<std::string> runc_caps = {"CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"};
+    const std::vector<std::string> podman_caps = {"CAP_CHOWN",  "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID",
+                                                  "CAP_KILL",   "CAP_NET_BIND_SERVICE", "CAP_SETFCAP", "CAP_SETGID",
+                                                  "CAP_SETPCAP", "CAP_SETUID", "CAP_SYS_CHROOT"};
+    json partial = caps_of(runc_caps, false, runc_caps);
+    partial["inheritable"] = {"CAP_KILL"};
+    const CapsCase cases[] = {
+        // runc 1.0 and 1.1.0/1.1.1 `runc spec`: all five sets, ambient within inheritable.
+        {"runc 1.0 spec", caps_of(runc_caps, true, runc_caps), 0, "0000000020000420"},
+        // runc 1.1.2 and later `runc spec` (inheritable dropped, CVE-2022-29162), ambient kept.
+        {"runc 1.1.2 spec", caps_of(runc_caps, false, runc_caps), 0, "0000000000000000"},
+        // podman 4 for `--user 1000 --cap-add net_bind_service`: no inheritable set.
+        {"podman", caps_of(podman_caps, false, {"CAP_NET_BIND_SERVICE"}), 1000, "0000000000000000"},
+        // Some ambient capabilities inheritable, some not: those keep their place.
+        {"partial", partial, 0, "0000000000000020"},
+    };
+    for (const CapsCase& c : cases) {
+        SCOPED_TRACE(c.who);
+        Bundle b;
+        b.config["process"]["capabilities"] = c.caps;
+        b.config["process"]["user"] = {{"uid", c.uid}, {"gid", c.uid}};
+        std::string log = b.dir() + "/debug.log";
+        b.cmd("grep ^CapAmb: /proc/self/status").write();
+        Result r = tarn::test::tarn({"--debug", "--log", log, "run", "--bundle", b.dir(), "amb"}, b.root(), b.dir());
+        ASSERT_EQ(r.code, 0) << r.err;
+        EXPECT_EQ(r.out, std::string("CapAmb:\t") + c.cap_amb + "\n");
+        bool dropped = std::string(c.cap_amb) != "0000000020000420";
+        EXPECT_EQ(read_text(log).find("left out of the ambient set") != std::string::npos, dropped) << read_text(log);
+    }
+}
