@@ -41,8 +41,17 @@ void make_device(int root, const std::string& path, mode_t type, unsigned major,
     // A file planted at the device path is replaced, never followed: unlinkat does not
     // follow a final symlink, and mknodat refuses one.
     if (::unlinkat(parent.get(), name.c_str(), 0) < 0 && errno != ENOENT) throw_errno("remove " + path);
-    if (in_userns) {
-        // mknod needs CAP_MKNOD in the initial user namespace: bind the host's node instead.
+    // mknod needs CAP_MKNOD in the initial user namespace: in a user namespace (the
+    // container's, or the runtime's own, as under rootless podman) the host's node is
+    // bound instead.
+    if (!in_userns) {
+        if (::mknodat(parent.get(), name.c_str(), type | perm, makedev(major, minor)) == 0) {
+            if (::fchownat(parent.get(), name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) < 0) throw_errno("chown " + path);
+            return;
+        }
+        if (errno != EPERM) throw_errno("mknod " + path);
+    }
+    {
         int f = ::openat(parent.get(), name.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (f < 0) throw_errno("create " + path);
         ::close(f);
@@ -50,10 +59,7 @@ void make_device(int root, const std::string& path, mode_t type, unsigned major,
         if (!target) throw_errno("open " + path);
         if (::mount(path.c_str(), fd_path(target.get()).c_str(), nullptr, MS_BIND, nullptr) < 0)
             throw_errno("bind device " + path);
-        return;
     }
-    if (::mknodat(parent.get(), name.c_str(), type | perm, makedev(major, minor)) < 0) throw_errno("mknod " + path);
-    if (::fchownat(parent.get(), name.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) < 0) throw_errno("chown " + path);
 }
 
 void make_symlink(int root, const char* target, const std::string& link) {

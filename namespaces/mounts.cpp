@@ -5,6 +5,7 @@
 #include <sys/statfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <span>
@@ -102,8 +103,14 @@ void fs_mount(const std::string& source, int target, const std::string& type, un
 }
 
 // The spec's "cgroup" mount: on a unified host a cgroup2 mount; on v1 and hybrid hosts
-// a tmpfs holding one mount per hierarchy, the way the host lays it out.
-void cgroup_mount(int root, const oci::Mount& m, const MountOptions& o, int target) {
+// a tmpfs holding, per hierarchy, a bind of the container's own cgroup directory (the
+// `binds` make_plan found). A fresh v1 cgroup mount would show the hierarchy's root,
+// and so every cgroup on the host, to a container without a cgroup namespace, and a
+// root that could write there could move itself out of its limits; a bind shows its
+// own cgroup and what is below it, whatever the namespaces. It also needs no privilege
+// over the host's cgroup namespace, which a user namespace's root lacks.
+void cgroup_mount(int root, const oci::Mount& m, const MountOptions& o, int target,
+                  std::span<const CgroupBind> binds) {
     unsigned long flags = o.flags & ~MS_RDONLY;
     if (host_is_unified()) {
         fs_mount("cgroup2", target, "cgroup2", o.flags, "", m.destination);
@@ -115,15 +122,18 @@ void cgroup_mount(int root, const oci::Mount& m, const MountOptions& o, int targ
     // from the rootfs each.
     UniqueFd top(open_in_root(root, m.destination, O_PATH | O_DIRECTORY));
     if (!top) throw_errno("open " + m.destination + " in rootfs");
-    for (const auto& [name, opts] : host_v1_hierarchies()) {
-        std::string sub = m.destination + "/" + name;
-        if (::mkdirat(top.get(), name.c_str(), 0755) < 0) throw_errno("mkdir " + sub);
-        UniqueFd t(::openat(top.get(), name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    for (const CgroupBind& b : binds) {
+        std::string sub = m.destination + "/" + b.name;
+        // The init is in its cgroup by now (a systemd scope is made around it): a
+        // hierarchy the cgroup has no directory in is left out, never shown whole.
+        UniqueFd tree(::open_tree(AT_FDCWD, b.source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+        if (!tree && errno == ENOENT) continue;
+        if (!tree) throw_errno("bind " + b.source + " on " + sub);
+        if (::mkdirat(top.get(), b.name.c_str(), 0755) < 0) throw_errno("mkdir " + sub);
+        UniqueFd t(::openat(top.get(), b.name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!t) throw_errno("open " + sub);
-        if (opts.empty())
-            fs_mount("cgroup2", t.get(), "cgroup2", o.flags, "", sub);
-        else
-            fs_mount("cgroup", t.get(), "cgroup", o.flags, opts, sub);
+        set_attrs(tree.get(), o.attr_set | o.rec_attr_set, o.attr_clr | o.rec_attr_clr, false, sub);
+        attach_tree(tree.get(), t.get(), sub);
     }
     if (o.flags & MS_RDONLY) {
         if (::mount(nullptr, fd_path(top.get()).c_str(), nullptr, MS_REMOUNT | MS_RDONLY | flags, "mode=755") < 0)
@@ -141,7 +151,45 @@ void set_propagation(int root, const std::string& dest, unsigned long prop) {
 
 }  // namespace
 
-void mount_all(const oci::Config& c, const std::string& rootfs, std::span<const int> idmapped) {
+std::vector<CgroupBind> cgroup_binds(const oci::Config& c, const std::string& cgroup_path) {
+    std::vector<CgroupBind> out;
+    bool wanted = std::any_of(c.mounts.begin(), c.mounts.end(),
+                              [](const oci::Mount& m) { return m.type == "cgroup" || m.type == "cgroup2"; });
+    if (!wanted || host_is_unified()) return out;
+    // Without a cgroup of its own (rootless, none delegated) the container is in ours.
+    std::vector<std::pair<std::string, std::string>> own;  // controllers ("" for cgroup2) -> path
+    if (cgroup_path.empty()) {
+        std::ifstream in("/proc/self/cgroup");
+        for (std::string line; std::getline(in, line);) {
+            size_t a = line.find(':'), b = line.find(':', a + 1);
+            if (a == std::string::npos || b == std::string::npos) continue;
+            own.emplace_back(line.substr(a + 1, b - a - 1), line.substr(b + 1));
+        }
+    }
+    for (const auto& [name, opts] : host_v1_hierarchies()) {
+        std::string path = cgroup_path;
+        if (path.empty()) {
+            // The line whose controllers are all among the hierarchy's mount options
+            // ("cpu,cpuacct", "name=systemd"); cgroup2's line has none.
+            for (const auto& [controllers, p] : own) {
+                bool match = controllers.empty() == opts.empty();
+                std::istringstream ss(controllers);
+                for (std::string ctl; match && std::getline(ss, ctl, ',');)
+                    match = ("," + opts + ",").find("," + ctl + ",") != std::string::npos;
+                if (match) {
+                    path = p;
+                    break;
+                }
+            }
+            if (path.empty()) continue;
+        }
+        out.push_back({name, "/sys/fs/cgroup/" + name + (path == "/" ? "" : path)});
+    }
+    return out;
+}
+
+void mount_all(const oci::Config& c, const std::string& rootfs, std::span<const int> idmapped,
+               std::span<const CgroupBind> cgroups) {
     UniqueFd root(::open(rootfs.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!root) throw_errno("open rootfs " + rootfs);
     for (size_t i = 0; i < c.mounts.size(); ++i) {
@@ -164,7 +212,7 @@ void mount_all(const oci::Config& c, const std::string& rootfs, std::span<const 
                 }
             } else if (m.type == "cgroup" || m.type == "cgroup2") {
                 UniqueFd target = mkdir_all_in_root(root.get(), m.destination);
-                cgroup_mount(root.get(), m, o, target.get());
+                cgroup_mount(root.get(), m, o, target.get(), cgroups);
             } else {
                 // proc and sysfs over a symlink would let a hostile image place them where
                 // maskedPaths do not look (CVE-2019-16884 class): they need a real directory.

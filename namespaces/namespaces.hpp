@@ -106,6 +106,9 @@ struct InitOptions {
     // A cgroup v2 directory fd: the init is born in it (CLONE_INTO_CGROUP), so not one
     // of its instructions runs outside its limits. -1: place_in_cgroup does it instead.
     int cgroup_fd = -1;
+    // The init's cgroup path ("/tarn/c1"): on v1 and hybrid hosts the spec's cgroup
+    // mount shows that cgroup in every hierarchy. Empty: the runtime's own.
+    std::string cgroup_path;
     // A fresh session keyring named after the container, so it never shares the
     // caller's keys (--no-new-keyring leaves the caller's). Empty: keep it.
     std::string session_keyring;
@@ -261,5 +264,10 @@ Received recv_with_fds(int sock, std::span<char> buf, std::vector<UniqueFd>* fds
 // Start time of a process in clock ticks since boot (/proc/<pid>/stat field 22), or 0
 // when the process does not exist. Used to tell a container's init from a reused pid.
 uint64_t process_start_time(pid_t pid);
+
+// Whether this process runs in a user namespace other than the initial one (its
+// uid_map is not the identity of every id): rootless podman runs the runtime as root
+// of such a namespace.
+bool in_user_namespace();
 
 }  // namespace tarn::ns

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "namespaces/namespaces.hpp"
@@ -192,6 +193,7 @@ void set_time_offsets(const oci::Linux& l) {
 
 Plan make_plan(const oci::Config& c, const InitOptions& o) {
     Plan p;
+    p.cgroup_binds = detail::cgroup_binds(c, o.cgroup_path);
     if (!c.linux) return p;
     for (const oci::Namespace& n : c.linux->namespaces) {
         if (!n.path.empty()) {
@@ -260,7 +262,7 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     }
     {
         PhaseScope s(t, Phase::mounts);
-        detail::mount_all(c, o.rootfs, plan.idmapped_trees);
+        detail::mount_all(c, o.rootfs, plan.idmapped_trees, plan.cgroup_binds);
     }
     {
         PhaseScope s(t, Phase::devices);
@@ -524,6 +526,18 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         throw;
     }
     return out;
+}
+
+bool in_user_namespace() {
+    std::string map;
+    try {
+        map = read_file("/proc/self/uid_map");
+    } catch (const Error&) {
+        return false;
+    }
+    unsigned long inside = 1, outside = 1, count = 0;
+    return std::sscanf(map.c_str(), "%lu %lu %lu", &inside, &outside, &count) != 3 || inside != 0 ||
+           outside != 0 || count != 4294967295UL;
 }
 
 uint64_t process_start_time(pid_t pid) {

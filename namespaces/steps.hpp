@@ -23,7 +23,16 @@ void prepare_rootfs(const oci::Config& c, const std::string& rootfs, bool overla
 // Every linux mount of config.mounts, resolved inside the rootfs. `idmapped` holds, by
 // mount index, the trees prepare_idmapped_mounts built (-1 elsewhere); they are closed
 // once attached.
-void mount_all(const oci::Config& c, const std::string& rootfs, std::span<const int> idmapped);
+struct CgroupBind {
+    std::string name;    // the hierarchy's directory under the cgroup mount: "cpu,cpuacct", "unified"
+    std::string source;  // the container's cgroup in it, on the host: /sys/fs/cgroup/cpu,cpuacct/tarn/c1
+};
+// In the runtime, before clone: on a v1 or hybrid host, for a config with a cgroup
+// mount, the container's cgroup directory in every hierarchy (`cgroup_path`, or where
+// the runtime itself is when that is empty). Empty on a unified host.
+std::vector<CgroupBind> cgroup_binds(const oci::Config& c, const std::string& cgroup_path);
+void mount_all(const oci::Config& c, const std::string& rootfs, std::span<const int> idmapped,
+               std::span<const CgroupBind> cgroups);
 // A detached clone of a bind mount's source (rbind: recursive) with the mount's
 // attributes (ro, nosuid, rro, ...) already set.
 UniqueFd clone_bind_tree(const oci::Mount& m, const MountOptions& o);
@@ -113,6 +122,8 @@ struct Plan {
     bool late_cgroupns = false;
     // Detached idmapped bind trees the init inherits across clone, by mount index.
     std::vector<int> idmapped_trees;
+    // The cgroup mount's binds (cgroup_binds).
+    std::vector<CgroupBind> cgroup_binds;
     // exec.fifo, opened O_RDWR by the runtime before clone and inherited by the init:
     // in a user namespace whose root is not host root, the init could no longer open
     // the host root's 0600 fifo in a 0700 state directory by path. -1: none.

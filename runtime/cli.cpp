@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <iostream>
 
+#include "namespaces/namespaces.hpp"
 #include "runtime/pool/pool.hpp"
 #include "runtime/runtime.hpp"
 
@@ -352,8 +353,13 @@ int main(int argc, char** argv) {
     }
     // An unprivileged caller cannot write /run; its state goes where its session's
     // runtime files go (pam_systemd's /run/user/<uid>), as runc's does.
-    if (root_opt->count() == 0 && ::geteuid() != 0)
-        if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); xdg && *xdg) g.root = std::string(xdg) + "/tarn";
+    // Root of a user namespace (rootless podman runs the runtime there) counts as that
+    // user too, unless it says it is root.
+    if (const char* xdg = std::getenv("XDG_RUNTIME_DIR"); root_opt->count() == 0 && xdg && *xdg) {
+        const char* user = std::getenv("USER");
+        if (::geteuid() != 0 || ((!user || std::string_view(user) != "root") && tarn::ns::in_user_namespace()))
+            g.root = std::string(xdg) + "/tarn";
+    }
     try {
         rt::log_setup(g);
         // The commands whose processes enter a container run from a sealed copy of tarn.

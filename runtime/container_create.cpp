@@ -131,8 +131,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     struct stat st;
     if (::stat(rootfs.c_str(), &st) < 0) throw_errno("root.path " + rootfs);
     if (!S_ISDIR(st.st_mode)) throw Error("root.path " + rootfs + ": not a directory");
-    const bool rootless = g.rootless.value_or(::geteuid() != 0);
-    if (rootless && ::geteuid() != 0) {
+    if (g.rootless.value_or(true) && ::geteuid() != 0) {
         // Namespaces, mounts and devices are only an unprivileged user's to make inside a
         // user namespace of its own.
         bool userns = cfg.linux && cfg.linux->find_namespace(oci::NamespaceType::user);
@@ -243,6 +242,9 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             try {
                 cgroup->create(resources);
             } catch (const Error& e) {
+                // Rootless unless told otherwise: not root, or root of a user namespace
+                // (rootless podman runs the runtime there).
+                bool rootless = g.rootless.value_or(::geteuid() != 0 || ns::in_user_namespace());
                 if (!rootless || (e.code() != EACCES && e.code() != EPERM && e.code() != EROFS)) throw;
                 // No cgroup delegated to this user (a v1 or hybrid host, or a v2 one
                 // without a systemd user slice): as runc's rootless mode does, the
@@ -272,6 +274,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         io.preserve_fds = o.preserve_fds;
         io.want_pty_master = want_pty && cfg.process->terminal;
         io.cgroup_fd = cgroup_fd.get();
+        if (cgroup) io.cgroup_path = cgroup->path();
         if (!o.no_new_keyring) io.session_keyring = "_ses." + o.id;
         if (park) {
             io.exec_fifo = dir.fifo_path();

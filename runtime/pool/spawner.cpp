@@ -41,6 +41,7 @@ void make(int sock, const Template& t, std::map<std::string, cgroups::ResourcePo
         io.rootfs_overlay = t.overlay;
         io.clone_parent = true;
         io.cgroup_fd = cgfd.get();
+        io.cgroup_path = cg->path();
         io.session_keyring = "_ses." + name;
         cgroups::Manager* m = cg.get();
         ns::ParkedInit init(t.config, io, [m](pid_t p) { m->add_process(p); });

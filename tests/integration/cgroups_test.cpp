@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
+
 #include "cgroups/cgroups.hpp"
 #include "harness.hpp"
 
@@ -182,3 +184,60 @@ TEST(Cgroups, FailedCreateLeavesNoCgroup) {
     EXPECT_FALSE(path_exists(controller_dir("pids", "/tarn-it/failed")));
     rmdir(controller_dir("memory", "/tarn-it").c_str());
 }
+
+// The spec's cgroup mount on a v1 or hybrid host shows the container's own cgroup in
+// each hierarchy, whatever its namespaces and even mounted read-write: the limits it
+// reads are its own, no other cgroup of the host is listed, and root in the container
+// (without CAP_SYS_ADMIN, as by default) cannot move itself out of its limits.
+class CgroupMountV1 : public ::testing::TestWithParam<std::tuple<bool, bool>> {};
+
+TEST_P(CgroupMountV1, ShowsOnlyTheContainersOwnCgroup) {
+    REQUIRE_ROOT();
+    if (!has_v1("pids") || !has_v1("memory")) GTEST_SKIP() << "needs the v1 pids and memory controllers";
+    auto [cgroupns, writable] = GetParam();
+    Bundle b;
+    std::string id = std::string("cgview-") + (cgroupns ? "ns" : "nons") + (writable ? "-rw" : "-ro");
+    auto& ns = b.config["linux"]["namespaces"];
+    for (size_t i = ns.size(); i-- > 0;)
+        if (ns[i]["type"] == "cgroup") ns.erase(i);
+    if (cgroupns) ns.push_back({{"type", "cgroup"}});
+    for (auto& m : b.config["mounts"])
+        if (m["type"] == "cgroup" && writable) {
+            auto& o = m["options"];
+            for (size_t i = o.size(); i-- > 0;)
+                if (o[i] == "ro") o.erase(i);
+        }
+    b.config["linux"]["resources"] = {{"memory", {{"limit", 96 << 20}}}, {"pids", {{"limit", 77}}}};
+    b.cmd("sleep 30");
+    ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), id}).code, 0);
+    int pid = json::parse(b.tarn({"state", id}).out)["pid"];
+    Result view = b.tarn({"exec", id, "sh", "-c",
+                          "cat /sys/fs/cgroup/pids/pids.max /sys/fs/cgroup/memory/memory.limit_in_bytes; "
+                          "find /sys/fs/cgroup/ -mindepth 2 -type d | wc -l; ls /sys/fs/cgroup/pids"});
+    EXPECT_EQ(view.code, 0) << view.err;
+    EXPECT_EQ(view.out.rfind("77\n" + std::to_string(96 << 20) + "\n0\n", 0), 0u) << view.out;
+    EXPECT_EQ(view.out.find("tarn"), std::string::npos) << "a host cgroup is listed: " << view.out;
+    // Root in the container moves its init (pid 1 there) into every cgroup it can reach.
+    b.tarn({"exec", id, "sh", "-c",
+            "mkdir /sys/fs/cgroup/pids/sub 2>/dev/null; "
+            "for f in $(find /sys/fs/cgroup -name cgroup.procs); do echo 1 > $f 2>/dev/null; done; true"});
+    std::string cg = read_text("/proc/" + std::to_string(pid) + "/cgroup");
+    for (const char* ctrl : {":pids:", ":memory:"}) {
+        size_t at = cg.find(ctrl);
+        ASSERT_NE(at, std::string::npos) << cg;
+        std::string path = cg.substr(at + strlen(ctrl), cg.find('\n', at) - at - strlen(ctrl));
+        EXPECT_EQ(path.rfind("/tarn/" + id, 0), 0u) << ctrl << " left the container's cgroup: " << cg;
+    }
+    // Still under its own limit: the init's pids cgroup (or one below it) caps at 77.
+    std::string pids_dir = "/sys/fs/cgroup/pids/tarn/" + id;
+    EXPECT_EQ(read_text(pids_dir + "/pids.max"), "77\n");
+    if (writable) ::rmdir((pids_dir + "/sub").c_str());
+    EXPECT_EQ(b.tarn({"delete", "--force", id}).code, 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Namespaces, CgroupMountV1,
+                         ::testing::Combine(::testing::Bool(), ::testing::Bool()),
+                         [](const auto& info) {
+                             return std::string(std::get<0>(info.param) ? "CgroupNs" : "NoCgroupNs") +
+                                    (std::get<1>(info.param) ? "ReadWrite" : "ReadOnly");
+                         });
