@@ -93,6 +93,10 @@ int features(const GlobalOptions& g) {
             f.seccomp_supported_flags.push_back(name);
     }
     f.annotations["io.github.tarn.version"] = TARN_VERSION;
+    // What an unprivileged caller gets (README, Rootless).
+    f.annotations["io.github.tarn.rootless"] =
+        "user namespace required; ids beyond the caller's own through newuidmap/newgidmap; "
+        "limits only where a cgroup is delegated";
     // The VM mode's accelerator for a bundle that does not choose one (auto), and why.
     try {
         vm::AccelChoice accel = vm::default_accel(g);
