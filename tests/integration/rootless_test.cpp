@@ -1,7 +1,9 @@
 // tarn run by an ordinary user: users made by the test (one with /etc/subuid and
 // /etc/subgid ranges, one without), a copy of tarn they can execute, state under their
 // XDG_RUNTIME_DIR, configs as `tarn spec --rootless` writes them.
+#include <fcntl.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -147,6 +149,13 @@ TEST_F(Rootless, CreateStartExecKillDelete) {
     char exe[256] = {};
     ASSERT_GT(::readlink(("/proc/" + std::to_string(pid) + "/exe").c_str(), exe, sizeof exe - 1), 0);
     EXPECT_EQ(std::string(exe).find("memfd:tarn"), 1u) << exe;
+    // ... sealed: the runtime cannot be overwritten through it (CVE-2019-5736), not even
+    // by host root.
+    int w = ::open(("/proc/" + std::to_string(pid) + "/exe").c_str(), O_WRONLY | O_CLOEXEC);
+    if (w >= 0) {
+        EXPECT_LT(::write(w, "x", 1), 0) << "the parked init's binary took a write";
+        ::close(w);
+    }
     EXPECT_NE(as(user_, {"state", "rl-life"}).out.find("\"created\""), std::string::npos);
     ASSERT_EQ(as(user_, {"start", "rl-life"}).code, 0);
     EXPECT_NE(as(user_, {"state", "rl-life"}).out.find("\"running\""), std::string::npos);
@@ -159,7 +168,7 @@ TEST_F(Rootless, CreateStartExecKillDelete) {
     EXPECT_NE(as(user_, {"ps", "rl-life"}).out.find("sleep 600"), std::string::npos);
     // Another user's runtime state is not this user's: root's default root has nothing.
     EXPECT_EQ(as(user_, {"kill", "rl-life", "KILL"}).code, 0);
-    for (int i = 0; i < 100 && ::kill(pid, 0) == 0; ++i) ::usleep(20000);
+    for (int i = 0; i < 100 && alive(pid); ++i) ::usleep(20000);
     Result d = as(user_, {"delete", "rl-life"});
     EXPECT_EQ(d.code, 0) << d.err;
     expect_nothing_left("rl-life");
@@ -247,6 +256,33 @@ TEST_F(Rootless, LimitsWithoutADelegatedCgroupAreRefused) {
     Result ok = as(user_, {"run", "rl-nolimit"});
     EXPECT_EQ(ok.code, 0) << ok.err;
     EXPECT_EQ(ok.out, "ran\n");
+}
+
+// What rootless networking does (pasta, slirp4netns): a network namespace made ahead in
+// a user namespace of the user's own, which the container joins by path.
+TEST_F(Rootless, JoinsAUserAndNetworkNamespaceByPath) {
+    Result holder = sh("setpriv --reuid " + std::to_string(user_.uid) + " --regid " + std::to_string(user_.gid) +
+                       " --clear-groups unshare --user --map-root-user --net sleep 60 >/dev/null 2>&1 & echo $!");
+    pid_t p = std::stoi(holder.out);
+    for (int i = 0; i < 100 && read_text("/proc/" + std::to_string(p) + "/uid_map").find(" 1") == std::string::npos; ++i)
+        ::usleep(10000);
+    std::string net = "/proc/" + std::to_string(p) + "/ns/net";
+    char want[64] = {};
+    ASSERT_GT(::readlink(net.c_str(), want, sizeof want - 1), 0);
+    auto& ns = config_["linux"]["namespaces"];
+    for (size_t i = ns.size(); i-- > 0;)
+        if (ns[i]["type"] == "user" || ns[i]["type"] == "network") ns.erase(i);
+    ns.push_back({{"type", "user"}, {"path", "/proc/" + std::to_string(p) + "/ns/user"}});
+    ns.push_back({{"type", "network"}, {"path", net}});
+    config_["linux"].erase("uidMappings");
+    config_["linux"].erase("gidMappings");
+    config_["process"]["args"] = {"readlink", "/proc/self/ns/net"};
+    write_config(config_);
+    Result r = as(user_, {"run", "rl-netns"});
+    ::kill(p, SIGKILL);
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, std::string(want) + "\n");
+    expect_nothing_left("rl-netns");
 }
 
 TEST_F(Rootless, WithoutAUserNamespaceIsRefusedByName) {
