@@ -522,6 +522,45 @@ note "tarn run exit $rc"; show "$W/m3.out"
 [ $rc -eq 0 ] && grep -q kmsg-write-ok "$W/m3.out"
 verdict $? "(m) without linux.resources.devices there is no filter: /dev/kmsg takes a write"
 
+# --- (n) rootless, with a delegated cgroup subtree --------------------------------------
+# What systemd's Delegate=yes gives a user on a pure v2 host: a subtree it owns, with its
+# shell inside. tarn, run by that user in a user namespace of its own, makes the
+# container's cgroup there and applies the limits; outside it, limits are refused.
+cleanup
+grep -q '^tarnu:' /etc/passwd 2>/dev/null || echo 'tarnu:x:1000:1000::/tmp:/bin/sh' >> /etc/passwd
+grep -q '^tarnu:' /etc/group 2>/dev/null || echo 'tarnu:x:1000:' >> /etc/group
+mkdir -p "$CG/tarn-test/deleg/shell"
+echo "+pids +memory" > "$CG/tarn-test/cgroup.subtree_control"
+chown -R 1000:1000 "$CG/tarn-test/deleg"
+mkdir -p "$W/xdg" && chown 1000:1000 "$W/xdg" && chmod 700 "$W/xdg"
+maps='"uidMappings": [ { "containerID": 0, "hostID": 1000, "size": 1 } ], "gidMappings": [ { "containerID": 0, "hostID": 1000, "size": 1 } ],'
+rootless_bundle() { # ID CGROUPS_PATH RESOURCES ARGS
+    bundle "$1" "$2" "$3" "$4"
+    # A user namespace mapping the user alone; devpts without gid=5 (not mapped).
+    sed -i -e 's/{ "type": "cgroup" }/{ "type": "cgroup" }, { "type": "user" }/' -e 's/, "gid=5"//' \
+        -e 's/^\( *"cgroupsPath": .*\)$/\1 '"$maps"'/' "$W/$1/config.json"
+    chmod -R a+rX "$W/$1"
+}
+# as_tarnu CMD: CMD as the user, from inside the delegated subtree.
+as_tarnu() {
+    sh -c 'echo $$ > '"$CG"'/tarn-test/deleg/shell/cgroup.procs && exec su -s /bin/sh tarnu -c "$0"' \
+        "XDG_RUNTIME_DIR=$W/xdg $TARN $1" > "$W/n.out" 2>&1
+}
+rootless_bundle n1 /tarn-test/deleg/n1 '{ "pids": { "limit": 21 } }' '"sh", "-c", "cat /sys/fs/cgroup/pids.max; id -u"'
+as_tarnu "run --bundle $W/n1 n1"
+rc=$?
+note "tarn run as uid 1000 exit $rc: $(tr '\n' ' ' < "$W/n.out")"
+[ $rc -eq 0 ] && [ "$(head -n 2 "$W/n.out" | tr '\n' ' ')" = "21 0 " ] && [ ! -e "$CG/tarn-test/deleg/n1" ] &&
+    [ -z "$(ls -A "$W/xdg/tarn" 2>/dev/null)" ]
+verdict $? "(n) rootless in a delegated subtree: the container's pids.max is its limit, and nothing is left"
+rootless_bundle n2 /tarn-test/n2 '{ "pids": { "limit": 21 } }' '"true"'
+as_tarnu "run --bundle $W/n2 n2"
+rc=$?
+note "tarn run as uid 1000 outside its subtree exit $rc: $(tr '\n' ' ' < "$W/n.out")"
+[ $rc -ne 0 ] && grep -q "linux.resources.pids: no cgroup is delegated to uid 1000" "$W/n.out" &&
+    [ ! -e "$CG/tarn-test/n2" ]
+verdict $? "(n) rootless outside its subtree: limits are refused, naming the field"
+
 cleanup
 [ $skipped -gt 0 ] && echo "$skipped skipped"
 echo "$passed passed, $failed failed"
