@@ -47,7 +47,7 @@ Decision decide(const Limits& l, double prev_level, const Input& in) {
     d.level = std::max(std::min(level, static_cast<double>(l.max_idle)), static_cast<double>(l.min_idle));
 
     unsigned settled = static_cast<unsigned>(std::ceil(goal - 1e-9));
-    unsigned wanted = static_cast<unsigned>(std::ceil(d.level - 1e-9));
+    unsigned wanted = static_cast<unsigned>(std::ceil(std::min(std::max(level, 0.0), 1e6) - 1e-9));
     if (wanted > settled) d.basis = Basis::misses;
     else if (d.demand > l.min_idle) d.basis = Basis::demand;
     else d.basis = Basis::floor;
