@@ -401,8 +401,8 @@ int main(int argc, char** argv) {
                                                             : tarn::pool::sizing::Mode::adaptive;
                 if (serve_spec.rate_window_ms == 0) throw tarn::Error("pool serve: --rate-window-ms: must be >= 1");
                 if (serve_spec.decay_ms == 0) throw tarn::Error("pool serve: --decay-ms: must be >= 1");
-                tarn::pool::check_sizing(serve_spec, [](const char* field) {
-                    std::string flag = "pool serve: --";
+                tarn::pool::check_sizing(serve_spec, "pool serve: ", [](const char* field) {
+                    std::string flag = "--";
                     for (const char* c = field; *c; ++c) {
                         if (std::isupper(static_cast<unsigned char>(*c))) flag += '-';
                         flag += static_cast<char>(std::tolower(static_cast<unsigned char>(*c)));

@@ -1,3 +1,4 @@
+#include <cstdio>
 #include <set>
 
 #include "runtime/pool/metrics.hpp"
@@ -96,7 +97,7 @@ DaemonOptions parse_config(const json& j, const std::string& what) {
         }
         if (auto v = int_at<unsigned>(p, "rateWindowMs", where, 1)) s.rate_window_ms = *v;
         if (auto v = int_at<unsigned>(p, "decayMs", where, 1)) s.decay_ms = *v;
-        check_sizing(s, [&](const char* f) { return where + "." + f; });
+        check_sizing(s, where + ".", [](const char* f) { return std::string(f); });
         if (p.contains("budget")) {
             std::string bw = where + ".budget";
             const json& b = object_at(p["budget"], bw);
@@ -114,16 +115,19 @@ DaemonOptions parse_config(const json& j, const std::string& what) {
 
 void check_metrics_address(const std::string& address) { (void)metrics::parse_address(address); }
 
-void check_sizing(const PoolSpec& s, const std::function<std::string(const char*)>& field) {
+void check_sizing(const PoolSpec& s, const std::string& where, const std::function<std::string(const char*)>& name) {
     if (s.max_idle && s.max_idle > s.max_total)
-        throw Error(field("maxIdle") + ": " + std::to_string(s.max_idle) + " is more than " + field("maxTotal") + " " +
-                    std::to_string(s.max_total));
+        throw Error(where + name("maxIdle") + ": " + std::to_string(s.max_idle) + " is more than " + name("maxTotal") +
+                    " " + std::to_string(s.max_total));
     if (s.max_idle && s.min_idle > s.max_idle)
-        throw Error(field("minIdle") + ": " + std::to_string(s.min_idle) + " is more than " + field("maxIdle") + " " +
-                    std::to_string(s.max_idle));
+        throw Error(where + name("minIdle") + ": " + std::to_string(s.min_idle) + " is more than " + name("maxIdle") +
+                    " " + std::to_string(s.max_idle));
     // Below 1 the pool plans for fewer arrivals than it measures; above 100 it is a typo.
-    if (!(s.headroom >= 1 && s.headroom <= 100))
-        throw Error(field("headroom") + ": must be between 1 and 100, got " + std::to_string(s.headroom));
+    if (!(s.headroom >= 1 && s.headroom <= 100)) {
+        char got[32];
+        std::snprintf(got, sizeof got, "%g", s.headroom);
+        throw Error(where + name("headroom") + ": must be between 1 and 100, got " + got);
+    }
 }
 
 DaemonOptions load_config(const std::string& path) {

@@ -1036,7 +1036,7 @@ json Daemon::pool_status(Pool& p) const {
                    {"target", p.sizing.target},
                    {"level", p.sizing.level},
                    {"demandPerSec", p.sizing_in.rate},
-                   {"makeMs", p.make_s * 1000},
+                   {"makeMs", p.sizing_in.make_s * 1000},
                    {"headroom", p.limits.headroom},
                    {"maxIdle", p.limits.max_idle},
                    {"decayMs", p.spec.decay_ms},

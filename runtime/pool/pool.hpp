@@ -47,9 +47,9 @@ struct PoolSpec {
     unsigned decay_ms = 30000;       // time constant of the target's shrink
 };
 
-// Checks the sizing fields against each other; `field` names one for the message,
-// e.g. field("maxIdle") returns "pool.json.pools[0].maxIdle" or "--max-idle".
-void check_sizing(const PoolSpec& s, const std::function<std::string(const char*)>& field);
+// Checks the sizing fields against each other. Messages start with `where` and
+// name fields as `name` spells them: "maxIdle" in a file, "--max-idle" on the command line.
+void check_sizing(const PoolSpec& s, const std::string& where, const std::function<std::string(const char*)>& name);
 
 struct DaemonOptions {
     std::string socket = kDefaultSocket;

@@ -93,10 +93,10 @@ TEST(PoolConfig, SizingAndMetrics) {
 
     EXPECT_EQ(error_of(one_pool({{"sizing", "auto"}})),
               "pool.json.pools[0].sizing: \"auto\": expected \"fixed\" or \"adaptive\"");
-    EXPECT_EQ(error_of(one_pool({{"maxIdle", 20}})), "pool.json.pools[0].maxIdle: 20 is more than pool.json.pools[0].maxTotal 16");
+    EXPECT_EQ(error_of(one_pool({{"maxIdle", 20}})), "pool.json.pools[0].maxIdle: 20 is more than maxTotal 16");
     EXPECT_EQ(error_of(one_pool({{"minIdle", 5}, {"maxIdle", 4}})),
-              "pool.json.pools[0].minIdle: 5 is more than pool.json.pools[0].maxIdle 4");
-    EXPECT_EQ(error_of(one_pool({{"headroom", 0.5}})), "pool.json.pools[0].headroom: must be between 1 and 100, got 0.500000");
+              "pool.json.pools[0].minIdle: 5 is more than maxIdle 4");
+    EXPECT_EQ(error_of(one_pool({{"headroom", 0.5}})), "pool.json.pools[0].headroom: must be between 1 and 100, got 0.5");
     EXPECT_EQ(error_of(one_pool({{"headroom", "2"}})), "pool.json.pools[0].headroom: expected a number");
     EXPECT_EQ(error_of(one_pool({{"decayMs", 0}})), "pool.json.pools[0].decayMs: must be >= 1, got 0");
     json bad = one_pool();
