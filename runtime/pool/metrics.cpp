@@ -29,7 +29,8 @@ Address parse_address(const std::string& s) {
     if (colon == std::string::npos) throw bad("expected unix:PATH or IPV4:PORT");
     a.host = s.substr(0, colon);
     in_addr ip{};
-    if (::inet_pton(AF_INET, a.host.c_str(), &ip) != 1) throw bad("\"" + a.host + "\" is not an IPv4 address");
+    if (::inet_pton(AF_INET, a.host.c_str(), &ip) != 1)
+        throw bad("\"" + a.host + "\" is not an IPv4 address");
     std::string port = s.substr(colon + 1);
     if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
         std::stoul(port) > 65535)
@@ -39,7 +40,8 @@ Address parse_address(const std::string& s) {
 }
 
 UniqueFd listen(const Address& a) {
-    std::string where = "metrics " + (a.unix_socket ? "unix:" + a.path : a.host + ":" + std::to_string(a.port));
+    std::string where =
+        "metrics " + (a.unix_socket ? "unix:" + a.path : a.host + ":" + std::to_string(a.port));
     if (a.unix_socket) {
         sockaddr_un addr{};
         addr.sun_family = AF_UNIX;
@@ -75,7 +77,8 @@ std::string bound_address(int fd, const Address& a) {
     if (a.unix_socket) return "unix:" + a.path;
     sockaddr_in addr{};
     socklen_t len = sizeof addr;
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) < 0) return a.host + ":" + std::to_string(a.port);
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) < 0)
+        return a.host + ":" + std::to_string(a.port);
     return a.host + ":" + std::to_string(ntohs(addr.sin_port));
 }
 
@@ -106,10 +109,14 @@ std::string escape_label(std::string_view v) {
     std::string out;
     out.reserve(v.size());
     for (char c : v) {
-        if (c == '\\') out += "\\\\";
-        else if (c == '"') out += "\\\"";
-        else if (c == '\n') out += "\\n";
-        else out += c;
+        if (c == '\\')
+            out += "\\\\";
+        else if (c == '"')
+            out += "\\\"";
+        else if (c == '\n')
+            out += "\\n";
+        else
+            out += c;
     }
     return out;
 }
@@ -118,9 +125,12 @@ void Writer::family(std::string_view name, std::string_view help, std::string_vi
     out_.append("# HELP ").append(name).append(" ");
     // HELP text escapes only backslash and newline.
     for (char c : help) {
-        if (c == '\\') out_ += "\\\\";
-        else if (c == '\n') out_ += "\\n";
-        else out_ += c;
+        if (c == '\\')
+            out_ += "\\\\";
+        else if (c == '\n')
+            out_ += "\\n";
+        else
+            out_ += c;
     }
     out_.append("\n# TYPE ").append(name).append(" ").append(type).append("\n");
 }
@@ -204,12 +214,23 @@ Request parse_request(std::string_view buf) {
 std::string response(int status, std::string_view body, bool head) {
     const char* reason = "Bad Request";
     switch (status) {
-        case 200: reason = "OK"; break;
-        case 404: reason = "Not Found"; break;
-        case 405: reason = "Method Not Allowed"; break;
-        case 431: reason = "Request Header Fields Too Large"; break;
-        case 505: reason = "HTTP Version Not Supported"; break;
-        default: break;
+        case 200:
+            reason = "OK";
+            break;
+        case 404:
+            reason = "Not Found";
+            break;
+        case 405:
+            reason = "Method Not Allowed";
+            break;
+        case 431:
+            reason = "Request Header Fields Too Large";
+            break;
+        case 505:
+            reason = "HTTP Version Not Supported";
+            break;
+        default:
+            break;
     }
     std::string text;
     std::string err;
@@ -218,7 +239,8 @@ std::string response(int status, std::string_view body, bool head) {
         body = err;
     }
     text = "HTTP/1.1 " + std::to_string(status) + " " + reason + "\r\n";
-    text += std::string("Content-Type: ") + (status == 200 ? kContentType : "text/plain; charset=utf-8") + "\r\n";
+    text +=
+        std::string("Content-Type: ") + (status == 200 ? kContentType : "text/plain; charset=utf-8") + "\r\n";
     text += "Content-Length: " + std::to_string(body.size()) + "\r\n";
     if (status == 405) text += "Allow: GET, HEAD\r\n";
     text += "Connection: close\r\n\r\n";

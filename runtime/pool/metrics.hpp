@@ -19,9 +19,9 @@ namespace tarn::pool::metrics {
 
 struct Address {
     bool unix_socket = false;
-    std::string path;       // unix:PATH
-    std::string host;       // IPV4:PORT, a literal address
-    uint16_t port = 0;      // 0: any free port (status names the one chosen)
+    std::string path;   // unix:PATH
+    std::string host;   // IPV4:PORT, a literal address
+    uint16_t port = 0;  // 0: any free port (status names the one chosen)
 };
 
 // "unix:/run/tarn/metrics.sock" or "127.0.0.1:9464"; the message names what is wrong.

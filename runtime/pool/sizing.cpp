@@ -18,12 +18,15 @@ std::string fmt(const char* f, double v) {
 
 std::string product(const Input& in, const Limits& l) {
     double ms = in.make_s * 1000;
-    return fmt("%.1f/s", in.rate) + " × " + fmt(ms < 10 ? "%.1f ms" : "%.0f ms", ms) + " × " + fmt("%g", l.headroom);
+    return fmt("%.1f/s", in.rate) + " × " + fmt(ms < 10 ? "%.1f ms" : "%.0f ms", ms) + " × " +
+           fmt("%g", l.headroom);
 }
 
 }  // namespace
 
-const char* mode_name(Mode m) { return m == Mode::fixed ? "fixed" : "adaptive"; }
+const char* mode_name(Mode m) {
+    return m == Mode::fixed ? "fixed" : "adaptive";
+}
 
 Decision decide(const Limits& l, double prev_level, const Input& in) {
     Decision d;
@@ -48,9 +51,12 @@ Decision decide(const Limits& l, double prev_level, const Input& in) {
 
     unsigned settled = static_cast<unsigned>(std::ceil(goal - 1e-9));
     unsigned wanted = static_cast<unsigned>(std::ceil(std::min(std::max(level, 0.0), 1e6) - 1e-9));
-    if (wanted > settled) d.basis = Basis::misses;
-    else if (d.demand > l.min_idle) d.basis = Basis::demand;
-    else d.basis = Basis::floor;
+    if (wanted > settled)
+        d.basis = Basis::misses;
+    else if (d.demand > l.min_idle)
+        d.basis = Basis::demand;
+    else
+        d.basis = Basis::floor;
     d.target = wanted;
     auto cap = [&](unsigned most, Cap why) {
         if (d.target > most) {
@@ -67,24 +73,34 @@ Decision decide(const Limits& l, double prev_level, const Input& in) {
 std::string explain(const Limits& l, const Input& in, const Decision& d) {
     std::string s = "target " + std::to_string(d.target);
     switch (d.basis) {
-        case Basis::fixed: return s + " = min-idle (fixed sizing)";
+        case Basis::fixed:
+            return s + " = min-idle (fixed sizing)";
         case Basis::floor:
             s += " = min-idle (demand " + fmt("%.1f", d.demand) + " = " + product(in, l) + ")";
             break;
-        case Basis::demand: s += " = " + product(in, l); break;
+        case Basis::demand:
+            s += " = " + product(in, l);
+            break;
         case Basis::misses: {
-            unsigned goal = std::max(l.min_idle, static_cast<unsigned>(std::ceil(std::min(d.demand, 1e6) - 1e-9)));
+            unsigned goal =
+                std::max(l.min_idle, static_cast<unsigned>(std::ceil(std::min(d.demand, 1e6) - 1e-9)));
             s += " after misses, shrinking toward " + std::to_string(goal) + " (" + product(in, l) + ")";
             break;
         }
     }
     switch (d.cap) {
-        case Cap::none: break;
-        case Cap::max_idle: s += ", capped by max-idle " + std::to_string(l.max_idle); break;
-        case Cap::max_total:
-            s += ", capped by max-total " + std::to_string(l.max_total) + " (" + std::to_string(in.busy) + " in use)";
+        case Cap::none:
             break;
-        case Cap::budget: s += ", capped by the budget"; break;
+        case Cap::max_idle:
+            s += ", capped by max-idle " + std::to_string(l.max_idle);
+            break;
+        case Cap::max_total:
+            s += ", capped by max-total " + std::to_string(l.max_total) + " (" + std::to_string(in.busy) +
+                 " in use)";
+            break;
+        case Cap::budget:
+            s += ", capped by the budget";
+            break;
     }
     return s;
 }

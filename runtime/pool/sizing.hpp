@@ -29,11 +29,11 @@ struct Limits {
 };
 
 struct Input {
-    double rate = 0;        // claims per second (an EWMA)
-    double make_s = 0;      // seconds to make a sandbox (an EWMA)
-    double dt_s = 0;        // since the previous decision
-    unsigned misses = 0;    // claims that found no idle sandbox since the previous decision
-    unsigned busy = 0;      // sandboxes running or lent: they count against max_total
+    double rate = 0;                      // claims per second (an EWMA)
+    double make_s = 0;                    // seconds to make a sandbox (an EWMA)
+    double dt_s = 0;                      // since the previous decision
+    unsigned misses = 0;                  // claims that found no idle sandbox since the previous decision
+    unsigned busy = 0;                    // sandboxes running or lent: they count against max_total
     std::optional<unsigned> budget_room;  // most idle sandboxes the budget has room for
 };
 

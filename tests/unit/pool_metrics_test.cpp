@@ -45,16 +45,20 @@ TEST(PoolMetrics, HistogramBucketsAreCumulativeAndEndInInf) {
     Histogram h;
     h.observe(0.0002);  // ≤ 0.00025
     h.observe(0.0002);
-    h.observe(0.003);   // ≤ 0.005
-    h.observe(10);      // above every bound: only +Inf
+    h.observe(0.003);  // ≤ 0.005
+    h.observe(10);     // above every bound: only +Inf
     EXPECT_EQ(h.count, 4u);
     Writer w;
     w.histogram("lat_seconds", {{"pool", "p"}, {"kind", "warm"}}, h);
     const std::string& t = w.text();
-    EXPECT_NE(t.find("lat_seconds_bucket{pool=\"p\",kind=\"warm\",le=\"0.0001\"} 0\n"), std::string::npos) << t;
-    EXPECT_NE(t.find("lat_seconds_bucket{pool=\"p\",kind=\"warm\",le=\"0.00025\"} 2\n"), std::string::npos) << t;
-    EXPECT_NE(t.find("lat_seconds_bucket{pool=\"p\",kind=\"warm\",le=\"0.0025\"} 2\n"), std::string::npos) << t;
-    EXPECT_NE(t.find("lat_seconds_bucket{pool=\"p\",kind=\"warm\",le=\"0.005\"} 3\n"), std::string::npos) << t;
+    EXPECT_NE(t.find("lat_seconds_bucket{pool=\"p\",kind=\"warm\",le=\"0.0001\"} 0\n"), std::string::npos)
+        << t;
+    EXPECT_NE(t.find("lat_seconds_bucket{pool=\"p\",kind=\"warm\",le=\"0.00025\"} 2\n"), std::string::npos)
+        << t;
+    EXPECT_NE(t.find("lat_seconds_bucket{pool=\"p\",kind=\"warm\",le=\"0.0025\"} 2\n"), std::string::npos)
+        << t;
+    EXPECT_NE(t.find("lat_seconds_bucket{pool=\"p\",kind=\"warm\",le=\"0.005\"} 3\n"), std::string::npos)
+        << t;
     EXPECT_NE(t.find("lat_seconds_bucket{pool=\"p\",kind=\"warm\",le=\"2.5\"} 3\n"), std::string::npos) << t;
     EXPECT_NE(t.find("lat_seconds_bucket{pool=\"p\",kind=\"warm\",le=\"+Inf\"} 4\n"), std::string::npos) << t;
     EXPECT_NE(t.find("lat_seconds_sum{pool=\"p\",kind=\"warm\"} 10.0034\n"), std::string::npos) << t;

@@ -10,8 +10,12 @@ namespace tarn::pool::sizing {
 namespace {
 
 Limits adaptive(unsigned min_idle = 2, unsigned max_idle = 32, unsigned max_total = 64) {
-    return Limits{.mode = Mode::adaptive, .min_idle = min_idle, .max_idle = max_idle, .max_total = max_total,
-                  .headroom = 2, .decay_s = 10};
+    return Limits{.mode = Mode::adaptive,
+                  .min_idle = min_idle,
+                  .max_idle = max_idle,
+                  .max_total = max_total,
+                  .headroom = 2,
+                  .decay_s = 10};
 }
 
 Input demand(double rate, double make_ms, double dt_s = 0.1) {
