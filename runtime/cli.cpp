@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <algorithm>
+#include <cctype>
 #include <iostream>
 
 #include "namespaces/namespaces.hpp"
@@ -300,7 +301,8 @@ int main(int argc, char** argv) {
     CLI::App* pool = app.add_subcommand("pool", "the warm pool of pre-created sandboxes");
     pool->require_subcommand(1);
     std::string pool_socket = tarn::pool::kDefaultSocket;
-    std::string serve_config, serve_bundle, serve_name = "default", serve_memory;
+    std::string serve_config, serve_bundle, serve_name = "default", serve_memory, serve_sizing = "adaptive",
+                serve_metrics;
     tarn::pool::PoolSpec serve_spec;
     int64_t serve_pids = 0;
     CLI::App* pool_serve = pool->add_subcommand("serve", "run the pool daemon");
@@ -313,6 +315,18 @@ int main(int argc, char** argv) {
         pool_serve->add_option("--max-total", serve_spec.max_total, "most sandboxes at once")->capture_default_str();
         pool_serve->add_option("--memory", serve_memory, "the pool's memory budget (k/m/g suffixes)");
         pool_serve->add_option("--pids", serve_pids, "the pool's pids budget");
+        pool_serve->add_option("--sizing", serve_sizing, "idle target: fixed (--min-idle) or adaptive (follows demand)")
+            ->check(CLI::IsMember({"fixed", "adaptive"}))
+            ->capture_default_str();
+        pool_serve->add_option("--max-idle", serve_spec.max_idle, "adaptive: most sandboxes kept idle (default --max-total)");
+        pool_serve->add_option("--headroom", serve_spec.headroom, "adaptive: idle target = claims/s x make time x this")
+            ->capture_default_str();
+        pool_serve->add_option("--rate-window-ms", serve_spec.rate_window_ms, "adaptive: time constant of the claim rate")
+            ->capture_default_str();
+        pool_serve->add_option("--decay-ms", serve_spec.decay_ms, "adaptive: time constant of the idle target's shrink")
+            ->capture_default_str();
+        pool_serve->add_option("--metrics", serve_metrics,
+                               "serve Prometheus metrics on unix:PATH or IPV4:PORT (default: off)");
     }
 
     PoolRun pool_run_o;
@@ -403,9 +417,29 @@ int main(int argc, char** argv) {
                 if (serve_pids) serve_spec.budget.pids_max = serve_pids;
                 if (serve_spec.min_idle > serve_spec.max_total)
                     throw tarn::Error("pool serve: --min-idle is more than --max-total");
+                serve_spec.sizing = serve_sizing == "fixed" ? tarn::pool::sizing::Mode::fixed
+                                                            : tarn::pool::sizing::Mode::adaptive;
+                if (serve_spec.rate_window_ms == 0) throw tarn::Error("pool serve: --rate-window-ms: must be >= 1");
+                if (serve_spec.decay_ms == 0) throw tarn::Error("pool serve: --decay-ms: must be >= 1");
+                tarn::pool::check_sizing(serve_spec, "pool serve: ", [](const char* field) {
+                    std::string flag = "--";
+                    for (const char* c = field; *c; ++c) {
+                        if (std::isupper(static_cast<unsigned char>(*c))) flag += '-';
+                        flag += static_cast<char>(std::tolower(static_cast<unsigned char>(*c)));
+                    }
+                    return flag;
+                });
                 d.pools.push_back(serve_spec);
             }
             if (pool_serve->count("--socket")) d.socket = pool_socket;
+            if (!serve_metrics.empty()) {
+                try {
+                    tarn::pool::check_metrics_address(serve_metrics);
+                } catch (const tarn::Error& e) {
+                    throw tarn::Error(std::string("pool serve: --metrics: ") + e.what());
+                }
+                d.metrics = serve_metrics;
+            }
             return tarn::pool::serve_command(d);
         }
         if (*pool_run) return pool_run_o.call(pool_socket);

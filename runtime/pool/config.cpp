@@ -1,5 +1,7 @@
+#include <cstdio>
 #include <set>
 
+#include "runtime/pool/metrics.hpp"
 #include "runtime/pool/pool.hpp"
 
 namespace tarn::pool {
@@ -49,7 +51,7 @@ bool valid_name(const std::string& n) {
 
 DaemonOptions parse_config(const json& j, const std::string& what) {
     object_at(j, what);
-    only_keys(j, what, {"socket", "cgroupParent", "maxStarting", "pools"});
+    only_keys(j, what, {"socket", "cgroupParent", "maxStarting", "metrics", "pools"});
     DaemonOptions o;
     if (auto s = string_at(j, "socket", what, false); !s.empty()) o.socket = s;
     if (auto s = string_at(j, "cgroupParent", what, false); !s.empty()) {
@@ -57,13 +59,22 @@ DaemonOptions parse_config(const json& j, const std::string& what) {
         o.cgroup_parent = s;
     }
     if (auto v = int_at<unsigned>(j, "maxStarting", what, 1)) o.max_starting = *v;
+    if (auto s = string_at(j, "metrics", what, false); !s.empty()) {
+        try {
+            check_metrics_address(s);
+        } catch (const Error& e) {
+            throw Error(what + ".metrics: " + e.what());
+        }
+        o.metrics = s;
+    }
     if (!j.contains("pools") || !j["pools"].is_array() || j["pools"].empty())
         throw Error(what + ".pools: expected a non-empty array");
     std::set<std::string> names;
     for (size_t i = 0; i < j["pools"].size(); ++i) {
         std::string where = what + ".pools[" + std::to_string(i) + "]";
         const json& p = object_at(j["pools"][i], where);
-        only_keys(p, where, {"name", "bundle", "minIdle", "maxTotal", "budget"});
+        only_keys(p, where, {"name", "bundle", "minIdle", "maxTotal", "maxIdle", "sizing", "headroom", "rateWindowMs",
+                             "decayMs", "budget"});
         PoolSpec s;
         s.name = string_at(p, "name", where, true);
         if (!valid_name(s.name)) throw Error(where + ".name: \"" + s.name + "\": letters, digits, '-', '_' and '.' only");
@@ -74,6 +85,19 @@ DaemonOptions parse_config(const json& j, const std::string& what) {
         if (s.min_idle > s.max_total)
             throw Error(where + ".minIdle: " + std::to_string(s.min_idle) + " is more than maxTotal " +
                         std::to_string(s.max_total));
+        if (auto m = string_at(p, "sizing", where, false); !m.empty()) {
+            if (m != "fixed" && m != "adaptive")
+                throw Error(where + ".sizing: \"" + m + "\": expected \"fixed\" or \"adaptive\"");
+            s.sizing = m == "fixed" ? sizing::Mode::fixed : sizing::Mode::adaptive;
+        }
+        if (auto v = int_at<unsigned>(p, "maxIdle", where, 1)) s.max_idle = *v;
+        if (p.contains("headroom")) {
+            if (!p["headroom"].is_number()) throw Error(where + ".headroom: expected a number");
+            s.headroom = p["headroom"].get<double>();
+        }
+        if (auto v = int_at<unsigned>(p, "rateWindowMs", where, 1)) s.rate_window_ms = *v;
+        if (auto v = int_at<unsigned>(p, "decayMs", where, 1)) s.decay_ms = *v;
+        check_sizing(s, where + ".", [](const char* f) { return std::string(f); });
         if (p.contains("budget")) {
             std::string bw = where + ".budget";
             const json& b = object_at(p["budget"], bw);
@@ -87,6 +111,23 @@ DaemonOptions parse_config(const json& j, const std::string& what) {
         o.pools.push_back(std::move(s));
     }
     return o;
+}
+
+void check_metrics_address(const std::string& address) { (void)metrics::parse_address(address); }
+
+void check_sizing(const PoolSpec& s, const std::string& where, const std::function<std::string(const char*)>& name) {
+    if (s.max_idle && s.max_idle > s.max_total)
+        throw Error(where + name("maxIdle") + ": " + std::to_string(s.max_idle) + " is more than " + name("maxTotal") +
+                    " " + std::to_string(s.max_total));
+    if (s.max_idle && s.min_idle > s.max_idle)
+        throw Error(where + name("minIdle") + ": " + std::to_string(s.min_idle) + " is more than " + name("maxIdle") +
+                    " " + std::to_string(s.max_idle));
+    // Below 1 the pool plans for fewer arrivals than it measures; above 100 it is a typo.
+    if (!(s.headroom >= 1 && s.headroom <= 100)) {
+        char got[32];
+        std::snprintf(got, sizeof got, "%g", s.headroom);
+        throw Error(where + name("headroom") + ": must be between 1 and 100, got " + got);
+    }
 }
 
 DaemonOptions load_config(const std::string& path) {

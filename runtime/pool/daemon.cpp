@@ -26,7 +26,9 @@
 
 #include "namespaces/namespaces.hpp"
 #include "runtime/pool/detail.hpp"
+#include "runtime/pool/metrics.hpp"
 #include "runtime/pool/pool.hpp"
+#include "runtime/pool/sizing.hpp"
 #include "runtime/runtime.hpp"
 
 namespace tarn::pool {
@@ -39,8 +41,9 @@ using runtime::log_error;
 using runtime::log_warn;
 
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-enum class Kind { listener, conn, sync, pidfd, timer, signal, spawner };
+enum class Kind { listener, conn, sync, pidfd, timer, signal, spawner, metrics_listener, metrics_conn };
 // What an epoll event is about. Events carry a never-reused id, not a pointer: a
 // handler may destroy an object a later event of the same batch names.
 struct Watch {
@@ -64,6 +67,7 @@ struct Sandbox {
     Conn* owner = nullptr;
     std::string error;  // why a claimed workload could not start
     bool exec_done = false;
+    Clock::time_point t_make;  // asked of a spawner
 };
 
 struct Conn {
@@ -73,6 +77,7 @@ struct Conn {
     Sandbox* sb = nullptr;      // running this connection's request
     Sandbox* leased = nullptr;  // lent to this connection (OCI path)
     bool waiting = false;   // queued until a sandbox is free
+    bool cold = false;      // found no idle sandbox: its claim waited for one to be made
     json req;
     std::vector<UniqueFd> stdio;
     Clock::time_point t_req, deadline;
@@ -94,6 +99,19 @@ struct Pool {
     std::string last_error;
     Clock::time_point backoff_until{};
     unsigned consecutive_failures = 0;
+    // Sizing (sizing.hpp). A claim only counts an arrival; the estimates are folded
+    // on the timer's tick, and a miss redecides at once (no formatting, no I/O).
+    sizing::Limits limits;
+    sizing::Input sizing_in;    // what the last decision saw, for `status`
+    sizing::Decision sizing;
+    uint64_t arrivals = 0;      // claims and leases since the last tick
+    double make_s = 0;          // time to make a sandbox (EWMA)
+    bool made_any = false;
+    std::optional<unsigned> budget_room;
+    Clock::time_point last_rate{}, last_decision{}, last_budget{};
+    uint64_t target_raised = 0, target_lowered = 0;
+    unsigned target_max = 0;
+    metrics::Histogram warm, cold;  // claim latency, seconds
 
     unsigned total() const { return static_cast<unsigned>(sandboxes.size()); }
 };
@@ -103,6 +121,21 @@ constexpr auto kRateWindow = std::chrono::seconds(10);
 // Spawners replaced after they died: at most kMaxRespawns per kRespawnWindow.
 constexpr auto kRespawnWindow = std::chrono::seconds(60);
 constexpr size_t kMaxRespawns = 5;
+// The budget is read (cgroup files) at most this often for sizing.
+constexpr auto kBudgetEvery = std::chrono::seconds(1);
+// Excess idle sandboxes removed per tick when the target comes down.
+constexpr unsigned kTrimPerTick = 4;
+// Metrics scrapers: at most this many at once, each given this long to ask and read.
+constexpr size_t kMaxScrapers = 8;
+constexpr auto kScrapeTimeout = std::chrono::seconds(5);
+
+struct Scrape {
+    UniqueFd fd;
+    uint64_t id = 0;
+    std::string in, out;
+    size_t sent = 0;
+    Clock::time_point deadline;
+};
 
 struct Spawner {
     pid_t pid = -1;
@@ -169,6 +202,16 @@ private:
     void fail(Conn* c, const std::string& msg);
     void close_conn(Conn* c);
     json pool_status(Pool& p) const;
+    // A new sizing decision for `p`; `misses` just happened.
+    void resize(Pool& p, unsigned misses);
+    // The timer's part: rates, the budget, the decision, excess idle sandboxes.
+    void tick_sizing(Pool& p, Clock::time_point now);
+
+    void on_metrics_accept();
+    void on_scrape(Scrape* s);
+    void close_scrape(Scrape* s);
+    std::string render_metrics() const;
+
     void on_timer();
     void begin_stop(bool now);
     bool drained() const;
@@ -189,6 +232,10 @@ private:
     bool socket_bound_ = false;
     std::set<std::string> leased_;  // cgroup paths of containers made from leases
     Clock::time_point started_at_ = Clock::now();
+    metrics::Address metrics_addr_;
+    UniqueFd metrics_fd_;
+    std::string metrics_bound_;  // what scrapers connect to
+    std::map<Scrape*, std::unique_ptr<Scrape>> scrapes_;
 };
 
 // ---- set-up ----------------------------------------------------------------
@@ -242,6 +289,15 @@ void Daemon::load_pool(const PoolSpec& spec) {
     t.cgroup = o_.cgroup_parent + "/" + spec.name;
     t.mode = mode_;
     p->rp.emplace(cgroups::ResourcePool::create(t.cgroup, spec.budget, mode_));
+    p->limits = sizing::Limits{.mode = spec.sizing,
+                               .min_idle = spec.min_idle,
+                               .max_idle = spec.max_idle ? spec.max_idle : spec.max_total,
+                               .max_total = spec.max_total,
+                               .headroom = spec.headroom,
+                               .decay_s = spec.decay_ms / 1000.0};
+    p->last_rate = p->last_decision = Clock::now();
+    p->sizing = sizing::decide(p->limits, spec.min_idle, p->sizing_in);
+    p->target_max = p->sizing.target;
     pools_[spec.name] = std::move(p);
 }
 
@@ -338,6 +394,7 @@ bool Daemon::start_sandbox(Pool& p) {
     sb->name = p.spec.name + "-" + std::to_string(::getpid()) + "-" + std::to_string(++p.seq);
     sb->cgroup = p.tmpl.cgroup + "/" + sb->name;
     sb->spawner = sp->pid;
+    sb->t_make = Clock::now();
     try {
         detail::send_message(sp->sock.get(),
                              json{{"op", "make"}, {"pool", p.spec.name}, {"sandbox", sb->name}});
@@ -439,6 +496,8 @@ void Daemon::on_spawner(Spawner* sp) {
     // Idle, the init only speaks if it dies: watching its socket notices that.
     sb->sync_id = watch(sb->init->fd(), Kind::sync, sb);
     ++p.made;
+    p.make_s = sizing::ewma_sample(p.make_s, seconds(Clock::now() - sb->t_make), !p.made_any);
+    p.made_any = true;
     p.consecutive_failures = 0;
     p.made_recent.push_back(Clock::now());
     log_debug("pool " + p.spec.name + ": " + name + " ready: " + msg.value("phases", ""));
@@ -451,7 +510,7 @@ void Daemon::refill() {
     for (auto& [name, pp] : pools_) {
         Pool& p = *pp;
         while (starting_total_ < o_.max_starting && now >= p.backoff_until) {
-            size_t want = p.spec.min_idle + p.waiting.size();
+            size_t want = p.sizing.target + p.waiting.size();
             if (p.idle.size() + p.starting >= want || p.total() >= p.spec.max_total) break;
             size_t before = p.failures;
             if (!start_sandbox(p) || p.failures != before) break;
@@ -493,6 +552,7 @@ void Daemon::on_sync(Sandbox* sb) {
     unwatch(sb->init->fd(), sb->sync_id);
     if (sb->error.empty() && sb->owner) {
         double ms = ms_since(sb->owner->t_req);
+        (sb->owner->cold ? p.cold : p.warm).observe(ms / 1000);
         if (p.latencies.size() < kLatencies) p.latencies.push_back(ms);
         else p.latencies[p.lat_next++ % kLatencies] = ms;
         reply(sb->owner, json{{"event", "started"}, {"pid", sb->init->pid()}, {"sandbox", sb->name}, {"claimMs", ms}});
@@ -679,7 +739,9 @@ void Daemon::on_conn(Conn* c) {
             for (auto& [n, p] : pools_)
                 if (name.empty() || name == n) pools.push_back(pool_status(*p));
             if (!name.empty() && pools.empty()) throw Error("pool \"" + name + "\": no such pool");
-            reply(c, json{{"pools", pools}, {"uptimeSec", ms_since(started_at_) / 1000}});
+            json st = {{"pools", pools}, {"uptimeSec", ms_since(started_at_) / 1000}};
+            if (!metrics_bound_.empty()) st["metrics"] = metrics_bound_;
+            reply(c, st);
         } else if (op == "lease") {
             on_lease(c, msg);
         } else if (op == "release") {
@@ -750,6 +812,7 @@ void Daemon::on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds) {
     c->stdio = std::move(fds);
     c->t_req = Clock::now();
     ++p.claims;
+    ++p.arrivals;
     while (Sandbox* sb = take_idle(p)) {
         if (claim(p, sb, c)) {
             ++p.hits;
@@ -757,6 +820,8 @@ void Daemon::on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds) {
         }
     }
     ++p.misses;
+    c->cold = true;
+    resize(p, 1);
     int64_t wait_ms = c->req.value("waitMs", int64_t{10000});
     bool can_grow = p.total() < p.spec.max_total;
     if (!can_grow && p.starting == 0 && wait_ms <= 0)
@@ -867,9 +932,11 @@ void Daemon::on_lease(Conn* c, const json& msg) {
         if (!got.contains(k) || got[k] != v) throw Error("pool " + name + ": config differs from the template in linux." + k);
     for (const auto& [k, v] : got.items())
         if (!want.contains(k)) throw Error("pool " + name + ": config differs from the template in linux." + k);
+    ++p.arrivals;
     Sandbox* sb = take_idle(p);
     if (!sb) {
         ++p.misses;
+        resize(p, 1);
         throw Error("pool " + name + ": no idle sandbox");
     }
     ++p.hits;
@@ -965,8 +1032,232 @@ json Daemon::pool_status(Pool& p) const {
               {"refillPerSec", static_cast<double>(recent) / window},
               {"claimLatencyMs", lat},
               {"budget", budget}};
+    j["sizing"] = {{"mode", sizing::mode_name(p.limits.mode)},
+                   {"target", p.sizing.target},
+                   {"level", p.sizing.level},
+                   {"demandPerSec", p.sizing_in.rate},
+                   {"makeMs", p.sizing_in.make_s * 1000},
+                   {"headroom", p.limits.headroom},
+                   {"maxIdle", p.limits.max_idle},
+                   {"decayMs", p.spec.decay_ms},
+                   {"rateWindowMs", p.spec.rate_window_ms},
+                   {"raised", p.target_raised},
+                   {"lowered", p.target_lowered},
+                   {"targetMax", p.target_max},
+                   {"why", sizing::explain(p.limits, p.sizing_in, p.sizing)}};
     if (!p.last_error.empty()) j["lastError"] = p.last_error;
     return j;
+}
+
+// ---- sizing ----------------------------------------------------------------
+
+void Daemon::resize(Pool& p, unsigned misses) {
+    auto now = Clock::now();
+    p.sizing_in.dt_s = seconds(now - p.last_decision);
+    p.last_decision = now;
+    p.sizing_in.make_s = p.make_s;
+    p.sizing_in.misses = misses;
+    unsigned free = static_cast<unsigned>(p.idle.size()) + p.starting;
+    p.sizing_in.busy = p.total() > free ? p.total() - free : 0;
+    p.sizing_in.budget_room = p.budget_room;
+    unsigned before = p.sizing.target;
+    p.sizing = sizing::decide(p.limits, p.sizing.level, p.sizing_in);
+    if (p.sizing.target > before) ++p.target_raised;
+    if (p.sizing.target < before) ++p.target_lowered;
+    p.target_max = std::max(p.target_max, p.sizing.target);
+}
+
+void Daemon::tick_sizing(Pool& p, Clock::time_point now) {
+    p.sizing_in.rate = sizing::ewma_rate(p.sizing_in.rate, p.arrivals, seconds(now - p.last_rate),
+                                         p.spec.rate_window_ms / 1000.0);
+    p.arrivals = 0;
+    p.last_rate = now;
+    if (p.limits.mode == sizing::Mode::adaptive && now - p.last_budget >= kBudgetEvery) {
+        p.last_budget = now;
+        std::optional<uint64_t> mem, mem_max, pids, pids_max;
+        try {
+            cgroups::Stats st = p.rp->cgroup().stats();
+            mem = st.memory.usage.usage;
+            // cgroup v1 reports "no limit" as a number near 2^63.
+            if (st.memory.usage.limit && st.memory.usage.limit < (1ULL << 60)) mem_max = st.memory.usage.limit;
+            pids = st.pids.current;
+            if (st.pids.limit) pids_max = st.pids.limit;
+        } catch (const Error& e) {
+            log_debug("pool " + p.spec.name + ": budget: " + e.what());
+        }
+        p.budget_room = sizing::budget_room(mem, mem_max, pids, pids_max, p.total(),
+                                            static_cast<unsigned>(p.idle.size()), p.starting);
+    }
+    resize(p, 0);
+    if (p.limits.mode != sizing::Mode::adaptive) return;
+    // The target came down: the oldest idle sandboxes beyond it go, a few per tick.
+    for (unsigned i = 0; i < kTrimPerTick && p.idle.size() > p.sizing.target; ++i) destroy_sandbox(p.idle.front());
+}
+
+// ---- metrics ---------------------------------------------------------------
+
+void Daemon::on_metrics_accept() {
+    for (;;) {
+        UniqueFd fd(::accept4(metrics_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+        if (!fd) return;
+        // Beyond a few scrapers at once, more are turned away rather than queued.
+        if (scrapes_.size() >= kMaxScrapers) continue;
+        auto owned = std::make_unique<Scrape>();
+        Scrape* s = owned.get();
+        s->fd = std::move(fd);
+        s->deadline = Clock::now() + kScrapeTimeout;
+        s->id = watch(s->fd.get(), Kind::metrics_conn, s, EPOLLIN | EPOLLRDHUP);
+        scrapes_[s] = std::move(owned);
+    }
+}
+
+void Daemon::on_scrape(Scrape* s) {
+    if (s->out.empty()) {
+        char buf[2048];
+        for (;;) {
+            size_t room = metrics::kMaxRequest - s->in.size();
+            ssize_t n = ::recv(s->fd.get(), buf, std::min(room, sizeof buf), MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                close_scrape(s);
+                return;
+            }
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                break;
+            }
+            s->in.append(buf, static_cast<size_t>(n));
+            if (s->in.size() >= metrics::kMaxRequest) break;
+        }
+        metrics::Request r = metrics::parse_request(s->in);
+        if (r.state == metrics::Request::State::incomplete) return;
+        s->out = metrics::response(r.status, r.status == 200 ? render_metrics() : "", r.head);
+        epoll_event ev{};
+        ev.events = EPOLLOUT;
+        ev.data.u64 = s->id;
+        if (::epoll_ctl(ep_.get(), EPOLL_CTL_MOD, s->fd.get(), &ev) < 0) throw_errno("epoll_ctl");
+    }
+    while (s->sent < s->out.size()) {
+        ssize_t n = ::send(s->fd.get(), s->out.data() + s->sent, s->out.size() - s->sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN) return;  // the rest when the scraper has read some
+            break;
+        }
+        s->sent += static_cast<size_t>(n);
+    }
+    close_scrape(s);
+}
+
+void Daemon::close_scrape(Scrape* s) {
+    // Unread bytes at close make the kernel send a reset, which can cost the client
+    // the response it has not read yet: drop them first.
+    char buf[512];
+    ::shutdown(s->fd.get(), SHUT_WR);
+    for (int i = 0; i < 16 && ::recv(s->fd.get(), buf, sizeof buf, MSG_DONTWAIT) > 0; ++i) {
+    }
+    unwatch(s->fd.get(), s->id);
+    scrapes_.erase(s);
+}
+
+std::string Daemon::render_metrics() const {
+    metrics::Writer w;
+    using L = metrics::Labels;
+    auto each = [&](const char* name, const char* help, const char* type, auto value) {
+        w.family(name, help, type);
+        for (const auto& [n, p] : pools_) w.sample(name, L{{"pool", n}}, static_cast<double>(value(*p)));
+    };
+    w.family("tarn_pool_claim_duration_seconds",
+             "Time from a run request's arrival to its workload's execve; kind=warm found an idle sandbox, "
+             "kind=cold waited for one to be made.",
+             "histogram");
+    for (const auto& [n, p] : pools_) {
+        w.histogram("tarn_pool_claim_duration_seconds", L{{"pool", n}, {"kind", "warm"}}, p->warm);
+        w.histogram("tarn_pool_claim_duration_seconds", L{{"pool", n}, {"kind", "cold"}}, p->cold);
+    }
+    each("tarn_pool_claims_total", "Run requests received.", "counter", [](const Pool& p) { return p.claims; });
+    each("tarn_pool_hits_total", "Run requests and leases served by an idle sandbox.", "counter",
+         [](const Pool& p) { return p.hits; });
+    each("tarn_pool_misses_total", "Run requests that waited for a sandbox to be made, and leases refused for lack of one.",
+         "counter", [](const Pool& p) { return p.misses; });
+    each("tarn_pool_sandboxes_made_total", "Sandboxes made ready.", "counter", [](const Pool& p) { return p.made; });
+    each("tarn_pool_sandboxes_lost_total", "Ready sandboxes whose init died before any use.", "counter",
+         [](const Pool& p) { return p.lost; });
+    each("tarn_pool_setup_failures_total", "Sandboxes whose setup failed.", "counter",
+         [](const Pool& p) { return p.failures; });
+    each("tarn_pool_leases_total", "Sandboxes lent to `tarn create` (the OCI path).", "counter",
+         [](const Pool& p) { return p.leases; });
+    each("tarn_pool_sandboxes", "Sandboxes in any state (R).", "gauge", [](const Pool& p) { return p.total(); });
+    each("tarn_pool_allocated", "Sandboxes running a claim (A).", "gauge", [](const Pool& p) { return p.running; });
+    each("tarn_pool_idle", "Sandboxes ready for a claim.", "gauge", [](const Pool& p) { return p.idle.size(); });
+    each("tarn_pool_starting", "Sandboxes being made.", "gauge", [](const Pool& p) { return p.starting; });
+    each("tarn_pool_waiting_claims", "Run requests waiting for a sandbox.", "gauge",
+         [](const Pool& p) { return p.waiting.size(); });
+    each("tarn_pool_utilization_ratio", "Allocated over all sandboxes (U = A/R); 0 when there are none.", "gauge",
+         [](const Pool& p) { return p.total() ? static_cast<double>(p.running) / p.total() : 0.0; });
+    each("tarn_pool_idle_target", "Idle sandboxes the pool keeps ready now (the sizing decision).", "gauge",
+         [](const Pool& p) { return p.sizing.target; });
+    each("tarn_pool_min_idle", "The idle target's floor (the whole target with fixed sizing).", "gauge",
+         [](const Pool& p) { return p.limits.min_idle; });
+    each("tarn_pool_max_idle", "The idle target's ceiling.", "gauge", [](const Pool& p) { return p.limits.max_idle; });
+    each("tarn_pool_max_total", "Most sandboxes in any state.", "gauge", [](const Pool& p) { return p.limits.max_total; });
+    each("tarn_pool_demand_per_second", "Run requests and leases per second, exponentially averaged.", "gauge",
+         [](const Pool& p) { return p.sizing_in.rate; });
+    each("tarn_pool_make_duration_seconds", "Time to make a sandbox, exponentially averaged.", "gauge",
+         [](const Pool& p) { return p.make_s; });
+    auto now = Clock::now();
+    double window = std::min(seconds(kRateWindow), std::max(1e-3, seconds(now - started_at_)));
+    each("tarn_pool_refill_per_second", "Sandboxes made per second over the last 10 s.", "gauge", [&](const Pool& p) {
+        size_t recent = 0;
+        for (auto t : p.made_recent)
+            if (now - t <= kRateWindow) ++recent;
+        return static_cast<double>(recent) / window;
+    });
+    w.family("tarn_pool_idle_target_changes_total", "Times the idle target went up or down.", "counter");
+    for (const auto& [n, p] : pools_) {
+        w.sample("tarn_pool_idle_target_changes_total", L{{"pool", n}, {"direction", "up"}},
+                 static_cast<double>(p->target_raised));
+        w.sample("tarn_pool_idle_target_changes_total", L{{"pool", n}, {"direction", "down"}},
+                 static_cast<double>(p->target_lowered));
+    }
+    // The budget: read from the pool's cgroup; a series is left out where the
+    // kernel reports no limit or the read fails.
+    std::map<std::string, cgroups::Stats> stats;
+    for (const auto& [n, p] : pools_) {
+        try {
+            stats[n] = p->rp->cgroup().stats();
+        } catch (const Error& e) {
+            log_debug("pool " + n + ": metrics: " + e.what());
+        }
+    }
+    struct Budget {
+        const char* name;
+        const char* help;
+        std::optional<uint64_t> (*get)(const cgroups::Stats&);
+    };
+    const Budget budgets[] = {
+        {"tarn_pool_budget_memory_bytes", "Memory the pool's cgroup uses.",
+         [](const cgroups::Stats& s) -> std::optional<uint64_t> { return s.memory.usage.usage; }},
+        {"tarn_pool_budget_memory_limit_bytes", "The pool's memory budget.",
+         [](const cgroups::Stats& s) -> std::optional<uint64_t> {
+             if (!s.memory.usage.limit || s.memory.usage.limit >= (1ULL << 60)) return std::nullopt;
+             return s.memory.usage.limit;
+         }},
+        {"tarn_pool_budget_pids", "Processes in the pool's cgroup.",
+         [](const cgroups::Stats& s) -> std::optional<uint64_t> { return s.pids.current; }},
+        {"tarn_pool_budget_pids_limit", "The pool's pids budget.",
+         [](const cgroups::Stats& s) -> std::optional<uint64_t> {
+             if (!s.pids.limit) return std::nullopt;
+             return s.pids.limit;
+         }},
+    };
+    for (const Budget& b : budgets) {
+        w.family(b.name, b.help, "gauge");
+        for (const auto& [n, st] : stats)
+            if (auto v = b.get(st)) w.sample(b.name, L{{"pool", n}}, static_cast<double>(*v));
+    }
+    w.family("tarn_pool_uptime_seconds", "Seconds since the daemon started.", "gauge");
+    w.sample("tarn_pool_uptime_seconds", {}, seconds(now - started_at_));
+    return w.text();
 }
 
 // ---- time and stopping -----------------------------------------------------
@@ -977,6 +1268,7 @@ void Daemon::on_timer() {
     auto now = Clock::now();
     for (auto& [n, p] : pools_) {
         while (!p->made_recent.empty() && now - p->made_recent.front() > kRateWindow) p->made_recent.pop_front();
+        if (!stopping_) tick_sizing(*p, now);
         std::vector<Conn*> late;
         for (Conn* c : p->waiting)
             if (now >= c->deadline) late.push_back(c);
@@ -988,6 +1280,10 @@ void Daemon::on_timer() {
                         std::to_string(p->spec.max_total) + " in use)");
         }
     }
+    std::vector<Scrape*> slow;
+    for (auto& [s, owned] : scrapes_)
+        if (now >= s->deadline) slow.push_back(s);
+    for (Scrape* s : slow) close_scrape(s);
 }
 
 void Daemon::begin_stop(bool now) {
@@ -1027,6 +1323,11 @@ void Daemon::setup() {
     // The socket first: a second daemon on the same socket must stop before it
     // touches the first one's sandboxes. Clients queue until the loop runs.
     listen();
+    if (!o_.metrics.empty()) {
+        metrics_addr_ = metrics::parse_address(o_.metrics);
+        metrics_fd_ = metrics::listen(metrics_addr_);
+        metrics_bound_ = metrics::bound_address(metrics_fd_.get(), metrics_addr_);
+    }
     load_leases();
     reap_leftovers();
     for (const PoolSpec& s : o_.pools) load_pool(s);
@@ -1052,6 +1353,12 @@ void Daemon::setup() {
     watch(listener_.get(), Kind::listener, nullptr);
     watch(timer_.get(), Kind::timer, nullptr);
     watch(sigfd_.get(), Kind::signal, nullptr);
+    // Scrapes are served by this loop, never waited for: a slow scraper only holds
+    // its own buffer, and is cut off after kScrapeTimeout.
+    if (metrics_fd_) {
+        watch(metrics_fd_.get(), Kind::metrics_listener, nullptr);
+        log_debug("pool: metrics on " + metrics_bound_);
+    }
     log_debug("pool: serving " + std::to_string(pools_.size()) + " pools on " + o_.socket);
 
 }
@@ -1077,6 +1384,8 @@ void Daemon::loop() {
                     case Kind::pidfd: on_exit(static_cast<Sandbox*>(w.obj)); break;
                     case Kind::timer: on_timer(); break;
                     case Kind::spawner: on_spawner(static_cast<Spawner*>(w.obj)); break;
+                    case Kind::metrics_listener: on_metrics_accept(); break;
+                    case Kind::metrics_conn: on_scrape(static_cast<Scrape*>(w.obj)); break;
                     case Kind::signal: {
                         signalfd_siginfo si;
                         while (::read(sigfd_.get(), &si, sizeof si) == sizeof si) {
@@ -1135,6 +1444,8 @@ void Daemon::teardown() {
         log_warn(e.what());
     }
     if (socket_bound_) ::unlink(o_.socket.c_str());
+    scrapes_.clear();
+    if (metrics_fd_ && metrics_addr_.unix_socket) ::unlink(metrics_addr_.path.c_str());
 }
 
 void Daemon::run() {

@@ -24,6 +24,7 @@
 
 #include "cgroups/cgroups.hpp"
 #include "oci/oci.hpp"
+#include "runtime/pool/sizing.hpp"
 
 namespace tarn::pool {
 
@@ -37,14 +38,30 @@ struct PoolSpec {
     unsigned min_idle = 2;
     unsigned max_total = 16;
     cgroups::PoolBudget budget;  // the aggregate limits of the pool's parent cgroup
+    // How many sandboxes are kept idle (docs/pool.md, Sizing): min_idle when fixed;
+    // adaptive follows demand between min_idle and max_idle.
+    sizing::Mode sizing = sizing::Mode::adaptive;
+    unsigned max_idle = 0;        // 0: max_total
+    double headroom = 2.0;        // idle target = claims/s × make time × headroom
+    unsigned rate_window_ms = 3000;  // time constant of the claim-rate average
+    unsigned decay_ms = 30000;       // time constant of the target's shrink
 };
+
+// Checks the sizing fields against each other. Messages start with `where` and
+// name fields as `name` spells them: "maxIdle" in a file, "--max-idle" on the command line.
+void check_sizing(const PoolSpec& s, const std::string& where, const std::function<std::string(const char*)>& name);
 
 struct DaemonOptions {
     std::string socket = kDefaultSocket;
     std::string cgroup_parent = "/tarn-pool";  // a pool's cgroup is <parent>/<name>
     std::vector<PoolSpec> pools;
     unsigned max_starting = 2;  // sandboxes in setup at once (all pools)
+    // Where to serve Prometheus metrics: "unix:PATH" or "IPV4:PORT"; empty: nowhere.
+    std::string metrics;
 };
+
+// Throws when `address` is not "unix:/PATH" or "IPV4:PORT" (DaemonOptions::metrics).
+void check_metrics_address(const std::string& address);
 
 // A daemon configuration file (JSON, docs/pool.md). Errors name the file and field.
 DaemonOptions load_config(const std::string& path);

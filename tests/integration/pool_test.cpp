@@ -1,7 +1,10 @@
 // The warm pool, end to end: a real daemon (`tarn pool serve`) on a private socket
 // and cgroup parent, real sandboxes, claims through `tarn pool run`.
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -12,8 +15,11 @@
 #include <algorithm>
 #include <cctype>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -400,7 +406,11 @@ TEST_F(PoolTest, APoolNeverExceedsItsMemoryBudget) {
 }
 
 TEST_F(PoolTest, AnIdleSandboxThatDiedIsNeverHandedOut) {
-    serve(2, 4);
+    // Fixed sizing: the miss below would otherwise raise the idle count this test
+    // expects the pool to return to.
+    json cfg = config(2, 4);
+    cfg["pools"][0]["sizing"] = "fixed";
+    serve(cfg);
     ASSERT_TRUE(eventually([&] { return status()["idle"].get<int>() == 2; }, 20000ms));
     std::vector<std::string> old_dirs = sandbox_dirs(cgparent + "/p");
     std::vector<pid_t> inits;
@@ -465,7 +475,10 @@ std::vector<pid_t> spawners_of(pid_t daemon) {
 }
 
 TEST_F(PoolTest, SpawnersThatDieAreReplaced) {
-    serve(2, 4);
+    // Fixed sizing, for the idle count to return to (the burst below misses).
+    json cfg = config(2, 4);
+    cfg["pools"][0]["sizing"] = "fixed";
+    serve(cfg);
     ASSERT_TRUE(eventually([&] { return status()["idle"].get<int>() == 2; }, 20000ms));
     std::vector<pid_t> first = spawners_of(daemon->pid);
     ASSERT_FALSE(first.empty());
@@ -795,6 +808,349 @@ TEST_F(PoolOciTest, WithoutADaemonTheBundleStartsCold) {
     EXPECT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(r.out, "cold\n");
     EXPECT_NE(r.err.find("cold start, not from pool p: no pool daemon at " + sock), std::string::npos) << r.err;
+}
+
+}  // namespace
+}  // namespace tarn::test
+
+// ---- sizing and metrics ------------------------------------------------------
+
+namespace tarn::test {
+namespace {
+
+// Sends `request` to a metrics address ("unix:PATH" or "IPV4:PORT") and returns all
+// the daemon wrote back before closing.
+std::string http_exchange(const std::string& address, const std::string& request) {
+    UniqueFd fd;
+    if (address.rfind("unix:", 0) == 0) {
+        fd.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::strncpy(a.sun_path, address.c_str() + 5, sizeof a.sun_path - 1);
+        if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) return "connect failed";
+    } else {
+        size_t colon = address.rfind(':');
+        fd.reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(static_cast<uint16_t>(std::stoi(address.substr(colon + 1))));
+        ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &a.sin_addr);
+        if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) < 0) return "connect failed";
+    }
+    if (::send(fd.get(), request.data(), request.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(request.size()))
+        return "send failed";
+    std::string out;
+    char buf[4096];
+    for (;;) {
+        pollfd pfd{fd.get(), POLLIN, 0};
+        if (::poll(&pfd, 1, 10000) != 1) return out + "\n(timed out)";
+        ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+        if (n <= 0) return out;
+        out.append(buf, static_cast<size_t>(n));
+    }
+}
+
+// A scrape, parsed: every sample by its series ("name{labels}" as written), or the
+// first way in which the text breaks the exposition format (0.0.4).
+struct Scraped {
+    std::string status_line, content_type, error;
+    std::map<std::string, double> series;
+    double at(const std::string& s) const {
+        auto it = series.find(s);
+        return it == series.end() ? -1 : it->second;
+    }
+};
+
+bool metric_name(std::string_view n) {
+    if (n.empty() || std::isdigit(static_cast<unsigned char>(n[0]))) return false;
+    return std::all_of(n.begin(), n.end(), [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == ':'; });
+}
+
+std::string check_exposition(const std::string& body, std::map<std::string, double>& series) {
+    std::map<std::string, std::string> types;  // family → type
+    std::set<std::string> helped, seen_families;
+    std::string current;  // the family the last TYPE opened
+    // Histograms: the last bucket count per series without `le`, to check they add up.
+    std::map<std::string, double> last_bucket, inf_bucket;
+    std::istringstream in(body);
+    std::string line;
+    int n = 0;
+    if (body.empty() || body.back() != '\n') return "the text does not end in a newline";
+    while (std::getline(in, line)) {
+        std::string where = "line " + std::to_string(++n) + " \"" + line + "\": ";
+        if (line.empty()) continue;
+        if (line[0] == '#') {
+            std::istringstream f(line);
+            std::string hash, kw, name, rest;
+            f >> hash >> kw >> name;
+            if (kw != "HELP" && kw != "TYPE") continue;  // a plain comment
+            if (!metric_name(name)) return where + "bad metric name";
+            if (kw == "HELP") {
+                if (!helped.insert(name).second) return where + "second HELP";
+                continue;
+            }
+            f >> rest;
+            if (rest != "counter" && rest != "gauge" && rest != "histogram" && rest != "summary" && rest != "untyped")
+                return where + "unknown type";
+            if (types.count(name)) return where + "second TYPE";
+            if (seen_families.count(name)) return where + "TYPE after its samples";
+            if (rest == "counter" && name.size() > 6 && name.substr(name.size() - 6) != "_total")
+                return where + "a counter not named _total";
+            types[name] = rest;
+            current = name;
+            continue;
+        }
+        // name{labels} value
+        size_t brace = line.find('{');
+        size_t sp = brace == std::string::npos ? line.find(' ') : line.find("} ");
+        if (sp == std::string::npos) return where + "no value";
+        std::string name = line.substr(0, std::min(brace, sp));
+        if (!metric_name(name)) return where + "bad metric name";
+        std::string labels, le;
+        if (brace != std::string::npos) {
+            labels = line.substr(brace + 1, sp - brace - 1);
+            // k="v" pairs, comma-separated, with \\ \" \n escapes only.
+            size_t i = 0;
+            std::string rebuilt;
+            while (i < labels.size()) {
+                size_t eq = labels.find('=', i);
+                if (eq == std::string::npos || labels[eq + 1] != '"') return where + "bad label";
+                std::string key = labels.substr(i, eq - i);
+                if (!metric_name(key) || key.find(':') != std::string::npos) return where + "bad label name";
+                size_t j = eq + 2;
+                std::string value;
+                while (j < labels.size() && labels[j] != '"') {
+                    if (labels[j] == '\\') {
+                        if (j + 1 >= labels.size() || std::string("\\\"n").find(labels[j + 1]) == std::string::npos)
+                            return where + "bad escape";
+                        ++j;
+                    }
+                    value += labels[j++];
+                }
+                if (j >= labels.size()) return where + "unterminated label value";
+                if (key == "le") le = value;
+                else rebuilt += key + "=" + value + ",";
+                i = j + 1;
+                if (i < labels.size() && labels[i++] != ',') return where + "labels not comma-separated";
+            }
+            labels = rebuilt;
+            ++sp;
+        }
+        std::string value = line.substr(sp + 1);
+        double v;
+        if (value == "+Inf") v = std::numeric_limits<double>::infinity();
+        else if (value == "-Inf") v = -std::numeric_limits<double>::infinity();
+        else if (value == "NaN") v = std::nan("");
+        else {
+            size_t used = 0;
+            try {
+                v = std::stod(value, &used);
+            } catch (const std::exception&) {
+                return where + "bad value";
+            }
+            if (used != value.size()) return where + "bad value";
+        }
+        // The family a sample belongs to: the histogram's for its _bucket/_sum/_count.
+        std::string family = name;
+        for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+            std::string s = suffix;
+            if (name.size() > s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0 &&
+                types.count(name.substr(0, name.size() - s.size())) &&
+                types[name.substr(0, name.size() - s.size())] == "histogram")
+                family = name.substr(0, name.size() - s.size());
+        }
+        if (family != current) return where + "not under its family's TYPE";
+        seen_families.insert(family);
+        if (types[family] == "histogram") {
+            std::string key = family + "{" + labels + "}";
+            if (name == family + "_bucket") {
+                if (le.empty()) return where + "a bucket without le";
+                if (last_bucket.count(key) && v < last_bucket[key]) return where + "buckets not cumulative";
+                last_bucket[key] = v;
+                if (le == "+Inf") inf_bucket[key] = v;
+            } else if (name == family + "_count") {
+                if (!inf_bucket.count(key)) return where + "a histogram without its +Inf bucket";
+                if (inf_bucket[key] != v) return where + "_count differs from the +Inf bucket";
+            }
+        }
+        std::string id = line.substr(0, sp);
+        if (series.count(id)) return where + "series twice";
+        series[id] = v;
+    }
+    return "";
+}
+
+Scraped scrape(const std::string& address) {
+    Scraped s;
+    std::string text = http_exchange(address, "GET /metrics HTTP/1.1\r\nHost: tarn\r\nAccept: text/plain\r\n\r\n");
+    size_t end = text.find("\r\n\r\n");
+    if (end == std::string::npos) {
+        s.error = "no HTTP header in: " + text;
+        return s;
+    }
+    std::string head = text.substr(0, end), body = text.substr(end + 4);
+    s.status_line = head.substr(0, head.find("\r\n"));
+    size_t ct = head.find("Content-Type: ");
+    if (ct != std::string::npos) s.content_type = head.substr(ct + 14, head.find("\r\n", ct) - ct - 14);
+    s.error = check_exposition(body, s.series);
+    return s;
+}
+
+TEST_F(PoolTest, MetricsAreServedInExpositionFormatAndMoveWithClaims) {
+    // Fixed sizing with no floor: the first claim takes the sandbox made at start
+    // (warm), the next one finds none (cold).
+    json cfg = config(0, 4);
+    cfg["pools"][0]["sizing"] = "fixed";
+    std::string addr = "unix:" + tmpl.dir() + "/metrics.sock";
+    cfg["metrics"] = addr;
+    serve(cfg);
+    EXPECT_EQ(json::parse(pool({"status", "--json"}).out)["metrics"], addr);
+    ASSERT_TRUE(eventually([&] { return status()["idle"] == 1; }));
+
+    Scraped before = scrape(addr);
+    ASSERT_EQ(before.error, "") << before.status_line;
+    EXPECT_EQ(before.status_line, "HTTP/1.1 200 OK");
+    EXPECT_EQ(before.content_type, "text/plain; version=0.0.4; charset=utf-8");
+    const std::string P = "{pool=\"p\"}";
+    const std::string warm = "{pool=\"p\",kind=\"warm\"}", cold = "{pool=\"p\",kind=\"cold\"}";
+    EXPECT_EQ(before.at("tarn_pool_hits_total" + P), 0);
+    EXPECT_EQ(before.at("tarn_pool_claim_duration_seconds_count" + warm), 0);
+    EXPECT_EQ(before.at("tarn_pool_sandboxes_made_total" + P), 1);
+    EXPECT_EQ(before.at("tarn_pool_idle" + P), 1);
+    EXPECT_EQ(before.at("tarn_pool_sandboxes" + P), 1);
+    EXPECT_EQ(before.at("tarn_pool_utilization_ratio" + P), 0);
+    EXPECT_EQ(before.at("tarn_pool_idle_target" + P), 0);
+    EXPECT_EQ(before.at("tarn_pool_max_total" + P), 4);
+    EXPECT_GT(before.at("tarn_pool_make_duration_seconds" + P), 0);
+    EXPECT_GE(before.at("tarn_pool_budget_pids" + P), 1);
+    EXPECT_GT(before.at("tarn_pool_uptime_seconds"), 0);
+
+    Result r = run("true");
+    ASSERT_EQ(r.code, 0) << r.err;
+    Scraped after = scrape(addr);
+    ASSERT_EQ(after.error, "");
+    EXPECT_EQ(after.at("tarn_pool_claims_total" + P), 1);
+    EXPECT_EQ(after.at("tarn_pool_hits_total" + P), 1);
+    EXPECT_EQ(after.at("tarn_pool_misses_total" + P), 0);
+    EXPECT_EQ(after.at("tarn_pool_claim_duration_seconds_count" + warm), 1);
+    EXPECT_EQ(after.at("tarn_pool_claim_duration_seconds_count" + cold), 0);
+    EXPECT_GT(after.at("tarn_pool_claim_duration_seconds_sum" + warm), 0);
+
+    r = run("true");
+    ASSERT_EQ(r.code, 0) << r.err;
+    after = scrape(addr);
+    ASSERT_EQ(after.error, "");
+    EXPECT_EQ(after.at("tarn_pool_claims_total" + P), 2);
+    EXPECT_EQ(after.at("tarn_pool_misses_total" + P), 1);
+    EXPECT_EQ(after.at("tarn_pool_claim_duration_seconds_count" + warm), 1);
+    EXPECT_EQ(after.at("tarn_pool_claim_duration_seconds_count" + cold), 1);
+    EXPECT_EQ(after.at("tarn_pool_claim_duration_seconds_bucket{pool=\"p\",kind=\"cold\",le=\"+Inf\"}"), 1);
+    EXPECT_GE(after.at("tarn_pool_sandboxes_made_total" + P), 2);
+    // Fixed sizing: a miss changes nothing but the counters.
+    EXPECT_EQ(after.at("tarn_pool_idle_target" + P), 0);
+    EXPECT_EQ(after.at("tarn_pool_idle_target_changes_total{pool=\"p\",direction=\"up\"}"), 0);
+}
+
+TEST_F(PoolTest, AScraperThatStallsOrMisbehavesNeverDelaysClaims) {
+    json cfg = config(1, 4);
+    cfg["metrics"] = "127.0.0.1:0";  // the port the kernel picks, as status reports it
+    serve(cfg);
+    std::string addr = json::parse(pool({"status", "--json"}).out)["metrics"];
+    ASSERT_EQ(addr.rfind("127.0.0.1:", 0), 0u) << addr;
+    ASSERT_NE(addr, "127.0.0.1:0");
+
+    // A scraper that sends half a request and then nothing: claims go on meanwhile.
+    UniqueFd stalled(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(std::stoi(addr.substr(addr.rfind(':') + 1))));
+    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    ASSERT_EQ(::connect(stalled.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::send(stalled.get(), "GET /metr", 9, MSG_NOSIGNAL), 9);
+    for (int i = 0; i < 3; ++i) {
+        Result r = run("echo ok");
+        EXPECT_EQ(r.code, 0) << r.err;
+        EXPECT_EQ(r.out, "ok\n");
+    }
+
+    auto status_line = [](const std::string& response) { return response.substr(0, response.find("\r\n")); };
+    EXPECT_EQ(status_line(http_exchange(addr, "GET / HTTP/1.1\r\n\r\n")), "HTTP/1.1 404 Not Found");
+    EXPECT_EQ(status_line(http_exchange(addr, "POST /metrics HTTP/1.1\r\n\r\n")), "HTTP/1.1 405 Method Not Allowed");
+    EXPECT_EQ(status_line(http_exchange(addr, "GET /metrics SPDY/3\r\n\r\n")), "HTTP/1.1 400 Bad Request");
+    // Headers that never end are cut off at the limit, not buffered.
+    EXPECT_EQ(status_line(http_exchange(addr, "GET /metrics HTTP/1.1\r\nX: " + std::string(10000, 'a'))),
+              "HTTP/1.1 431 Request Header Fields Too Large");
+    // HEAD: the headers alone.
+    std::string head = http_exchange(addr, "HEAD /metrics HTTP/1.0\r\n\r\n");
+    EXPECT_EQ(status_line(head), "HTTP/1.1 200 OK");
+    EXPECT_EQ(head.substr(head.find("\r\n\r\n") + 4), "");
+
+    Scraped s = scrape(addr);
+    ASSERT_EQ(s.error, "");
+    EXPECT_EQ(s.at("tarn_pool_claims_total{pool=\"p\"}"), 3);
+    // The stalled one is still unanswered, and is closed once its time is up.
+    pollfd pfd{stalled.get(), POLLIN, 0};
+    EXPECT_EQ(::poll(&pfd, 1, 0), 0);
+    EXPECT_EQ(::poll(&pfd, 1, 15000), 1);
+    char c;
+    EXPECT_EQ(::recv(stalled.get(), &c, 1, 0), 0);
+}
+
+TEST_F(PoolTest, TheIdleTargetGrowsWithABurstOfClaimsAndShrinksAfterIt) {
+    // Short time constants, so the way down takes about a second, not minutes.
+    json cfg = config(1, 12);
+    cfg["pools"][0]["maxIdle"] = 6;
+    cfg["pools"][0]["decayMs"] = 300;
+    cfg["pools"][0]["rateWindowMs"] = 300;
+    std::string addr = "unix:" + tmpl.dir() + "/metrics.sock";
+    cfg["metrics"] = addr;
+    serve(cfg);
+    json st = status();
+    EXPECT_EQ(st["sizing"]["mode"], "adaptive");
+    EXPECT_EQ(st["sizing"]["target"], 1);
+    EXPECT_EQ(st["sizing"]["maxIdle"], 6);
+    ASSERT_TRUE(eventually([&] { return status()["idle"] == 1; }));
+
+    // A burst: six claims, each held until the test lets them go. The spawners are
+    // stopped meanwhile, so the one ready sandbox serves the first and the other
+    // five find none, however fast this machine makes sandboxes.
+    std::vector<pid_t> spawners = spawners_of(daemon->pid);
+    ASSERT_FALSE(spawners.empty());
+    for (pid_t pid : spawners) ::kill(pid, SIGSTOP);
+    std::vector<std::unique_ptr<Background>> burst;
+    for (int i = 0; i < 6; ++i)
+        burst.push_back(run_bg("echo > /shared/up" + std::to_string(i) + "; " + wait_for("go"), "burst" + std::to_string(i)));
+    bool queued = eventually([&] { return status()["waiting"] == 5; }, 20000ms);
+    st = status();
+    for (pid_t pid : spawners) ::kill(pid, SIGCONT);
+    ASSERT_TRUE(queued) << st.dump(2);
+    EXPECT_EQ(st["misses"], 5);
+    // Each miss raised the target at once, up to max-idle.
+    EXPECT_GE(st["sizing"]["raised"].get<int>(), 1);
+    EXPECT_GT(st["sizing"]["targetMax"].get<int>(), 1);
+    EXPECT_LE(st["sizing"]["targetMax"].get<int>(), 6);
+    EXPECT_GT(st["sizing"]["makeMs"].get<double>(), 0);
+    for (int i = 0; i < 6; ++i) ASSERT_TRUE(wait_file("up" + std::to_string(i))) << burst[i]->output();
+    Scraped s = scrape(addr);
+    ASSERT_EQ(s.error, "");
+    EXPECT_GE(s.at("tarn_pool_idle_target_changes_total{pool=\"p\",direction=\"up\"}"), 1);
+    EXPECT_EQ(s.at("tarn_pool_claim_duration_seconds_count{pool=\"p\",kind=\"warm\"}"), 1);
+    EXPECT_EQ(s.at("tarn_pool_claim_duration_seconds_count{pool=\"p\",kind=\"cold\"}"), 5);
+
+    write_text(shared_file("go"), "");
+    for (auto& b : burst) EXPECT_EQ(b->wait(), 0) << b->output();
+    // Demand gone: the target comes back to the floor and the idle sandboxes made
+    // for the burst go with it.
+    bool settled = eventually([&] {
+        json j = status();
+        return j["sizing"]["target"] == 1 && j["idle"] == 1 && j["starting"] == 0;
+    }, 20000ms);
+    st = status();
+    EXPECT_TRUE(settled) << st.dump(2);
+    EXPECT_GE(st["sizing"]["lowered"].get<int>(), 1);
+    EXPECT_NE(st["sizing"]["why"].get<std::string>().find("target 1 = min-idle"), std::string::npos) << st["sizing"];
+    Result r = pool({"status"});
+    EXPECT_NE(r.out.find("p (adaptive): demand "), std::string::npos) << r.out;
 }
 
 }  // namespace

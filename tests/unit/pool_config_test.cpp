@@ -71,6 +71,39 @@ TEST(PoolConfig, ErrorsNameTheFileAndField) {
     EXPECT_EQ(error_of(rel), "pool.json.cgroupParent: must be an absolute cgroup path");
 }
 
+TEST(PoolConfig, SizingAndMetrics) {
+    DaemonOptions o = parse_config(one_pool(), "pool.json");
+    // Adaptive unless asked otherwise: it never keeps fewer idle than minIdle.
+    EXPECT_EQ(o.pools[0].sizing, sizing::Mode::adaptive);
+    EXPECT_EQ(o.pools[0].max_idle, 0u);
+    EXPECT_EQ(o.pools[0].headroom, 2.0);
+    EXPECT_EQ(o.pools[0].rate_window_ms, 3000u);
+    EXPECT_EQ(o.pools[0].decay_ms, 30000u);
+    EXPECT_EQ(o.metrics, "");
+
+    json j = one_pool({{"sizing", "fixed"}, {"maxIdle", 6}, {"headroom", 1.5}, {"rateWindowMs", 500}, {"decayMs", 700}});
+    j["metrics"] = "127.0.0.1:9464";
+    o = parse_config(j, "pool.json");
+    EXPECT_EQ(o.pools[0].sizing, sizing::Mode::fixed);
+    EXPECT_EQ(o.pools[0].max_idle, 6u);
+    EXPECT_EQ(o.pools[0].headroom, 1.5);
+    EXPECT_EQ(o.pools[0].rate_window_ms, 500u);
+    EXPECT_EQ(o.pools[0].decay_ms, 700u);
+    EXPECT_EQ(o.metrics, "127.0.0.1:9464");
+
+    EXPECT_EQ(error_of(one_pool({{"sizing", "auto"}})),
+              "pool.json.pools[0].sizing: \"auto\": expected \"fixed\" or \"adaptive\"");
+    EXPECT_EQ(error_of(one_pool({{"maxIdle", 20}})), "pool.json.pools[0].maxIdle: 20 is more than maxTotal 16");
+    EXPECT_EQ(error_of(one_pool({{"minIdle", 5}, {"maxIdle", 4}})),
+              "pool.json.pools[0].minIdle: 5 is more than maxIdle 4");
+    EXPECT_EQ(error_of(one_pool({{"headroom", 0.5}})), "pool.json.pools[0].headroom: must be between 1 and 100, got 0.5");
+    EXPECT_EQ(error_of(one_pool({{"headroom", "2"}})), "pool.json.pools[0].headroom: expected a number");
+    EXPECT_EQ(error_of(one_pool({{"decayMs", 0}})), "pool.json.pools[0].decayMs: must be >= 1, got 0");
+    json bad = one_pool();
+    bad["metrics"] = "localhost:1";
+    EXPECT_EQ(error_of(bad), "pool.json.metrics: \"localhost:1\": \"localhost\" is not an IPv4 address");
+}
+
 oci::Config config_with(const std::string& linux_json) {
     return oci::parse_config(R"({"ociVersion":"1.2.0","root":{"path":"rootfs"},"process":{"args":["sh"],"cwd":"/"},"linux":)" +
                                  linux_json + "}",
