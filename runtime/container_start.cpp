@@ -17,16 +17,19 @@ int start(const GlobalOptions& g, const std::string& id) {
             throw Error("cannot start a container that is " + std::string(oci::to_string(st)));
         UniqueFd pidfd(detail::open_init_pidfd(rec));
         oci::Config cfg = dir.load_config();
-        // runtime.md "start": a workload that does not start is an error of `start`, and
-        // the container is left stopped, not half-way.
-        try {
-            detail::release_exec_fifo(dir.fifo_path(), pidfd.get(), dir.report_fifo_path());
-        } catch (const Error&) {
+        // What is left of a container whose start failed is stopped, not left half-way.
+        auto stop = [&] {
             try {
                 detail::kill_container(rec, pidfd.get());
             } catch (const Error& e2) {
                 log_warn("start " + id + ": " + e2.what());
             }
+        };
+        // runtime.md "start": a workload that does not start is an error of `start`.
+        try {
+            detail::release_exec_fifo(dir.fifo_path(), pidfd.get(), dir.report_fifo_path());
+        } catch (const Error&) {
+            stop();
             throw;
         }
         // runtime.md "Lifecycle" 9: a failing poststart hook is an error, and the
@@ -36,11 +39,7 @@ int start(const GlobalOptions& g, const std::string& id) {
                 detail::run_hooks(cfg.hooks->poststart, detail::hook_state(rec, oci::Status::running, rec.state.pid),
                                   "poststart");
             } catch (const Error&) {
-                try {
-                    detail::kill_container(rec, pidfd.get());
-                } catch (const Error& e2) {
-                    log_warn("start " + id + ": " + e2.what());
-                }
+                stop();
                 throw;
             }
         }
