@@ -102,9 +102,10 @@ void fs_mount(const std::string& source, int target, const std::string& type, un
         throw_errno("mount " + type + " on " + dest);
 }
 
-// The spec's "cgroup" mount: on a unified host a cgroup2 mount; on v1 and hybrid hosts
-// a tmpfs holding, per hierarchy, a bind of the container's own cgroup directory (the
-// `binds` make_plan found). A fresh v1 cgroup mount would show the hierarchy's root,
+// The spec's "cgroup" mount: on a unified host a cgroup2 mount in a cgroup namespace,
+// else a bind of the container's cgroup; on v1 and hybrid hosts a tmpfs holding, per
+// hierarchy, a bind of the container's own cgroup directory (the `binds` make_plan
+// found). A fresh v1 cgroup mount would show the hierarchy's root,
 // and so every cgroup on the host, to a container without a cgroup namespace, and a
 // root that could write there could move itself out of its limits; a bind shows its
 // own cgroup and what is below it, whatever the namespaces. It also needs no privilege
@@ -112,8 +113,16 @@ void fs_mount(const std::string& source, int target, const std::string& type, un
 void cgroup_mount(int root, const oci::Mount& m, const MountOptions& o, int target,
                   std::span<const CgroupBind> binds) {
     unsigned long flags = o.flags & ~MS_RDONLY;
-    if (host_is_unified()) {
+    if (host_is_unified() && binds.empty()) {
         fs_mount("cgroup2", target, "cgroup2", o.flags, "", m.destination);
+        return;
+    }
+    if (host_is_unified()) {
+        // No cgroup namespace: the container's own cgroup, bound.
+        UniqueFd tree(::open_tree(AT_FDCWD, binds[0].source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+        if (!tree) throw_errno("bind " + binds[0].source + " on " + m.destination);
+        set_attrs(tree.get(), o.attr_set | o.rec_attr_set, o.attr_clr | o.rec_attr_clr, false, m.destination);
+        attach_tree(tree.get(), target, m.destination);
         return;
     }
     fs_mount("tmpfs", target, "tmpfs", flags, "mode=755", m.destination);
@@ -155,7 +164,7 @@ std::vector<CgroupBind> cgroup_binds(const oci::Config& c, const std::string& cg
     std::vector<CgroupBind> out;
     bool wanted = std::any_of(c.mounts.begin(), c.mounts.end(),
                               [](const oci::Mount& m) { return m.type == "cgroup" || m.type == "cgroup2"; });
-    if (!wanted || host_is_unified()) return out;
+    if (!wanted) return out;
     // Without a cgroup of its own (rootless, none delegated) the container is in ours.
     std::vector<std::pair<std::string, std::string>> own;  // controllers ("" for cgroup2) -> path
     if (cgroup_path.empty()) {
@@ -165,6 +174,16 @@ std::vector<CgroupBind> cgroup_binds(const oci::Config& c, const std::string& cg
             if (a == std::string::npos || b == std::string::npos) continue;
             own.emplace_back(line.substr(a + 1, b - a - 1), line.substr(b + 1));
         }
+    }
+    if (host_is_unified()) {
+        // With a cgroup namespace a fresh cgroup2 mount is rooted at the container's
+        // cgroup already; without one it would be the host's root.
+        if (c.linux && c.linux->find_namespace(oci::NamespaceType::cgroup)) return out;
+        std::string path = cgroup_path;
+        for (const auto& [controllers, p] : own)
+            if (path.empty() && controllers.empty()) path = p;
+        if (!path.empty()) out.push_back({"", "/sys/fs/cgroup" + (path == "/" ? std::string() : path)});
+        return out;
     }
     for (const auto& [name, opts] : host_v1_hierarchies()) {
         std::string path = cgroup_path;

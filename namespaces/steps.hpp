@@ -27,9 +27,10 @@ struct CgroupBind {
     std::string name;    // the hierarchy's directory under the cgroup mount: "cpu,cpuacct", "unified"
     std::string source;  // the container's cgroup in it, on the host: /sys/fs/cgroup/cpu,cpuacct/tarn/c1
 };
-// In the runtime, before clone: on a v1 or hybrid host, for a config with a cgroup
-// mount, the container's cgroup directory in every hierarchy (`cgroup_path`, or where
-// the runtime itself is when that is empty). Empty on a unified host.
+// In the runtime, before clone: for a config with a cgroup mount, the container's
+// cgroup directory (`cgroup_path`, or where the runtime itself is when that is empty)
+// in every v1 hierarchy, or on a unified host without a cgroup namespace in the config
+// its one cgroup2 directory (name ""); on a unified host with one, nothing.
 std::vector<CgroupBind> cgroup_binds(const oci::Config& c, const std::string& cgroup_path);
 void mount_all(const oci::Config& c, const std::string& rootfs, std::span<const int> idmapped,
                std::span<const CgroupBind> cgroups);

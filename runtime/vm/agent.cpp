@@ -330,6 +330,7 @@ void Agent::create(const json& msg) {
     io.rootfs = kRootfs;
     io.exec_fifo = kFifo;
     io.cgroup_fd = cgroup_fd.get();
+    io.cgroup_path = cgroup_->path();
     io.session_keyring = "_ses." + id;
     // The container's init makes the pty inside its own /dev/pts and hands the master
     // back; the agent relays it as the process's stdio.

@@ -522,6 +522,18 @@ note "tarn run exit $rc"; show "$W/m3.out"
 [ $rc -eq 0 ] && grep -q kmsg-write-ok "$W/m3.out"
 verdict $? "(m) without linux.resources.devices there is no filter: /dev/kmsg takes a write"
 
+# --- (o) the cgroup mount without a cgroup namespace ---------------------------------------
+# A fresh cgroup2 mount outside a cgroup namespace would be the host's root: the
+# container's /sys/fs/cgroup is its own cgroup, bound, with its own limits and nothing
+# of the host listed.
+cleanup
+bundle o1 /tarn-test/o1 '{ "pids": { "limit": 23 } }' '"sh", "-c", "cat /sys/fs/cgroup/pids.max; ls /sys/fs/cgroup | grep -c tarn-test; find /sys/fs/cgroup -mindepth 1 -type d | wc -l"'
+sed -i 's/, { "type": "cgroup" }//' "$W/o1/config.json"
+run o1
+note "tarn run exit $rc: $(tr '\n' ' ' < "$W/o1.out")"
+[ $rc -eq 0 ] && [ "$(tr '\n' ' ' < "$W/o1.out")" = "23 0 0 " ]
+verdict $? "(o) no cgroup namespace: /sys/fs/cgroup is the container's own cgroup (pids.max 23, no host cgroup listed)"
+
 # --- (n) rootless, with a delegated cgroup subtree --------------------------------------
 # What systemd's Delegate=yes gives a user on a pure v2 host: a subtree it owns, with its
 # shell inside. tarn, run by that user in a user namespace of its own, makes the
