@@ -311,7 +311,7 @@ json open_loop(const Args& a, Issuer& is) {
             {"dropped", dropped},
             {"maxInflight", a.max_inflight},
             {"offeredPerSec", static_cast<double>(issued) / a.duration_s},
-            {"drainMs", ms_between(end, finished)},
+            {"drainMs", std::max(0.0, ms_between(end, finished))},
             {"generatorLateMaxMs", late_ms_max},
             {"latencyMs", summary(res.latency)},
             {"claimMs", a.mode == "pool" ? summary(res.claim) : json(nullptr)},
