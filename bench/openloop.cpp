@@ -69,7 +69,8 @@ struct Args {
 
 [[noreturn]] void usage(const std::string& why) {
     std::cerr << "tarn-openloop: " << why
-              << "\nusage: tarn-openloop --mode pool|spawn [--socket S --pool P] (--rate R | --closed K | --timeline N)"
+              << "\nusage: tarn-openloop --mode pool|spawn [--socket S --pool P] (--rate R | --closed K | "
+                 "--timeline N)"
                  " [--duration S] [--warmup S] [--max-inflight K] [--backlog B] [--seed N] -- CMD ARGS...\n";
     std::exit(2);
 }
@@ -87,18 +88,30 @@ Args parse(int argc, char** argv) {
             ++i;
             break;
         }
-        if (f == "--mode") a.mode = value("--mode");
-        else if (f == "--socket") a.socket = value("--socket");
-        else if (f == "--pool") a.pool = value("--pool");
-        else if (f == "--rate") a.rate = std::stod(value("--rate"));
-        else if (f == "--closed") a.closed = static_cast<unsigned>(std::stoul(value("--closed")));
-        else if (f == "--timeline") a.timeline = static_cast<unsigned>(std::stoul(value("--timeline")));
-        else if (f == "--duration") a.duration_s = std::stod(value("--duration"));
-        else if (f == "--warmup") a.warmup_s = std::stod(value("--warmup"));
-        else if (f == "--max-inflight") a.max_inflight = static_cast<unsigned>(std::stoul(value("--max-inflight")));
-        else if (f == "--backlog") a.backlog = static_cast<unsigned>(std::stoul(value("--backlog")));
-        else if (f == "--seed") a.seed = std::stoull(value("--seed"));
-        else usage("unknown flag " + f);
+        if (f == "--mode")
+            a.mode = value("--mode");
+        else if (f == "--socket")
+            a.socket = value("--socket");
+        else if (f == "--pool")
+            a.pool = value("--pool");
+        else if (f == "--rate")
+            a.rate = std::stod(value("--rate"));
+        else if (f == "--closed")
+            a.closed = static_cast<unsigned>(std::stoul(value("--closed")));
+        else if (f == "--timeline")
+            a.timeline = static_cast<unsigned>(std::stoul(value("--timeline")));
+        else if (f == "--duration")
+            a.duration_s = std::stod(value("--duration"));
+        else if (f == "--warmup")
+            a.warmup_s = std::stod(value("--warmup"));
+        else if (f == "--max-inflight")
+            a.max_inflight = static_cast<unsigned>(std::stoul(value("--max-inflight")));
+        else if (f == "--backlog")
+            a.backlog = static_cast<unsigned>(std::stoul(value("--backlog")));
+        else if (f == "--seed")
+            a.seed = std::stoull(value("--seed"));
+        else
+            usage("unknown flag " + f);
     }
     for (; i < argc; ++i) a.cmd.push_back(argv[i]);
     if (a.mode != "pool" && a.mode != "spawn") usage("--mode must be pool or spawn");
@@ -106,7 +119,8 @@ Args parse(int argc, char** argv) {
     if (a.cmd.empty()) usage("a command is required");
     if ((a.rate > 0) + (a.closed > 0) + (a.timeline > 0) != 1) usage("one of --rate, --closed, --timeline");
     if (a.timeline && a.mode != "pool") usage("--timeline is for --mode pool");
-    if (a.duration_s <= 0 || a.warmup_s < 0 || a.max_inflight == 0) usage("bad --duration, --warmup or --max-inflight");
+    if (a.duration_s <= 0 || a.warmup_s < 0 || a.max_inflight == 0)
+        usage("bad --duration, --warmup or --max-inflight");
     return a;
 }
 
@@ -120,8 +134,10 @@ json summary(std::vector<double> v) {
         size_t rank = static_cast<size_t>(std::ceil(p / 100.0 * static_cast<double>(v.size())));
         return v[std::min(v.size() - 1, rank == 0 ? 0 : rank - 1)];
     };
-    return {{"n", v.size()}, {"mean", sum / static_cast<double>(v.size())}, {"p50", pct(50)}, {"p90", pct(90)},
-            {"p99", pct(99)}, {"min", v.front()}, {"max", v.back()}};
+    return {{"n", v.size()},  {"mean", sum / static_cast<double>(v.size())},
+            {"p50", pct(50)}, {"p90", pct(90)},
+            {"p99", pct(99)}, {"min", v.front()},
+            {"max", v.back()}};
 }
 
 // One request, whatever the mode: returns false on a failure (a thrown error, a
@@ -155,13 +171,15 @@ public:
         posix_spawn_file_actions_destroy(&fa);
         if (rc != 0) return false;
         int st = 0;
-        while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+        while (::waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+        }
         return WIFEXITED(st) && WEXITSTATUS(st) == 0;
     }
     json pool_counters() const {
         if (a_.mode != "pool") return nullptr;
         json p = tarn::pool::Client(a_.socket).status(a_.pool)["pools"][0];
-        return {{"hits", p.value("hits", 0)}, {"misses", p.value("misses", 0)}, {"claims", p.value("claims", 0)}};
+        return {
+            {"hits", p.value("hits", 0)}, {"misses", p.value("misses", 0)}, {"claims", p.value("claims", 0)}};
     }
 
 private:
@@ -204,15 +222,19 @@ json counters_delta(const json& before, const json& after) {
     int64_t h = after["hits"].get<int64_t>() - before["hits"].get<int64_t>();
     int64_t m = after["misses"].get<int64_t>() - before["misses"].get<int64_t>();
     int64_t c = after["claims"].get<int64_t>() - before["claims"].get<int64_t>();
-    return {{"hits", h}, {"misses", m}, {"claims", c},
+    return {{"hits", h},
+            {"misses", m},
+            {"claims", c},
             {"hitRatio", h + m > 0 ? static_cast<double>(h) / static_cast<double>(h + m) : 0.0}};
 }
 
 json closed_loop(const Args& a, Issuer& is) {
     Results res;
     auto start = Clock::now();
-    auto measure_from = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(a.warmup_s));
-    auto end = measure_from + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(a.duration_s));
+    auto measure_from =
+        start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(a.warmup_s));
+    auto end = measure_from +
+               std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(a.duration_s));
     std::atomic<uint64_t> next{0};
     json before;
     std::once_flag snapshot;
@@ -229,10 +251,14 @@ json closed_loop(const Args& a, Issuer& is) {
     for (unsigned i = 0; i < a.closed; ++i) threads.emplace_back(worker);
     for (auto& t : threads) t.join();
     json after = is.pool_counters();
-    return {{"workers", a.closed}, {"completed", res.latency.size()}, {"failed", res.failed},
+    return {{"workers", a.closed},
+            {"completed", res.latency.size()},
+            {"failed", res.failed},
             {"ratePerSec", static_cast<double>(res.latency.size()) / a.duration_s},
-            {"latencyMs", summary(res.latency)}, {"claimMs", a.mode == "pool" ? summary(res.claim) : json(nullptr)},
-            {"pool", counters_delta(before, after)}, {"firstError", res.first_error}};
+            {"latencyMs", summary(res.latency)},
+            {"claimMs", a.mode == "pool" ? summary(res.claim) : json(nullptr)},
+            {"pool", counters_delta(before, after)},
+            {"firstError", res.first_error}};
 }
 
 json open_loop(const Args& a, Issuer& is) {
@@ -269,8 +295,10 @@ json open_loop(const Args& a, Issuer& is) {
     std::mt19937_64 rng(a.seed);
     std::exponential_distribution<double> gap(a.rate);
     auto start = Clock::now() + std::chrono::milliseconds(10);
-    auto measure_from = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(a.warmup_s));
-    auto end = measure_from + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(a.duration_s));
+    auto measure_from =
+        start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(a.warmup_s));
+    auto end = measure_from +
+               std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(a.duration_s));
     json before = a.warmup_s > 0 ? json(nullptr) : is.pool_counters();
     uint64_t issued = 0, delayed = 0, dropped = 0, n = 0;
     double late_ms_max = 0;  // the generator's own lateness: how far behind schedule it woke
@@ -327,7 +355,9 @@ json timeline(const Args& a, Issuer& is) {
         timed(is, i, Clock::now(), true, res);
     }
     ::unsetenv("TARN_POOL_TIMELINE");
-    return {{"runs", a.timeline}, {"failed", res.failed}, {"latencyMs", summary(res.latency)},
+    return {{"runs", a.timeline},
+            {"failed", res.failed},
+            {"latencyMs", summary(res.latency)},
             {"claimMs", summary(res.claim)}};
 }
 

@@ -106,6 +106,9 @@ if a75 and a75.get("latencyMs"):
 else:
     target("75% load (adaptive): hit ratio ≥ 95%, p99 ≤ 3× p50", None, False, "")
 w("")
+w("Where a target is missed, [Where a claim's time goes](#where-a-claims-time-goes) shows the timeline "
+  "of a claim from this run.")
+w("")
 
 # --- open loop
 w("## Open loop: Poisson arrivals")

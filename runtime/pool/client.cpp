@@ -59,10 +59,11 @@ public:
     void print(double claim_ms) const {
         if (!on_) return;
         auto ms = [&](double t) { return t > 0 ? (t - origin_) * 1000.0 : -1.0; };
-        std::fprintf(stderr,
-                     "pool timeline (ms since client start): run %.3f, connected %.3f, sent %.3f, started %.3f,"
-                     " exit %.3f; daemon claim (request to exec) %.3f\n",
-                     ms(entered_), ms(connected), ms(sent), ms(started), ms(exited), claim_ms);
+        std::fprintf(
+            stderr,
+            "pool timeline (ms since client start): run %.3f, connected %.3f, sent %.3f, started %.3f,"
+            " exit %.3f; daemon claim (request to exec) %.3f\n",
+            ms(entered_), ms(connected), ms(sent), ms(started), ms(exited), claim_ms);
     }
     double connected = 0, sent = 0, started = 0, exited = 0;
 
@@ -94,10 +95,12 @@ RunResult Client::run(const RunRequest& r, int signal_fd) {
         if (c1 == std::string::npos) throw Error("--bind " + b + ": expected SOURCE:DESTINATION[:ro]");
         size_t c2 = b.find(':', c1 + 1);
         std::string opt = c2 == std::string::npos ? "" : b.substr(c2 + 1);
-        if (!opt.empty() && opt != "ro" && opt != "rw") throw Error("--bind " + b + ": option must be ro or rw");
-        req["binds"].push_back({{"source", b.substr(0, c1)},
-                                {"destination", b.substr(c1 + 1, c2 == std::string::npos ? std::string::npos : c2 - c1 - 1)},
-                                {"readonly", opt == "ro"}});
+        if (!opt.empty() && opt != "ro" && opt != "rw")
+            throw Error("--bind " + b + ": option must be ro or rw");
+        req["binds"].push_back(
+            {{"source", b.substr(0, c1)},
+             {"destination", b.substr(c1 + 1, c2 == std::string::npos ? std::string::npos : c2 - c1 - 1)},
+             {"readonly", opt == "ro"}});
     }
     detail::send_message(s.get(), req, {r.stdio[0], r.stdio[1], r.stdio[2]});
     tl.mark(tl.sent);
