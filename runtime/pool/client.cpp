@@ -95,12 +95,10 @@ RunResult Client::run(const RunRequest& r, int signal_fd) {
         if (c1 == std::string::npos) throw Error("--bind " + b + ": expected SOURCE:DESTINATION[:ro]");
         size_t c2 = b.find(':', c1 + 1);
         std::string opt = c2 == std::string::npos ? "" : b.substr(c2 + 1);
-        if (!opt.empty() && opt != "ro" && opt != "rw")
-            throw Error("--bind " + b + ": option must be ro or rw");
-        req["binds"].push_back(
-            {{"source", b.substr(0, c1)},
-             {"destination", b.substr(c1 + 1, c2 == std::string::npos ? std::string::npos : c2 - c1 - 1)},
-             {"readonly", opt == "ro"}});
+        if (!opt.empty() && opt != "ro" && opt != "rw") throw Error("--bind " + b + ": option must be ro or rw");
+        req["binds"].push_back({{"source", b.substr(0, c1)},
+                                {"destination", b.substr(c1 + 1, c2 == std::string::npos ? std::string::npos : c2 - c1 - 1)},
+                                {"readonly", opt == "ro"}});
     }
     detail::send_message(s.get(), req, {r.stdio[0], r.stdio[1], r.stdio[2]});
     tl.mark(tl.sent);
