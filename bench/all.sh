@@ -11,7 +11,7 @@
 # Each script's own environment variables apply (RUNS, DURATION, ...); SMOKE=1 makes
 # start.sh and openloop.sh short and marks their results as a smoke run. With the
 # defaults on a quiet 2-core machine: about 4 min (start, with the guest boot),
-# 1 min (pool), 8 min (openloop).
+# 1 min (pool), 9 min (openloop).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=${1:-$(dirname "$here")/build}

@@ -29,12 +29,14 @@
 #   LOADS           percentages of capacity (default "25 50 75 100")
 #   MODES           which of "adaptive fixed cold" to run (default all three)
 #   FIXED_MIN_IDLE  the fixed pool's size (default 4); MAX_TOTAL (default 64)
+#   MAX_STARTING    the daemon's spawners, sandboxes made at once (default 2, as the
+#                   daemon's own default): with the make time, what bounds the refill
 #   MAX_INFLIGHT    open-loop workers, i.e. requests in flight at most (default 32)
 #   TIMELINE_RUNS   sequential claims whose timeline is shown (default 5)
 #   SMOKE=1         short everything (a few seconds a step) and mark the results
 #                   file as a smoke run
 # A full run takes about (3 × LOADS × (DURATION + WARMUP + ~3)) + 4 × CAP_DURATION
-# + the hyperfine runs: about 8 minutes with the defaults.
+# + the hyperfine runs and the cold backlog's drain: about 9 minutes with the defaults.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -55,6 +57,7 @@ loads=${LOADS:-25 50 75 100}
 modes=${MODES:-adaptive fixed cold}
 fixed_idle=${FIXED_MIN_IDLE:-4}
 max_total=${MAX_TOTAL:-64}
+max_starting=${MAX_STARTING:-2}
 inflight=${MAX_INFLIGHT:-32}
 timeline_runs=${TIMELINE_RUNS:-5}
 
@@ -91,7 +94,7 @@ truebin=$work/bundle/rootfs/bin/true
 start_daemon() {  # SIZING MIN_IDLE
     stop_daemon
     cat >"$work/pool.json" <<EOF
-{"socket": "$sock", "cgroupParent": "/tarn-bench-openloop",
+{"socket": "$sock", "cgroupParent": "/tarn-bench-openloop", "maxStarting": $max_starting,
  "pools": [{"name": "bench", "bundle": "$work/bundle", "sizing": "$1", "minIdle": $2, "maxTotal": $max_total}]}
 EOF
     "$tarn" --debug pool serve --config "$work/pool.json" >>"$work/daemon.log" 2>&1 &
