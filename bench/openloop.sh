@@ -173,7 +173,7 @@ stop_daemon
 
 # --- report -------------------------------------------------------------------------
 mkdir -p "$here/results"
-python3 "$here/openloop_report.py" "$out" "$here/results" \
+MAX_STARTING=$max_starting python3 "$here/openloop_report.py" "$out" "$here/results" \
     "$smoke" "$duration" "$warmup" "$cap_duration" "$runs" "$fixed_idle" "$inflight" "$loads" "$modes" \
     "$(date -u +%Y-%m-%d), $(nproc) cores, kernel $(uname -r)"
 cat "$here/results/openloop.md"

@@ -52,7 +52,8 @@ if smoke:
     w("")
 w(f"`bash bench/openloop.sh build`: busybox `/bin/true` in one bundle; open-loop points "
   f"{warmup} s warm-up + {duration} s measured, closed-loop rates over {cap_duration} s, "
-  f"{runs} hyperfine runs. Only ratios within this run mean anything.")
+  f"{runs} hyperfine runs, {os.environ.get('MAX_STARTING', '2')} spawners in each daemon (`maxStarting`). "
+  "Only ratios within this run mean anything.")
 w("")
 
 # --- floors
