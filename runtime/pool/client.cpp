@@ -4,7 +4,10 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <ctime>
 
 #include "runtime/pool/detail.hpp"
 #include "runtime/pool/pool.hpp"
@@ -33,12 +36,55 @@ json expect_reply(int sock) {
     return reply;
 }
 
+// The client side of one claim, printed on stderr when TARN_POOL_TIMELINE is set:
+// when the caller started the client (the variable's value, if it is a time in
+// seconds since the epoch as bash's $EPOCHREALTIME gives it; otherwise run() itself),
+// run() entered, connected, request sent, "started" received and the exit report
+// received. With the daemon's claim time (request → workload exec'd) it shows where
+// a claim's time goes without a tracer.
+class Timeline {
+public:
+    Timeline() {
+        const char* v = std::getenv("TARN_POOL_TIMELINE");
+        on_ = v != nullptr && *v != '\0';
+        if (!on_) return;
+        entered_ = now();
+        char* end = nullptr;
+        double given = std::strtod(v, &end);
+        origin_ = end != v && *end == '\0' && given > 1e9 ? given : entered_;
+    }
+    void mark(double& at) {
+        if (on_) at = now();
+    }
+    void print(double claim_ms) const {
+        if (!on_) return;
+        auto ms = [&](double t) { return t > 0 ? (t - origin_) * 1000.0 : -1.0; };
+        std::fprintf(
+            stderr,
+            "pool timeline (ms since client start): run %.3f, connected %.3f, sent %.3f, started %.3f,"
+            " exit %.3f; daemon claim (request to exec) %.3f\n",
+            ms(entered_), ms(connected), ms(sent), ms(started), ms(exited), claim_ms);
+    }
+    double connected = 0, sent = 0, started = 0, exited = 0;
+
+private:
+    static double now() {
+        timespec ts;
+        ::clock_gettime(CLOCK_REALTIME, &ts);
+        return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
+    }
+    bool on_ = false;
+    double origin_ = 0, entered_ = 0;
+};
+
 }  // namespace
 
 Client::Client(const std::string& socket) : socket_(socket) {}
 
 RunResult Client::run(const RunRequest& r, int signal_fd) {
+    Timeline tl;
     UniqueFd s = connect_to(socket_);
+    tl.mark(tl.connected);
     json req = {{"op", "run"}, {"pool", r.pool}, {"args", r.args}, {"waitMs", r.wait_ms}};
     if (!r.env.empty()) req["env"] = r.env;
     if (!r.cwd.empty()) req["cwd"] = r.cwd;
@@ -55,6 +101,7 @@ RunResult Client::run(const RunRequest& r, int signal_fd) {
                                 {"readonly", opt == "ro"}});
     }
     detail::send_message(s.get(), req, {r.stdio[0], r.stdio[1], r.stdio[2]});
+    tl.mark(tl.sent);
     RunResult out;
     pollfd pf[2] = {{s.get(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
     for (;;) {
@@ -71,12 +118,15 @@ RunResult Client::run(const RunRequest& r, int signal_fd) {
         json m = expect_reply(s.get());
         std::string ev = m.value("event", "");
         if (ev == "started") {
+            tl.mark(tl.started);
             out.pid = m.value("pid", -1);
             out.sandbox = m.value("sandbox", "");
             out.claim_ms = m.value("claimMs", 0.0);
         } else if (ev == "exit") {
             out.exit_code = m.value("exitCode", 0);
             out.signal = m.value("signal", 0);
+            tl.mark(tl.exited);
+            tl.print(out.claim_ms);
             return out;
         }
     }
