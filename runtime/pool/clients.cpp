@@ -1,13 +1,11 @@
 // Client connections: the request protocol (docs/pool.md, Protocol), run requests
 // and their claims, signal, status and stop.
-#include <signal.h>
-#include <sys/mount.h>
-#include <sys/resource.h>
-#include <sys/socket.h>
-#include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include "namespaces/namespaces.hpp"
 #include "runtime/pool/daemon.hpp"
 #include "runtime/runtime.hpp"
 
@@ -28,7 +26,8 @@ void Daemon::on_accept() {
         if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 ||
             (cred.uid != 0 && cred.uid != ::geteuid())) {
             try {
-                detail::send_message(fd.get(), json{{"error", "pool: permission denied (uid " + std::to_string(cred.uid) + ")"}});
+                detail::send_message(fd.get(), json{{"error", "pool: permission denied (uid " +
+                                                                  std::to_string(cred.uid) + ")"}});
             } catch (const Error&) {
             }
             continue;
@@ -64,7 +63,7 @@ void Daemon::close_conn(Conn* c) {
     if (Sandbox* sb = c->sb) {
         // Nobody is left to receive the result: the workload goes.
         sb->owner = nullptr;
-        sb->init->signal(SIGKILL);
+        sb->signal(SIGKILL);
     }
     unwatch(c->fd.get(), c->id);
     conns_.erase(c);
@@ -87,9 +86,9 @@ void Daemon::on_conn(Conn* c) {
         if (op == "run") {
             on_run(c, msg, fds);
         } else if (op == "signal") {
-            if (!msg.contains("signal") || !msg["signal"].is_number_integer()) throw Error("signal: expected integer");
-            if (c->sb && c->sb->st == Sandbox::St::running)
-                c->sb->init->signal(msg["signal"].get<int>());
+            if (!msg.contains("signal") || !msg["signal"].is_number_integer())
+                throw Error("signal: expected integer");
+            if (c->sb && c->sb->st == Sandbox::St::running) c->sb->signal(msg["signal"].get<int>());
         } else if (op == "status") {
             std::string name = msg.value("pool", "");
             json pools = json::array();
@@ -146,28 +145,39 @@ void Daemon::on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds) {
     auto it = pools_.find(name);
     if (it == pools_.end()) throw Error("pool \"" + name + "\": no such pool");
     Pool& p = *it->second;
-    auto args = string_list(msg, "args", true);
-    if (args.empty() || args[0].empty()) throw Error("args: must name a command");
-    for (const std::string& e : string_list(msg, "env", false))
+    Request& r = c->run;
+    r.args = string_list(msg, "args", true);
+    if (r.args.empty() || r.args[0].empty()) throw Error("args: must name a command");
+    r.env = string_list(msg, "env", false);
+    for (const std::string& e : r.env)
         if (e.find('=') == std::string::npos || e[0] == '=') throw Error("env \"" + e + "\": not KEY=VALUE");
     if (msg.contains("cwd") && (!msg["cwd"].is_string() || msg["cwd"].get<std::string>().rfind('/', 0) != 0))
         throw Error("cwd: expected an absolute path");
     for (const char* k : {"memory", "pids", "waitMs"})
-        if (msg.contains(k) && !msg[k].is_number_integer()) throw Error(std::string(k) + ": expected integer");
+        if (msg.contains(k) && !msg[k].is_number_integer())
+            throw Error(std::string(k) + ": expected integer");
     if (msg.contains("binds")) {
         const json& bs = msg["binds"];
         if (!bs.is_array() || bs.size() > ns::kMaxClaimBinds)
             throw Error("binds: expected an array of at most " + std::to_string(ns::kMaxClaimBinds));
         for (const json& b : bs) {
-            if (!b.is_object() || !b.contains("source") || !b["source"].is_string() || !b.contains("destination") ||
-                !b["destination"].is_string())
+            if (!b.is_object() || !b.contains("source") || !b["source"].is_string() ||
+                !b.contains("destination") || !b["destination"].is_string())
                 throw Error("binds: each needs a source and a destination");
             for (const char* k : {"source", "destination"})
                 if (b[k].get<std::string>().rfind('/', 0) != 0)
-                    throw Error(std::string("binds: ") + k + " \"" + b[k].get<std::string>() + "\": not an absolute path");
+                    throw Error(std::string("binds: ") + k + " \"" + b[k].get<std::string>() +
+                                "\": not an absolute path");
+            r.binds.push_back({b["source"].get<std::string>(), b["destination"].get<std::string>(),
+                               b.value("readonly", false)});
         }
     }
-    if (fds.size() != 3) throw Error("run: expected 3 fds (stdin, stdout, stderr), got " + std::to_string(fds.size()));
+    if (fds.size() != 3)
+        throw Error("run: expected 3 fds (stdin, stdout, stderr), got " + std::to_string(fds.size()));
+    r.cwd = msg.value("cwd", "");
+    if (msg.contains("memory")) r.memory = msg["memory"].get<int64_t>();
+    if (msg.contains("pids")) r.pids = msg["pids"].get<int64_t>();
+    for (int i = 0; i < 3; ++i) r.stdio[i] = fds[i].get();
     c->pool = &p;
     c->req = std::move(msg);
     c->stdio = std::move(fds);
@@ -186,55 +196,23 @@ void Daemon::on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds) {
     int64_t wait_ms = c->req.value("waitMs", int64_t{10000});
     bool can_grow = p.total() < p.spec.max_total;
     if (!can_grow && p.starting == 0 && wait_ms <= 0)
-        throw Error("pool " + p.spec.name + ": all " + std::to_string(p.spec.max_total) + " sandboxes are in use");
+        throw Error("pool " + p.spec.name + ": all " + std::to_string(p.spec.max_total) +
+                    " sandboxes are in use");
     c->waiting = true;
     // A cold sandbox is coming when the pool can grow: worth waiting for even with waitMs 0.
-    c->deadline = c->t_req + std::chrono::milliseconds(can_grow ? std::max<int64_t>(wait_ms, 30000) : wait_ms);
+    c->deadline =
+        c->t_req + std::chrono::milliseconds(can_grow ? std::max<int64_t>(wait_ms, 30000) : wait_ms);
     p.waiting.push_back(c);
 }
 
-
 bool Daemon::claim(Pool& p, Sandbox* sb, Conn* c) {
-    const json& r = c->req;
     sb->st = Sandbox::St::running;
     ++p.running;
     sb->owner = c;
     c->sb = sb;
     try {
-        oci::Resources lim;
-        if (r.contains("memory")) lim.memory = oci::Memory{.limit = r["memory"].get<int64_t>()};
-        if (r.contains("pids")) lim.pids = oci::Pids{r["pids"].get<int64_t>()};
-        if (lim.memory || lim.pids) cgroups::open(sb->cgroup, mode_)->apply(lim);
-        // Bind sources are opened here, in the host's mount namespace, as detached
-        // trees the sandbox attaches inside its root.
-        std::vector<UniqueFd> trees;
-        ns::Claim cl;
-        for (const json& b : r.value("binds", json::array())) {
-            std::string src = b["source"].get<std::string>();
-            UniqueFd t(::open_tree(AT_FDCWD, src.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
-            if (!t) throw_errno("bind source " + src);
-            if (b.value("readonly", false)) {
-                mount_attr attr{};
-                attr.attr_set = MOUNT_ATTR_RDONLY;
-                if (::mount_setattr(t.get(), "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr) < 0)
-                    throw_errno("bind source " + src + ": read-only");
-            }
-            cl.binds.push_back({t.get(), b["destination"].get<std::string>()});
-            trees.push_back(std::move(t));
-        }
-        cl.args = string_list(r, "args", true);
-        cl.env = string_list(r, "env", false);
-        cl.cwd = r.value("cwd", "");
-        for (int i = 0; i < 3; ++i) cl.stdio[i] = c->stdio[i].get();
-        sb->pid_id = watch(sb->init->pidfd(), Kind::pidfd, sb);
-        // Made at the spawners' background priority; the workload runs at the normal one.
-        if (::setpriority(PRIO_PROCESS, static_cast<id_t>(sb->init->pid()), 0) < 0)
-            log_debug("pool: sandbox " + sb->name + ": reset priority: " + Error::errno_text(errno));
-        try {
-            sb->init->claim(cl);
-        } catch (const Error& e) {
-            // Its init died since take_idle looked (or, from sandbox_ready, since it parked).
-            if (e.code() != EPIPE && e.code() != ECONNRESET) throw;
+        sb->exit_id = watch(sb->exit_fd(), Kind::exit, sb);
+        if (!sb->claim(c->run)) {
             sb->owner = nullptr;
             c->sb = nullptr;
             lose_sandbox(sb, "before its claim");
@@ -250,7 +228,6 @@ bool Daemon::claim(Pool& p, Sandbox* sb, Conn* c) {
     c->stdio.clear();  // the sandbox has its own copies now
     return true;
 }
-
 
 json Daemon::pool_status(Pool& p) const {
     unsigned total = p.total(), allocated = p.running;

@@ -21,44 +21,28 @@
 #include "runtime/pool/detail.hpp"
 #include "runtime/pool/metrics.hpp"
 #include "runtime/pool/pool.hpp"
+#include "runtime/pool/sandbox.hpp"
 #include "runtime/pool/sizing.hpp"
 
 namespace tarn::pool::detail {
 
-
-using Clock = std::chrono::steady_clock;
 using nlohmann::json;
 
 inline double ms_since(Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
-inline double seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
+inline double seconds(Clock::duration d) {
+    return std::chrono::duration<double>(d).count();
+}
 
-enum class Kind { listener, conn, sync, pidfd, timer, signal, spawner, metrics_listener, metrics_conn };
+// control, exit: a sandbox's fds; maker: one of a sandbox kind's own.
+enum class Kind { listener, conn, control, exit, timer, signal, maker, metrics_listener, metrics_conn };
 // What an epoll event is about. Events carry a never-reused id, not a pointer: a
 // handler may destroy an object a later event of the same batch names.
 struct Watch {
     Kind kind;
     void* obj;
-};
-
-struct Pool;
-struct Conn;
-
-struct Sandbox {
-    // leased: handed to `tarn create` for an OCI bundle (its namespaces and cgroup).
-    enum class St { starting, idle, running, leased };
-    Pool* pool = nullptr;
-    std::string name;
-    std::string cgroup;                    // its cgroup path
-    pid_t spawner = -1;                    // the spawner that made it (and removes it)
-    std::unique_ptr<ns::ParkedInit> init;  // null while a spawner makes it
-    St st = St::starting;
-    uint64_t sync_id = 0, pid_id = 0;  // 0: not watched
-    Conn* owner = nullptr;
-    std::string error;  // why a claimed workload could not start
-    bool exec_done = false;
-    Clock::time_point t_make;  // asked of a spawner
+    SandboxKind* maker = nullptr;  // Kind::maker: whose fd
 };
 
 struct Conn {
@@ -67,9 +51,10 @@ struct Conn {
     Pool* pool = nullptr;
     Sandbox* sb = nullptr;      // running this connection's request
     Sandbox* leased = nullptr;  // lent to this connection (OCI path)
-    bool waiting = false;   // queued until a sandbox is free
-    bool cold = false;      // found no idle sandbox: its claim waited for one to be made
+    bool waiting = false;       // queued until a sandbox is free
+    bool cold = false;          // found no idle sandbox: its claim waited for one to be made
     json req;
+    Request run;  // req, checked; its stdio are those below
     std::vector<UniqueFd> stdio;
     Clock::time_point t_req, deadline;
 };
@@ -77,13 +62,14 @@ struct Conn {
 struct Pool {
     PoolSpec spec;
     detail::Template tmpl;
+    SandboxKind* kind = nullptr;  // makes its sandboxes
     std::optional<cgroups::ResourcePool> rp;
     std::map<std::string, std::unique_ptr<Sandbox>> sandboxes;
     std::deque<Sandbox*> idle;
     std::deque<Conn*> waiting;
     unsigned starting = 0, running = 0;
     uint64_t seq = 0, hits = 0, misses = 0, claims = 0, failures = 0, made = 0, leases = 0;
-    uint64_t lost = 0;  // ready sandboxes whose init died before any use (OOM killer, kill)
+    uint64_t lost = 0;              // ready sandboxes whose init died before any use (OOM killer, kill)
     std::vector<double> latencies;  // claim latency (ms), a ring of the last kLatencies
     size_t lat_next = 0;
     std::deque<Clock::time_point> made_recent;  // sandboxes made in the last kRateWindow
@@ -93,10 +79,10 @@ struct Pool {
     // Sizing (sizing.hpp). A claim only counts an arrival; the estimates are folded
     // on the timer's tick, and a miss redecides at once (no formatting, no I/O).
     sizing::Limits limits;
-    sizing::Input sizing_in;    // what the last decision saw, for `status`
+    sizing::Input sizing_in;  // what the last decision saw, for `status`
     sizing::Decision sizing;
-    uint64_t arrivals = 0;      // claims and leases since the last tick
-    double make_s = 0;          // time to make a sandbox (EWMA)
+    uint64_t arrivals = 0;  // claims and leases since the last tick
+    double make_s = 0;      // time to make a sandbox (EWMA)
     bool made_any = false;
     std::optional<unsigned> budget_room;
     Clock::time_point last_rate{}, last_decision{}, last_budget{};
@@ -109,9 +95,6 @@ struct Pool {
 
 constexpr size_t kLatencies = 4096;
 constexpr auto kRateWindow = std::chrono::seconds(10);
-// Spawners replaced after they died: at most kMaxRespawns per kRespawnWindow.
-constexpr auto kRespawnWindow = std::chrono::seconds(60);
-constexpr size_t kMaxRespawns = 5;
 // The budget is read (cgroup files) at most this often for sizing.
 constexpr auto kBudgetEvery = std::chrono::seconds(1);
 // Excess idle sandboxes removed per tick when the target comes down.
@@ -128,55 +111,54 @@ struct Scrape {
     Clock::time_point deadline;
 };
 
-struct Spawner {
-    pid_t pid = -1;
-    UniqueFd sock;
-    uint64_t id = 0;
-    unsigned jobs = 0;                // sandboxes asked for and not yet answered
-    std::set<std::string> pending;    // their names
-};
-
 class Daemon {
 public:
     explicit Daemon(DaemonOptions o) : o_(std::move(o)) {}
     void run();
 
+    // ---- for sandbox kinds (sandbox.hpp) ----
+    // Watches `fd` for `kind`: its events go to kind->on_event(obj).
+    uint64_t watch_for(SandboxKind* kind, int fd, void* obj) {
+        return watch(fd, Kind::maker, obj, EPOLLIN, kind);
+    }
+    void unwatch(int fd, uint64_t& id);
+    // The sandbox being made under this name, or null.
+    Sandbox* starting(const std::string& name);
+    // A sandbox is ready; `phases`: its setup timings, for the debug log.
+    void made(Sandbox* sb, const std::string& phases);
+    // Making it failed (`oom`: the budget's OOM killer took it); it is gone.
+    void make_failed(Sandbox* sb, const std::string& why, bool oom = false);
+    const std::map<std::string, std::unique_ptr<Pool>>& pools() const { return pools_; }
+    bool leased(const std::string& cgroup) const { return leased_.count(cgroup) != 0; }
+    bool stopping() const { return stopping_; }
+    void begin_stop(bool now);
+
 private:
     void setup();
     void loop();
-    // Removes what the daemon made: spawners, pool cgroups, the socket.
+    // Removes what the daemon made: sandboxes, their kinds' helpers, pool cgroups, the socket.
     void teardown();
     void reap_leftovers();
     void load_pool(const PoolSpec& spec);
     void listen();
-    uint64_t watch(int fd, Kind kind, void* obj, uint32_t events = EPOLLIN);
-    void unwatch(int fd, uint64_t& id);
+    uint64_t watch(int fd, Kind kind, void* obj, uint32_t events = EPOLLIN, SandboxKind* maker = nullptr);
 
-    void start_spawners();
-    // Forks one spawner (at setup, or to replace one that died).
-    Spawner* start_spawner();
-    void on_spawner(Spawner* sp);
-    // EOF or a failed send: its sandboxes in the making are lost, and another takes its place.
-    void spawner_died(Spawner* sp);
-    // False when no spawner could take the job.
+    // False when the pool's kind could not take the job.
     bool start_sandbox(Pool& p);
     void refill();
-    void on_sync(Sandbox* sb);
+    void on_control(Sandbox* sb);
     void on_exit(Sandbox* sb);
     void sandbox_ready(Pool& p, Sandbox* sb);
     void destroy_sandbox(Sandbox* sb);
-    // A ready sandbox whose init died before any use: counted as lost and destroyed.
+    // A ready sandbox that died before any use: counted as lost and destroyed.
     void lose_sandbox(Sandbox* sb, const std::string& when);
-    void tell_spawner(const std::string& path, pid_t spawner, const std::string& op = "destroy");
-    // Tells `sp` to remove every sandbox cgroup that is neither a sandbox of ours nor leased.
-    void sweep_orphans(Spawner* sp);
     // `oom`: the budget's OOM killer took the sandbox while it was being made.
     void setup_failed(Pool& p, const std::string& msg, bool oom = false);
 
     void on_accept();
     void on_conn(Conn* c);
     void on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds);
-    // The next idle sandbox whose init is alive (dead ones are dropped), or null.
+    // The next idle sandbox that is alive (dead ones are dropped), or null.
     Sandbox* take_idle(Pool& p);
     // Hands `sb` to the request on `c`. False when the sandbox turned out dead before
     // it got the request: it is gone and `c` still needs one.
@@ -204,7 +186,6 @@ private:
     std::string render_metrics() const;
 
     void on_timer();
-    void begin_stop(bool now);
     bool drained() const;
 
     DaemonOptions o_;
@@ -213,11 +194,8 @@ private:
     std::map<uint64_t, Watch> watches_;
     uint64_t next_watch_ = 1;
     std::map<std::string, std::unique_ptr<Pool>> pools_;
+    std::vector<std::unique_ptr<SandboxKind>> kinds_;
     std::map<Conn*, std::unique_ptr<Conn>> conns_;
-    std::vector<std::unique_ptr<Spawner>> spawners_;
-    size_t next_spawner_ = 0;
-    std::deque<Clock::time_point> spawner_deaths_;  // within the last kRespawnWindow
-    bool serving_ = false;                          // setup is done, the loop runs
     unsigned starting_total_ = 0;
     bool stopping_ = false, stop_now_ = false;
     bool socket_bound_ = false;
@@ -228,6 +206,5 @@ private:
     std::string metrics_bound_;  // what scrapers connect to
     std::map<Scrape*, std::unique_ptr<Scrape>> scrapes_;
 };
-
 
 }  // namespace tarn::pool::detail

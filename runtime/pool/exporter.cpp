@@ -56,7 +56,8 @@ void Daemon::on_scrape(Scrape* s) {
         if (::epoll_ctl(ep_.get(), EPOLL_CTL_MOD, s->fd.get(), &ev) < 0) throw_errno("epoll_ctl");
     }
     while (s->sent < s->out.size()) {
-        ssize_t n = ::send(s->fd.get(), s->out.data() + s->sent, s->out.size() - s->sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t n = ::send(s->fd.get(), s->out.data() + s->sent, s->out.size() - s->sent,
+                           MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN) return;  // the rest when the scraper has read some
@@ -93,44 +94,53 @@ std::string Daemon::render_metrics() const {
         w.histogram("tarn_pool_claim_duration_seconds", L{{"pool", n}, {"kind", "warm"}}, p->warm);
         w.histogram("tarn_pool_claim_duration_seconds", L{{"pool", n}, {"kind", "cold"}}, p->cold);
     }
-    each("tarn_pool_claims_total", "Run requests received.", "counter", [](const Pool& p) { return p.claims; });
+    each("tarn_pool_claims_total", "Run requests received.", "counter",
+         [](const Pool& p) { return p.claims; });
     each("tarn_pool_hits_total", "Run requests and leases served by an idle sandbox.", "counter",
          [](const Pool& p) { return p.hits; });
-    each("tarn_pool_misses_total", "Run requests that waited for a sandbox to be made, and leases refused for lack of one.",
-         "counter", [](const Pool& p) { return p.misses; });
-    each("tarn_pool_sandboxes_made_total", "Sandboxes made ready.", "counter", [](const Pool& p) { return p.made; });
+    each("tarn_pool_misses_total",
+         "Run requests that waited for a sandbox to be made, and leases refused for lack of one.", "counter",
+         [](const Pool& p) { return p.misses; });
+    each("tarn_pool_sandboxes_made_total", "Sandboxes made ready.", "counter",
+         [](const Pool& p) { return p.made; });
     each("tarn_pool_sandboxes_lost_total", "Ready sandboxes whose init died before any use.", "counter",
          [](const Pool& p) { return p.lost; });
     each("tarn_pool_setup_failures_total", "Sandboxes whose setup failed.", "counter",
          [](const Pool& p) { return p.failures; });
     each("tarn_pool_leases_total", "Sandboxes lent to `tarn create` (the OCI path).", "counter",
          [](const Pool& p) { return p.leases; });
-    each("tarn_pool_sandboxes", "Sandboxes in any state (R).", "gauge", [](const Pool& p) { return p.total(); });
-    each("tarn_pool_allocated", "Sandboxes running a claim (A).", "gauge", [](const Pool& p) { return p.running; });
-    each("tarn_pool_idle", "Sandboxes ready for a claim.", "gauge", [](const Pool& p) { return p.idle.size(); });
+    each("tarn_pool_sandboxes", "Sandboxes in any state (R).", "gauge",
+         [](const Pool& p) { return p.total(); });
+    each("tarn_pool_allocated", "Sandboxes running a claim (A).", "gauge",
+         [](const Pool& p) { return p.running; });
+    each("tarn_pool_idle", "Sandboxes ready for a claim.", "gauge",
+         [](const Pool& p) { return p.idle.size(); });
     each("tarn_pool_starting", "Sandboxes being made.", "gauge", [](const Pool& p) { return p.starting; });
     each("tarn_pool_waiting_claims", "Run requests waiting for a sandbox.", "gauge",
          [](const Pool& p) { return p.waiting.size(); });
-    each("tarn_pool_utilization_ratio", "Allocated over all sandboxes (U = A/R); 0 when there are none.", "gauge",
-         [](const Pool& p) { return p.total() ? static_cast<double>(p.running) / p.total() : 0.0; });
+    each("tarn_pool_utilization_ratio", "Allocated over all sandboxes (U = A/R); 0 when there are none.",
+         "gauge", [](const Pool& p) { return p.total() ? static_cast<double>(p.running) / p.total() : 0.0; });
     each("tarn_pool_idle_target", "Idle sandboxes the pool keeps ready now (the sizing decision).", "gauge",
          [](const Pool& p) { return p.sizing.target; });
     each("tarn_pool_min_idle", "The idle target's floor (the whole target with fixed sizing).", "gauge",
          [](const Pool& p) { return p.limits.min_idle; });
-    each("tarn_pool_max_idle", "The idle target's ceiling.", "gauge", [](const Pool& p) { return p.limits.max_idle; });
-    each("tarn_pool_max_total", "Most sandboxes in any state.", "gauge", [](const Pool& p) { return p.limits.max_total; });
-    each("tarn_pool_demand_per_second", "Run requests and leases per second, exponentially averaged.", "gauge",
-         [](const Pool& p) { return p.sizing_in.rate; });
+    each("tarn_pool_max_idle", "The idle target's ceiling.", "gauge",
+         [](const Pool& p) { return p.limits.max_idle; });
+    each("tarn_pool_max_total", "Most sandboxes in any state.", "gauge",
+         [](const Pool& p) { return p.limits.max_total; });
+    each("tarn_pool_demand_per_second", "Run requests and leases per second, exponentially averaged.",
+         "gauge", [](const Pool& p) { return p.sizing_in.rate; });
     each("tarn_pool_make_duration_seconds", "Time to make a sandbox, exponentially averaged.", "gauge",
          [](const Pool& p) { return p.make_s; });
     auto now = Clock::now();
     double window = std::min(seconds(kRateWindow), std::max(1e-3, seconds(now - started_at_)));
-    each("tarn_pool_refill_per_second", "Sandboxes made per second over the last 10 s.", "gauge", [&](const Pool& p) {
-        size_t recent = 0;
-        for (auto t : p.made_recent)
-            if (now - t <= kRateWindow) ++recent;
-        return static_cast<double>(recent) / window;
-    });
+    each("tarn_pool_refill_per_second", "Sandboxes made per second over the last 10 s.", "gauge",
+         [&](const Pool& p) {
+             size_t recent = 0;
+             for (auto t : p.made_recent)
+                 if (now - t <= kRateWindow) ++recent;
+             return static_cast<double>(recent) / window;
+         });
     w.family("tarn_pool_idle_target_changes_total", "Times the idle target went up or down.", "counter");
     for (const auto& [n, p] : pools_) {
         w.sample("tarn_pool_idle_target_changes_total", L{{"pool", n}, {"direction", "up"}},

@@ -19,7 +19,8 @@ namespace {
 bool valid_container_id(const std::string& id) {
     if (id.empty() || id.size() > 128 || id == "." || id == "..") return false;
     for (char ch : id)
-        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.') return false;
+        if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.')
+            return false;
     return true;
 }
 
@@ -39,13 +40,17 @@ void Daemon::on_lease(Conn* c, const json& msg) {
     if (it == pools_.end()) throw Error("pool \"" + name + "\": no such pool");
     Pool& p = *it->second;
     std::string id = msg.value("id", "");
-    if (!valid_container_id(id)) throw Error("lease: container id \"" + id + "\": letters, digits, '-', '_' and '.' only");
+    if (!valid_container_id(id))
+        throw Error("lease: container id \"" + id + "\": letters, digits, '-', '_' and '.' only");
     json want = detail::lease_key(p.tmpl.config);
     json got = msg.value("key", json::object());
     for (const auto& [k, v] : want.items())
-        if (!got.contains(k) || got[k] != v) throw Error("pool " + name + ": config differs from the template in linux." + k);
+        if (!got.contains(k) || got[k] != v)
+            throw Error("pool " + name + ": config differs from the template in linux." + k);
     for (const auto& [k, v] : got.items())
-        if (!want.contains(k)) throw Error("pool " + name + ": config differs from the template in linux." + k);
+        if (!want.contains(k))
+            throw Error("pool " + name + ": config differs from the template in linux." + k);
+    if (!p.kind->lendable()) throw Error("pool " + name + ": its sandboxes cannot be lent");
     ++p.arrivals;
     Sandbox* sb = take_idle(p);
     if (!sb) {
@@ -54,13 +59,15 @@ void Daemon::on_lease(Conn* c, const json& msg) {
         throw Error("pool " + name + ": no idle sandbox");
     }
     ++p.hits;
-    unwatch(sb->init->fd(), sb->sync_id);
+    unwatch(sb->control_fd(), sb->control_id);
     sb->st = Sandbox::St::leased;
     sb->owner = c;
     c->leased = sb;
     c->pool = &p;
-    detail::send_message(c->fd.get(), json{{"sandbox", sb->name}, {"cgroup", sb->cgroup}, {"pid", sb->init->pid()}},
-                         {sb->init->pidfd()});
+    json lent = {{"sandbox", sb->name}};
+    std::vector<int> fds;
+    sb->lend(lent, fds);
+    detail::send_message(c->fd.get(), lent, fds);
 }
 
 void Daemon::load_leases() {
@@ -98,11 +105,10 @@ void Daemon::end_lease(Conn* c, bool released) {
         destroy_sandbox(sb);
         return;
     }
-    record_lease(sb->cgroup);
+    record_lease(sb->cgroup());
     ++p.leases;
     sb->owner = nullptr;
-    sb->init.reset();  // killed and reaped: the caller holds the namespaces now
-    tell_spawner(sb->cgroup, sb->spawner, "forget");
+    sb->hand_over();
     p.sandboxes.erase(sb->name);
 }
 

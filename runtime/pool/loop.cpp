@@ -2,6 +2,7 @@
 // each), one epoll loop over every fd the daemon watches, the timer's tick, stopping
 // and teardown. Sandbox setup never blocks the loop: it happens in the spawners, so
 // claims are served while other sandboxes are being made.
+#include <limits.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/signalfd.h>
@@ -10,7 +11,6 @@
 #include <sys/timerfd.h>
 #include <sys/un.h>
 #include <sys/wait.h>
-#include <limits.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -46,7 +46,9 @@ void Daemon::reap_leftovers() {
             cg->destroy();
         }
     }
-    if (killed) log_warn("pool: killed " + std::to_string(killed) + " processes a previous daemon left in " + o_.cgroup_parent);
+    if (killed)
+        log_warn("pool: killed " + std::to_string(killed) + " processes a previous daemon left in " +
+                 o_.cgroup_parent);
 }
 
 void Daemon::load_pool(const PoolSpec& spec) {
@@ -87,14 +89,13 @@ void Daemon::load_pool(const PoolSpec& spec) {
     pools_[spec.name] = std::move(p);
 }
 
-
-uint64_t Daemon::watch(int fd, Kind kind, void* obj, uint32_t events) {
+uint64_t Daemon::watch(int fd, Kind kind, void* obj, uint32_t events, SandboxKind* maker) {
     uint64_t id = next_watch_++;
     epoll_event ev{};
     ev.events = events;
     ev.data.u64 = id;
     if (::epoll_ctl(ep_.get(), EPOLL_CTL_ADD, fd, &ev) < 0) throw_errno("epoll_ctl");
-    watches_[id] = Watch{kind, obj};
+    watches_[id] = Watch{kind, obj, maker};
     return id;
 }
 
@@ -134,7 +135,6 @@ void Daemon::listen() {
     if (::listen(listener_.get(), 256) < 0) throw_errno("listen on " + o_.socket);
 }
 
-
 // ---- time and stopping -----------------------------------------------------
 
 void Daemon::on_timer() {
@@ -142,7 +142,8 @@ void Daemon::on_timer() {
     (void)!::read(timer_.get(), &ticks, sizeof ticks);
     auto now = Clock::now();
     for (auto& [n, p] : pools_) {
-        while (!p->made_recent.empty() && now - p->made_recent.front() > kRateWindow) p->made_recent.pop_front();
+        while (!p->made_recent.empty() && now - p->made_recent.front() > kRateWindow)
+            p->made_recent.pop_front();
         if (!stopping_) tick_sizing(*p, now);
         std::vector<Conn*> late;
         for (Conn* c : p->waiting)
@@ -173,7 +174,7 @@ void Daemon::begin_stop(bool now) {
         for (Sandbox* sb : std::deque<Sandbox*>(p->idle)) destroy_sandbox(sb);
         if (stop_now_)
             for (auto& [sn, sb] : p->sandboxes)
-                if (sb->st == Sandbox::St::running) sb->init->signal(SIGKILL);
+                if (sb->st == Sandbox::St::running) sb->signal(SIGKILL);
     }
 }
 
@@ -206,7 +207,11 @@ void Daemon::setup() {
     load_leases();
     reap_leftovers();
     for (const PoolSpec& s : o_.pools) load_pool(s);
-    start_spawners();
+    // Every pool's sandboxes are process sandboxes so far; a pool of another kind
+    // would get that kind here, from its template.
+    kinds_.push_back(process_sandboxes(*this, o_.max_starting));
+    for (auto& [n, p] : pools_) p->kind = kinds_.front().get();
+    for (auto& k : kinds_) k->start();
     ep_.reset(::epoll_create1(EPOLL_CLOEXEC));
     if (!ep_) throw_errno("epoll_create1");
     // One sandbox per pool, made before the socket is served: a template that cannot
@@ -214,14 +219,11 @@ void Daemon::setup() {
     for (auto& [n, p] : pools_) {
         if (!start_sandbox(*p)) throw Error("pool " + n + ": no spawner took its first sandbox");
         uint64_t failures = p->failures;
-        while (p->starting > 0) {
-            for (auto& sp : spawners_)
-                if (sp->jobs) on_spawner(sp.get());
-        }
-        if (p->failures != failures) throw Error("pool " + n + ": template " + p->spec.bundle + ": " + p->last_error);
+        while (p->starting > 0) p->kind->settle();
+        if (p->failures != failures)
+            throw Error("pool " + n + ": template " + p->spec.bundle + ": " + p->last_error);
     }
-    for (auto& sp : spawners_) sp->id = watch(sp->sock.get(), Kind::spawner, sp.get());
-    serving_ = true;
+    for (auto& k : kinds_) k->serve();
     timer_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK));
     itimerspec its{{0, 100'000'000}, {0, 100'000'000}};
     ::timerfd_settime(timer_.get(), 0, &its, nullptr);
@@ -235,7 +237,6 @@ void Daemon::setup() {
         log_debug("pool: metrics on " + metrics_bound_);
     }
     log_debug("pool: serving " + std::to_string(pools_.size()) + " pools on " + o_.socket);
-
 }
 
 void Daemon::loop() {
@@ -253,14 +254,30 @@ void Daemon::loop() {
             Watch w = it->second;
             try {
                 switch (w.kind) {
-                    case Kind::listener: on_accept(); break;
-                    case Kind::conn: on_conn(static_cast<Conn*>(w.obj)); break;
-                    case Kind::sync: on_sync(static_cast<Sandbox*>(w.obj)); break;
-                    case Kind::pidfd: on_exit(static_cast<Sandbox*>(w.obj)); break;
-                    case Kind::timer: on_timer(); break;
-                    case Kind::spawner: on_spawner(static_cast<Spawner*>(w.obj)); break;
-                    case Kind::metrics_listener: on_metrics_accept(); break;
-                    case Kind::metrics_conn: on_scrape(static_cast<Scrape*>(w.obj)); break;
+                    case Kind::listener:
+                        on_accept();
+                        break;
+                    case Kind::conn:
+                        on_conn(static_cast<Conn*>(w.obj));
+                        break;
+                    case Kind::control:
+                        on_control(static_cast<Sandbox*>(w.obj));
+                        break;
+                    case Kind::exit:
+                        on_exit(static_cast<Sandbox*>(w.obj));
+                        break;
+                    case Kind::timer:
+                        on_timer();
+                        break;
+                    case Kind::maker:
+                        w.maker->on_event(w.obj);
+                        break;
+                    case Kind::metrics_listener:
+                        on_metrics_accept();
+                        break;
+                    case Kind::metrics_conn:
+                        on_scrape(static_cast<Scrape*>(w.obj));
+                        break;
                     case Kind::signal: {
                         signalfd_siginfo si;
                         while (::read(sigfd_.get(), &si, sizeof si) == sizeof si) {
@@ -280,18 +297,13 @@ void Daemon::teardown() {
     for (auto& [n, p] : pools_) {
         std::vector<Sandbox*> made;
         for (auto& [sn, sb] : p->sandboxes)
-            if (sb->init) made.push_back(sb.get());
+            if (sb->st != Sandbox::St::starting) made.push_back(sb.get());
         for (Sandbox* sb : made) {
-            sb->init->signal(SIGKILL);
+            sb->signal(SIGKILL);
             destroy_sandbox(sb);
         }
     }
-    // The spawners finish the removals queued to them, then see EOF and exit.
-    for (auto& sp : spawners_) {
-        sp->sock.reset();
-        while (::waitpid(sp->pid, nullptr, 0) < 0 && errno == EINTR) {
-        }
-    }
+    for (auto& k : kinds_) k->stop();
     // Pool cgroups go unless a leased container still lives below them.
     bool kept = false;
     for (auto& [n, p] : pools_) {
@@ -339,6 +351,8 @@ void Daemon::run() {
 
 namespace tarn::pool {
 
-void serve(const DaemonOptions& o) { detail::Daemon(o).run(); }
+void serve(const DaemonOptions& o) {
+    detail::Daemon(o).run();
+}
 
 }  // namespace tarn::pool

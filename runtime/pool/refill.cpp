@@ -23,7 +23,6 @@ void Daemon::refill() {
     }
 }
 
-
 // ---- sizing ----------------------------------------------------------------
 
 void Daemon::resize(Pool& p, unsigned misses) {
@@ -54,7 +53,8 @@ void Daemon::tick_sizing(Pool& p, Clock::time_point now) {
             cgroups::Stats st = p.rp->cgroup().stats();
             mem = st.memory.usage.usage;
             // cgroup v1 reports "no limit" as a number near 2^63.
-            if (st.memory.usage.limit && st.memory.usage.limit < (1ULL << 60)) mem_max = st.memory.usage.limit;
+            if (st.memory.usage.limit && st.memory.usage.limit < (1ULL << 60))
+                mem_max = st.memory.usage.limit;
             pids = st.pids.current;
             if (st.pids.limit) pids_max = st.pids.limit;
         } catch (const Error& e) {
@@ -66,7 +66,8 @@ void Daemon::tick_sizing(Pool& p, Clock::time_point now) {
     resize(p, 0);
     if (p.limits.mode != sizing::Mode::adaptive) return;
     // The target came down: the oldest idle sandboxes beyond it go, a few per tick.
-    for (unsigned i = 0; i < kTrimPerTick && p.idle.size() > p.sizing.target; ++i) destroy_sandbox(p.idle.front());
+    for (unsigned i = 0; i < kTrimPerTick && p.idle.size() > p.sizing.target; ++i)
+        destroy_sandbox(p.idle.front());
 }
 
 }  // namespace tarn::pool::detail

@@ -1,8 +1,5 @@
-// A sandbox's life in the daemon: ready, claimed, its workload's start and exit,
-// lost or destroyed.
-#include <signal.h>
-#include <sys/wait.h>
-#include <poll.h>
+// A sandbox's life in the daemon, whatever its kind: asked for, made (or failed),
+// idle, claimed, its workload's start and exit, lost or destroyed.
 #include <unistd.h>
 
 #include "runtime/pool/daemon.hpp"
@@ -13,6 +10,52 @@ namespace tarn::pool::detail {
 using runtime::log_debug;
 using runtime::log_error;
 using runtime::log_warn;
+
+bool Daemon::start_sandbox(Pool& p) {
+    // The daemon's pid in the name: a restarted daemon never reuses an old name.
+    std::string name = p.spec.name + "-" + std::to_string(::getpid()) + "-" + std::to_string(++p.seq);
+    auto t_make = Clock::now();
+    std::unique_ptr<Sandbox> sb = p.kind->make(p, name);
+    if (!sb) return false;
+    sb->pool = &p;
+    sb->name = std::move(name);
+    sb->t_make = t_make;
+    ++p.starting;
+    ++starting_total_;
+    p.sandboxes[sb->name] = std::move(sb);
+    return true;
+}
+
+Sandbox* Daemon::starting(const std::string& name) {
+    for (auto& [n, p] : pools_) {
+        auto it = p->sandboxes.find(name);
+        if (it != p->sandboxes.end()) return it->second.get();
+    }
+    return nullptr;
+}
+
+void Daemon::made(Sandbox* sb, const std::string& phases) {
+    Pool& p = *sb->pool;
+    --p.starting;
+    --starting_total_;
+    // Idle, a sandbox only speaks if it dies: watching it notices that.
+    sb->control_id = watch(sb->control_fd(), Kind::control, sb);
+    ++p.made;
+    p.make_s = sizing::ewma_sample(p.make_s, seconds(Clock::now() - sb->t_make), !p.made_any);
+    p.made_any = true;
+    p.consecutive_failures = 0;
+    p.made_recent.push_back(Clock::now());
+    log_debug("pool " + p.spec.name + ": " + sb->name + " ready: " + phases);
+    sandbox_ready(p, sb);
+}
+
+void Daemon::make_failed(Sandbox* sb, const std::string& why, bool oom) {
+    Pool& p = *sb->pool;
+    --p.starting;
+    --starting_total_;
+    p.sandboxes.erase(sb->name);
+    setup_failed(p, why, oom);
+}
 
 void Daemon::setup_failed(Pool& p, const std::string& msg, bool oom) {
     ++p.failures;
@@ -35,23 +78,26 @@ void Daemon::setup_failed(Pool& p, const std::string& msg, bool oom) {
     }
 }
 
-void Daemon::on_sync(Sandbox* sb) {
+void Daemon::on_control(Sandbox* sb) {
     Pool& p = *sb->pool;
     if (sb->st == Sandbox::St::idle) {
-        // An idle init only speaks if it died.
+        // An idle sandbox only speaks if it died.
         lose_sandbox(sb, "while idle");
         return;
     }
     // Claimed: EOF means the workload exec'd; a message says why it did not.
-    sb->error = sb->init->claim_outcome();
+    sb->error = sb->claim_outcome();
     sb->exec_done = true;
-    unwatch(sb->init->fd(), sb->sync_id);
+    unwatch(sb->control_fd(), sb->control_id);
     if (sb->error.empty() && sb->owner) {
         double ms = ms_since(sb->owner->t_req);
         (sb->owner->cold ? p.cold : p.warm).observe(ms / 1000);
-        if (p.latencies.size() < kLatencies) p.latencies.push_back(ms);
-        else p.latencies[p.lat_next++ % kLatencies] = ms;
-        reply(sb->owner, json{{"event", "started"}, {"pid", sb->init->pid()}, {"sandbox", sb->name}, {"claimMs", ms}});
+        if (p.latencies.size() < kLatencies)
+            p.latencies.push_back(ms);
+        else
+            p.latencies[p.lat_next++ % kLatencies] = ms;
+        reply(sb->owner,
+              json{{"event", "started"}, {"pid", sb->pid()}, {"sandbox", sb->name}, {"claimMs", ms}});
     }
 }
 
@@ -71,23 +117,18 @@ void Daemon::sandbox_ready(Pool& p, Sandbox* sb) {
 }
 
 void Daemon::on_exit(Sandbox* sb) {
-    siginfo_t si{};
-    if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(sb->init->pidfd()), &si, WEXITED | WNOHANG) < 0 ||
-        si.si_pid == 0)
-        return;
-    sb->init->release();
-    // The exit can come before the socket's news: an error message (the workload
+    std::optional<ExitStatus> status = sb->exit_status();
+    if (!status) return;
+    // The exit can come before the control fd's news: an error message (the workload
     // never started) is already queued there; EOF means it exec'd.
-    if (!sb->exec_done) sb->error = sb->init->claim_outcome();
+    if (!sb->exec_done) sb->error = sb->claim_outcome();
     if (Conn* c = sb->owner) {
         c->sb = nullptr;
         sb->owner = nullptr;
         if (!sb->error.empty()) {
             fail(c, sb->error);
         } else {
-            int sig = si.si_code == CLD_KILLED || si.si_code == CLD_DUMPED ? si.si_status : 0;
-            int code = sig ? 128 + sig : si.si_status;
-            reply(c, json{{"event", "exit"}, {"exitCode", code}, {"signal", sig}});
+            reply(c, json{{"event", "exit"}, {"exitCode", status->code}, {"signal", status->signal}});
         }
     }
     destroy_sandbox(sb);
@@ -95,17 +136,12 @@ void Daemon::on_exit(Sandbox* sb) {
 
 void Daemon::destroy_sandbox(Sandbox* sb) {
     Pool& p = *sb->pool;
-    if (sb->init) {
-        unwatch(sb->init->fd(), sb->sync_id);
-        unwatch(sb->init->pidfd(), sb->pid_id);
-    }
+    unwatch(sb->control_fd(), sb->control_id);
+    unwatch(sb->exit_fd(), sb->exit_id);
     if (sb->st == Sandbox::St::running) --p.running;
     if (sb->st == Sandbox::St::idle) std::erase(p.idle, sb);
     if (sb->owner) sb->owner->sb = nullptr;
-    sb->init.reset();  // kills and reaps it unless released
-    // A lease only becomes a container's at "release" (end_lease), which never comes
-    // here: a sandbox destroyed while leased is still the pool's to remove.
-    tell_spawner(sb->cgroup, sb->spawner);
+    sb->destroy();
     p.sandboxes.erase(sb->name);
 }
 
@@ -116,8 +152,7 @@ void Daemon::lose_sandbox(Sandbox* sb, const std::string& when) {
     destroy_sandbox(sb);
 }
 
-
-// An idle init can die before the loop hears of it: the budget's OOM killer picks
+// An idle sandbox can die before the loop hears of it: the budget's OOM killer picks
 // by resident set, and an idle init's counts the pages it shares with its spawner
 // (tens of MiB under a sanitizer), so it can be chosen over the workload that
 // filled the budget. Such a sandbox is dropped, never handed out.
@@ -125,8 +160,7 @@ Sandbox* Daemon::take_idle(Pool& p) {
     while (!p.idle.empty()) {
         Sandbox* sb = p.idle.front();
         p.idle.pop_front();
-        pollfd pfd{sb->init->pidfd(), POLLIN, 0};
-        if (::poll(&pfd, 1, 0) == 0) return sb;
+        if (sb->alive()) return sb;
         lose_sandbox(sb, "while idle");
     }
     return nullptr;
