@@ -12,10 +12,6 @@
 namespace tarn::pool::detail {
 
 using runtime::log_debug;
-using runtime::log_error;
-using runtime::log_warn;
-
-// ---- clients ---------------------------------------------------------------
 
 void Daemon::on_accept() {
     for (;;) {

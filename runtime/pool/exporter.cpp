@@ -10,10 +10,6 @@
 namespace tarn::pool::detail {
 
 using runtime::log_debug;
-using runtime::log_error;
-using runtime::log_warn;
-
-// ---- metrics ---------------------------------------------------------------
 
 void Daemon::on_metrics_accept() {
     for (;;) {

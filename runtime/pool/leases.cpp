@@ -10,10 +10,6 @@
 
 namespace tarn::pool::detail {
 
-using runtime::log_debug;
-using runtime::log_error;
-using runtime::log_warn;
-
 namespace {
 
 bool valid_container_id(const std::string& id) {

@@ -6,8 +6,6 @@
 namespace tarn::pool::detail {
 
 using runtime::log_debug;
-using runtime::log_error;
-using runtime::log_warn;
 
 void Daemon::refill() {
     if (stopping_) return;
@@ -22,8 +20,6 @@ void Daemon::refill() {
         }
     }
 }
-
-// ---- sizing ----------------------------------------------------------------
 
 void Daemon::resize(Pool& p, unsigned misses) {
     auto now = Clock::now();
