@@ -141,7 +141,7 @@ void Daemon::on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds) {
     auto it = pools_.find(name);
     if (it == pools_.end()) throw Error("pool \"" + name + "\": no such pool");
     Pool& p = *it->second;
-    Request& r = c->run;
+    Request& r = c->run = Request{};
     r.args = string_list(msg, "args", true);
     if (r.args.empty() || r.args[0].empty()) throw Error("args: must name a command");
     r.env = string_list(msg, "env", false);

@@ -17,7 +17,6 @@
 #include <vector>
 
 #include "cgroups/cgroups.hpp"
-#include "namespaces/namespaces.hpp"
 #include "runtime/pool/detail.hpp"
 #include "runtime/pool/metrics.hpp"
 #include "runtime/pool/pool.hpp"
