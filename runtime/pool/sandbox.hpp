@@ -63,7 +63,8 @@ public:
     virtual int control_fd() const = 0;
     // Readable once the workload (or the sandbox) has exited: exit_status().
     virtual int exit_fd() const = 0;
-    // The workload as the host sees it.
+    // The workload as the host sees it (for a VM, the process running the guest),
+    // reported to the client when it starts.
     virtual pid_t pid() const = 0;
     // Where everything the sandbox costs is charged: its cgroup, below the pool's
     // budget cgroup. Per-request limits go there too.
