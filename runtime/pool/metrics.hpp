@@ -1,7 +1,7 @@
 // The pool daemon's metrics in the Prometheus text exposition format (0.0.4), and
 // the little HTTP it takes to serve them: where to listen, one request parsed,
 // one response. The daemon drives the sockets from its own event loop
-// (daemon.cpp). Internal to runtime/pool/.
+// (exporter.cpp). Internal to runtime/pool/.
 #pragma once
 
 #include <array>

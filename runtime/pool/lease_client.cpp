@@ -1,3 +1,5 @@
+// The OCI path's borrower: `tarn create` asks a pool daemon for an idle sandbox's
+// namespaces and cgroup (the daemon's side is leases.cpp).
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/socket.h>

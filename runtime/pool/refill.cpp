@@ -1,0 +1,69 @@
+// Each pool's idle target, decided by the pure policy in sizing.cpp from what the
+// daemon measures, and the refill that keeps that many sandboxes ready.
+#include "runtime/pool/daemon.hpp"
+#include "runtime/runtime.hpp"
+
+namespace tarn::pool::detail {
+
+using runtime::log_debug;
+
+void Daemon::refill() {
+    if (stopping_) return;
+    auto now = Clock::now();
+    for (auto& [name, pp] : pools_) {
+        Pool& p = *pp;
+        while (starting_total_ < o_.max_starting && now >= p.backoff_until) {
+            size_t want = p.sizing.target + p.waiting.size();
+            if (p.idle.size() + p.starting >= want || p.total() >= p.spec.max_total) break;
+            size_t before = p.failures;
+            if (!start_sandbox(p) || p.failures != before) break;
+        }
+    }
+}
+
+void Daemon::resize(Pool& p, unsigned misses) {
+    auto now = Clock::now();
+    p.sizing_in.dt_s = seconds(now - p.last_decision);
+    p.last_decision = now;
+    p.sizing_in.make_s = p.make_s;
+    p.sizing_in.misses = misses;
+    unsigned free = static_cast<unsigned>(p.idle.size()) + p.starting;
+    p.sizing_in.busy = p.total() > free ? p.total() - free : 0;
+    p.sizing_in.budget_room = p.budget_room;
+    unsigned before = p.sizing.target;
+    p.sizing = sizing::decide(p.limits, p.sizing.level, p.sizing_in);
+    if (p.sizing.target > before) ++p.target_raised;
+    if (p.sizing.target < before) ++p.target_lowered;
+    p.target_max = std::max(p.target_max, p.sizing.target);
+}
+
+void Daemon::tick_sizing(Pool& p, Clock::time_point now) {
+    p.sizing_in.rate = sizing::ewma_rate(p.sizing_in.rate, p.arrivals, seconds(now - p.last_rate),
+                                         p.spec.rate_window_ms / 1000.0);
+    p.arrivals = 0;
+    p.last_rate = now;
+    if (p.limits.mode == sizing::Mode::adaptive && now - p.last_budget >= kBudgetEvery) {
+        p.last_budget = now;
+        std::optional<uint64_t> mem, mem_max, pids, pids_max;
+        try {
+            cgroups::Stats st = p.rp->cgroup().stats();
+            mem = st.memory.usage.usage;
+            // cgroup v1 reports "no limit" as a number near 2^63.
+            if (st.memory.usage.limit && st.memory.usage.limit < (1ULL << 60))
+                mem_max = st.memory.usage.limit;
+            pids = st.pids.current;
+            if (st.pids.limit) pids_max = st.pids.limit;
+        } catch (const Error& e) {
+            log_debug("pool " + p.spec.name + ": budget: " + e.what());
+        }
+        p.budget_room = sizing::budget_room(mem, mem_max, pids, pids_max, p.total(),
+                                            static_cast<unsigned>(p.idle.size()), p.starting);
+    }
+    resize(p, 0);
+    if (p.limits.mode != sizing::Mode::adaptive) return;
+    // The target came down: the oldest idle sandboxes beyond it go, a few per tick.
+    for (unsigned i = 0; i < kTrimPerTick && p.idle.size() > p.sizing.target; ++i)
+        destroy_sandbox(p.idle.front());
+}
+
+}  // namespace tarn::pool::detail
