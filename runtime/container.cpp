@@ -110,6 +110,7 @@ Record ContainerDir::load() const {
     r.cgroup_path = j.value("cgroupPath", "");
     r.systemd_unit = j.value("systemdUnit", "");
     r.vm = j.value("isolation", "") == "vm";
+    r.no_new_keyring = j.value("noNewKeyring", false);
     return r;
 }
 
@@ -123,6 +124,7 @@ void ContainerDir::save(const Record& r) const {
     if (!r.state.annotations.empty()) j["annotations"] = r.state.annotations;
     if (!r.systemd_unit.empty()) j["systemdUnit"] = r.systemd_unit;
     if (r.vm) j["isolation"] = "vm";
+    if (r.no_new_keyring) j["noNewKeyring"] = true;
     write_file_atomic(path_ + "/state.json", j.dump());
 }
 

@@ -230,6 +230,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         rec.cgroup_path = cgroup_path;
         rec.systemd_unit = systemd_unit;
         rec.vm = in_vm;
+        rec.no_new_keyring = o.no_new_keyring;
         dir.save(rec);
         dir.save_config(text);
         auto state_time = std::chrono::steady_clock::now() - t_state - lease_time;

@@ -95,6 +95,7 @@ int exec(const GlobalOptions& g, const ExecOptions& o) {
             eo.console_socket = console.get();
         }
         eo.want_pty_master = proc.terminal && o.console_socket.empty();
+        eo.new_session_keyring = !rec.no_new_keyring;
         if (cfg.linux)
             for (const oci::Namespace& n : cfg.linux->namespaces) eo.namespaces.push_back(n.type);
         if (cfg.linux) eo.seccomp = cfg.linux->seccomp;
