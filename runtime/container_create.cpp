@@ -123,7 +123,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     if (!::realpath(o.bundle.c_str(), buf)) throw_errno("bundle " + o.bundle);
     std::string bundle = buf;
     std::string config_path = bundle + "/config.json";
-    std::string text = read_file(config_path);
+    std::string text = read_file(config_path, kMaxJsonDocument);
     oci::Config cfg = oci::parse_config(text, config_path);
     if (!cfg.root || cfg.root->path.empty()) throw Error(config_path + ": root.path: required");
     if (!cfg.process) throw Error(config_path + ": process: required");

@@ -24,7 +24,7 @@ uint32_t parse_id(const std::string& s, const char* what) {
 // The process to exec: --process, or the container's own process with the flags applied.
 oci::Process exec_process(const ExecOptions& o, const oci::Config& cfg) {
     if (!o.process_file.empty()) {
-        oci::Process p = oci::parse_process(read_file(o.process_file), o.process_file);
+        oci::Process p = oci::parse_process(read_file(o.process_file, kMaxJsonDocument), o.process_file);
         if (o.tty) p.terminal = true;
         return p;
     }

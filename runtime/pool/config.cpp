@@ -90,7 +90,8 @@ DaemonOptions parse_config(const json& j, const std::string& what) {
 }
 
 DaemonOptions load_config(const std::string& path) {
-    std::string text = read_file(path);
+    std::string text = read_file(path, kMaxJsonDocument);
+    check_json_bounds(text, path);
     json j = json::parse(text, nullptr, false);
     if (j.is_discarded()) throw Error(path + ": not valid JSON");
     return parse_config(j, path);

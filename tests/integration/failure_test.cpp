@@ -313,3 +313,57 @@ TEST(Failure, DeleteForceFinishesFromHandMadePartialStates) {
     write_text(b.root() + "/corrupt/state.json", "{\"id\": \"corr", 0600);
     expect_deleted_completely(b, "corrupt", "corrupt record");
 }
+
+// Every JSON document tarn reads is bounded before it is parsed (oci/base.hpp): the
+// error names the document and the limit, and nothing is left behind.
+TEST(Failure, DeepOrHugeJsonIsRefusedNamingTheDocumentAndLimit) {
+    REQUIRE_ROOT();
+    const std::string deep = std::string(100, '[') + std::string(100, ']');
+    const std::string too_deep = "arrays and objects nested deeper than 64 levels, the limit";
+    Bundle b;
+    // A valid config with a deep value under a key the spec lets runtimes ignore.
+    b.cmd("sleep infinity").write();
+    std::string cfg = read_text(b.dir() + "/config.json");
+    std::string with_ext = cfg.substr(0, cfg.rfind('}')) + ",\"org.example.ext\":" + deep + "}";
+    write_text(b.dir() + "/config.json", with_ext);
+    // (tarn::test::tarn: Bundle::tarn would write config.json again)
+    Result r = tarn::test::tarn({"create", "--bundle", b.dir(), "deep"}, b.root(), b.dir());
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find(b.dir() + "/config.json: line "), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find(too_deep), std::string::npos) << r.err;
+    expect_nothing_left(b, "deep");
+    // 10 MB of nested arrays: refused for its size before it is read.
+    write_text(b.dir() + "/config.json", std::string(5u << 20, '[') + std::string(5u << 20, ']'));
+    r = tarn::test::tarn({"create", "--bundle", b.dir(), "huge"}, b.root(), b.dir());
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find(b.dir() + "/config.json: 10485760 bytes, larger than the limit of 4194304"), std::string::npos)
+        << r.err;
+    expect_nothing_left(b, "huge");
+
+    // exec --process, update --resources from stdin and from a file, a state.json.
+    b.write();
+    ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "live"}).code, 0);
+    std::string proc = b.dir() + "/process.json";
+    write_text(proc, "{\"args\":[\"true\"],\"cwd\":\"/\",\"x\":" + deep + "}");
+    r = b.tarn({"exec", "--process", proc, "live"});
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find(proc + ": line 1: " + too_deep), std::string::npos) << r.err;
+    r = b.tarn({"update", "--resources", "-", "live"}, "{\"x\":" + deep + "}");
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("resources (stdin): line 1: " + too_deep), std::string::npos) << r.err;
+    // tarn stops reading at the limit: the rest of the write gets EPIPE, not a signal.
+    sighandler_t old_pipe = signal(SIGPIPE, SIG_IGN);
+    r = b.tarn({"update", "--resources", "-", "live"}, std::string(5u << 20, ' '));
+    signal(SIGPIPE, old_pipe);
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("resources (stdin): larger than 4194304 bytes, the limit"), std::string::npos) << r.err;
+    EXPECT_EQ(b.tarn({"delete", "--force", "live"}).code, 0);
+
+    ASSERT_EQ(sh("mkdir -p " + b.root() + "/badstate").code, 0);
+    write_text(b.root() + "/badstate/state.json", "{\"id\":\"badstate\",\"x\":" + deep + "}", 0600);
+    r = b.tarn({"state", "badstate"});
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find(b.root() + "/badstate/state.json: line 1: " + too_deep), std::string::npos) << r.err;
+    EXPECT_EQ(b.tarn({"delete", "--force", "badstate"}).code, 0);
+    EXPECT_FALSE(path_exists(b.root() + "/badstate"));
+}
