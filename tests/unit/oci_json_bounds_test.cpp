@@ -58,7 +58,8 @@ TEST(JsonBounds, BracketsInStringsDoNotCount) {
     std::string escaped = "[\"\\\"" + std::string(100, '{') + "\"]";
     EXPECT_EQ(error_of([&] { tarn::check_json_bounds(escaped, "doc"); }), "(no error)");
     std::string ends = "[\"\\\\\"," + nested(100) + "]";
-    EXPECT_NE(error_of([&] { tarn::check_json_bounds(ends, "doc"); }).find("nested deeper than 64"), std::string::npos);
+    EXPECT_NE(error_of([&] { tarn::check_json_bounds(ends, "doc"); }).find("nested deeper than 64"),
+              std::string::npos);
 }
 
 TEST(JsonBounds, SizeOverTheLimitNamesBoth) {
@@ -86,7 +87,8 @@ TEST(JsonBounds, TenMegabytesOfNestedArraysIsRefusedByConfigProcessAndResources)
 }
 
 TEST(JsonBounds, AValidConfigWithADeepUnknownKeyIsRefused) {
-    EXPECT_EQ(error_of([] { tarn::oci::parse_config(config_with_deep_extension(10), "config.json"); }), "(no error)");
+    EXPECT_EQ(error_of([] { tarn::oci::parse_config(config_with_deep_extension(10), "config.json"); }),
+              "(no error)");
     EXPECT_EQ(error_of([] { tarn::oci::parse_config(config_with_deep_extension(100), "config.json"); }),
               "config.json: line 1: arrays and objects nested deeper than 64 levels, the limit");
 }
