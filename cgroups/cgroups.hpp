@@ -129,7 +129,7 @@ public:
     const std::string& path() const { return path_; }
     // Every directory the cgroup occupies (one on v2, one per hierarchy otherwise).
     virtual std::vector<std::string> directories() const = 0;
-    // True if the cgroup's (first) directory exists.
+    // True if any of the cgroup's directories exists.
     bool exists() const;
 
     // Makes the cgroup. v2: enables controllers top-down in every ancestor's

@@ -4,8 +4,11 @@
 namespace tarn::cgroups {
 
 bool Manager::exists() const {
-    auto dirs = directories();
-    return !dirs.empty() && detail::is_dir(dirs.front());
+    // Any of them: a v1 create killed between its mkdirs leaves a subset, which is
+    // still this cgroup to kill and remove.
+    for (const std::string& d : directories())
+        if (detail::is_dir(d)) return true;
+    return false;
 }
 
 std::unique_ptr<Manager> open(const std::string& path, Mode mode, const std::string& root) {

@@ -180,7 +180,9 @@ public:
         throw Error("cgroup " + path_ + ": thaw: the freezer controller is not mounted");
     }
     bool frozen() const override {
-        if (const Hierarchy* f = find("freezer")) return frozen_v1(f->mount + path_);
+        // A create killed between its mkdirs leaves some hierarchies without the
+        // directory: a cgroup that is not there is not frozen (and delete must go on).
+        if (const Hierarchy* f = find("freezer")) return is_dir(f->mount + path_) && frozen_v1(f->mount + path_);
         if (has_unified()) return frozen_v2(unified_dir());
         return false;
     }
@@ -261,12 +263,22 @@ private:
         // translate_v1 only emits writes for mounted controllers.
         return h ? h->mount + path_ : root_ + "/" + w.controller + path_;
     }
-    // Where to list processes: every process of the container is in each hierarchy.
+    // Where to list processes: every process of the container is in each hierarchy
+    // that has its directory. After a create killed half-way some do not; the first
+    // that does is as good as any (a process is placed in all of them in one go).
     std::string primary_dir() const {
+        std::string first;
         for (const char* c : {"pids", "freezer", "memory", "cpu", "devices"})
-            if (const Hierarchy* h = find(c)) return h->mount + path_;
-        if (!hierarchies_.empty()) return hierarchies_.front().mount + path_;
-        return unified_dir();
+            if (const Hierarchy* h = find(c)) {
+                std::string dir = h->mount + path_;
+                if (is_dir(dir)) return dir;
+                if (first.empty()) first = std::move(dir);
+            }
+        for (const auto& h : hierarchies_)
+            if (is_dir(h.mount + path_)) return h.mount + path_;
+        if (has_unified()) return unified_dir();
+        if (!first.empty()) return first;
+        return hierarchies_.empty() ? unified_dir() : hierarchies_.front().mount + path_;
     }
 
     std::string root_;

@@ -24,6 +24,7 @@ void exec_main(const oci::Process& proc, const ExecOptions& o, SyncSocket& sock)
         if (o.console_socket >= 0) send_fd(o.console_socket, master.get(), "console");
         if (o.want_pty_master) sock.send(MsgType::pty, {}, nullptr, 0, master.get());
     }
+    if (o.new_session_keyring) detail::join_fresh_session_keyring();
     detail::apply_lsm_labels(proc);
     detail::FinalCapabilities final_caps =
         detail::become_workload(proc, t, false, detail::seccomp_needs_sys_admin(proc, o.seccomp.has_value()));

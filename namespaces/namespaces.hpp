@@ -154,6 +154,9 @@ struct ExecOptions {
     // As InitOptions: where the exec'd process's notify fd goes.
     int seccomp_listener = -1;
     std::function<std::string(pid_t)> seccomp_state;
+    // A fresh anonymous session keyring instead of the caller's (which would give the
+    // container every key its caller holds); false for --no-new-keyring containers.
+    bool new_session_keyring = false;
 };
 Spawned spawn_exec(int init_pidfd, pid_t init_pid, const oci::Process& process, const ExecOptions& opts,
                    const std::function<void(pid_t)>& place_in_cgroup);

@@ -171,6 +171,19 @@ void apply_scheduling(const oci::Process& p) {
     }
 }
 
+void join_fresh_session_keyring() {
+    // KEYCTL_JOIN_SESSION_KEYRING with no name: a new anonymous keyring that nobody
+    // else can find or join. The container's own `_ses.<id>` cannot be joined from
+    // here: the kernel finds a keyring by name only for a caller with search
+    // permission, which its creator's default permissions give to possessors alone.
+    if (::syscall(SYS_keyctl, 1, nullptr, 0, 0, 0) >= 0) return;
+    // No keyrings in this kernel, or keyctl refused by a seccomp filter around the
+    // runtime, which binds the container's processes too: either way no key can be
+    // reached through keyctl, as for the init (spawn.cpp).
+    if (errno == ENOSYS || errno == EPERM || errno == EACCES) return;
+    throw_errno("join a new session keyring");
+}
+
 void apply_personality(const oci::Config& c) {
     if (!c.linux || !c.linux->personality) return;
     const oci::Personality& p = *c.linux->personality;

@@ -64,6 +64,9 @@ void apply_rlimits(const oci::Process& p);
 void apply_oom_score_adj(const oci::Process& p);
 void apply_scheduling(const oci::Process& p);  // scheduler, ioPriority, personality is in config
 void apply_personality(const oci::Config& c);
+// An anonymous session keyring of the process's own, for `exec` (see design.md,
+// Security measures: session keyrings).
+void join_fresh_session_keyring();
 void apply_cpu_affinity(const std::string& cpus, const char* field);
 // setgroups + setresgid + setresuid, keeping capabilities across the uid change.
 void switch_user(const oci::User& u);

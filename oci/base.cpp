@@ -5,6 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
 namespace tarn {
 
 std::string Error::errno_text(int err) {
@@ -39,6 +43,68 @@ std::string read_file(const std::string& path) {
         out.append(buf, static_cast<size_t>(n));
     }
     return out;
+}
+
+std::string read_fd(int fd, std::size_t max_bytes, std::string_view source) {
+    std::string out;
+    char buf[65536];
+    for (;;) {
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            throw_errno("read " + std::string(source));
+        }
+        if (n == 0) break;
+        if (out.size() + static_cast<size_t>(n) > max_bytes)
+            throw Error(std::string(source) + ": larger than " + std::to_string(max_bytes) + " bytes, the limit");
+        out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+}
+
+std::string read_file(const std::string& path, std::size_t max_bytes) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd) throw_errno("open " + path);
+    struct stat st;
+    if (::fstat(fd.get(), &st) == 0 && S_ISREG(st.st_mode) && static_cast<uint64_t>(st.st_size) > max_bytes)
+        throw Error(path + ": " + std::to_string(st.st_size) + " bytes, larger than the limit of " +
+                    std::to_string(max_bytes));
+    return read_fd(fd.get(), max_bytes, path);
+}
+
+void check_json_bounds(std::string_view text, std::string_view source, std::size_t max_bytes) {
+    if (text.size() > max_bytes)
+        throw Error(std::string(source) + ": " + std::to_string(text.size()) + " bytes, larger than the limit of " +
+                    std::to_string(max_bytes));
+    // Brackets inside strings do not count; a string ends at a quote that is not
+    // escaped. Malformed text is left to the parser, which says where.
+    std::size_t depth = 0;
+    const char* p = text.data();
+    const char* end = p + text.size();
+    while (p < end) {
+        char c = *p++;
+        if (c == '"') {
+            while (p < end) {
+                const void* q = std::memchr(p, '"', static_cast<size_t>(end - p));
+                if (!q) return;  // unterminated: the parser's error
+                const char* quote = static_cast<const char*>(q);
+                std::size_t backslashes = 0;
+                for (const char* b = quote; b > p && b[-1] == '\\'; --b) ++backslashes;
+                p = quote + 1;
+                if (backslashes % 2 == 0) break;
+            }
+        } else if (c == '[' || c == '{') {
+            if (++depth > kMaxJsonDepth) {
+                std::string_view before = text.substr(0, static_cast<size_t>(p - text.data()));
+                auto line = 1 + std::count(before.begin(), before.end(), '\n');
+                throw Error(std::string(source) + ": line " + std::to_string(line) +
+                            ": arrays and objects nested deeper than " + std::to_string(kMaxJsonDepth) +
+                            " levels, the limit");
+            }
+        } else if ((c == ']' || c == '}') && depth > 0) {
+            --depth;
+        }
+    }
 }
 
 static void write_all(int fd, std::string_view data, const std::string& path) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cerrno>
+#include <cstddef>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -59,6 +60,25 @@ std::vector<std::string_view> lines(std::string_view text);
 
 // Whole-file helpers used across libraries; errors name the path.
 std::string read_file(const std::string& path);
+// The same, refusing a file larger than `max_bytes` before it is read (a regular file's
+// size) or as soon as more arrives (a pipe, a device).
+std::string read_file(const std::string& path, std::size_t max_bytes);
+// What `fd` has until EOF, at most `max_bytes`; `source` names it in errors.
+std::string read_fd(int fd, std::size_t max_bytes, std::string_view source);
+
+// Bounds on every JSON document tarn reads: the parser builds a node per value (tens of
+// bytes each) and recurses per nesting level, so a small hostile file could cost
+// hundreds of megabytes and a deep stack before any error. The deepest document the
+// runtime spec defines nests 7 levels (linux.seccomp.syscalls[].args[]); 64 leaves
+// room for extensions. runc (Go's encoding/json) allows 10000.
+inline constexpr std::size_t kMaxJsonDepth = 64;
+// config.json, process.json, update's resources, state.json: real configs are tens of
+// KiB (a seccomp profile and annotations, which Kubernetes caps at 256 KiB).
+inline constexpr std::size_t kMaxJsonDocument = 4u << 20;
+// Throws "<source>: ..." naming the limit when `text` is larger than `max_bytes` or
+// nests arrays/objects deeper than kMaxJsonDepth. One pass, no allocation: it runs
+// before every parse, config.json's on every create included.
+void check_json_bounds(std::string_view text, std::string_view source, std::size_t max_bytes = kMaxJsonDocument);
 void write_file(const std::string& path, std::string_view data);
 // Writes to a temporary file in the same directory and renames it into place.
 void write_file_atomic(const std::string& path, std::string_view data, unsigned mode = 0600);

@@ -369,7 +369,7 @@ Config parse_config(std::string_view text, std::string_view source) {
 
 Config load_config(const std::string& bundle_dir) {
     std::string path = bundle_dir + "/config.json";
-    return parse_config(read_file(path), path);
+    return parse_config(read_file(path, kMaxJsonDocument), path);
 }
 
 Resources parse_resources(std::string_view text, std::string_view source) {

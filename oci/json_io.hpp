@@ -29,6 +29,7 @@ using nlohmann::json;
 // from the byte offset nlohmann reports: the last byte it read, so an unexpected token is
 // located by its end (the same convention as jq).
 inline json parse_json(std::string_view text, std::string_view source) {
+    check_json_bounds(text, source);
     try {
         return json::parse(text);
     } catch (const json::parse_error& e) {

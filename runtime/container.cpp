@@ -84,7 +84,7 @@ ContainerDir ContainerDir::open(const std::string& root, const std::string& id) 
 Record ContainerDir::load() const {
     std::string text;
     try {
-        text = read_file(path_ + "/state.json");
+        text = read_file(path_ + "/state.json", kMaxJsonDocument);
     } catch (const Error& e) {
         if (e.code() == ENOENT) {
             // A create killed before it wrote anything: only `delete --force` applies.
@@ -95,6 +95,7 @@ Record ContainerDir::load() const {
         }
         throw;
     }
+    check_json_bounds(text, path_ + "/state.json");
     nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
     if (j.is_discarded()) throw Error("container " + id_ + ": state.json is corrupt");
     Record r;
@@ -110,6 +111,7 @@ Record ContainerDir::load() const {
     r.cgroup_path = j.value("cgroupPath", "");
     r.systemd_unit = j.value("systemdUnit", "");
     r.vm = j.value("isolation", "") == "vm";
+    r.no_new_keyring = j.value("noNewKeyring", false);
     return r;
 }
 
@@ -123,13 +125,14 @@ void ContainerDir::save(const Record& r) const {
     if (!r.state.annotations.empty()) j["annotations"] = r.state.annotations;
     if (!r.systemd_unit.empty()) j["systemdUnit"] = r.systemd_unit;
     if (r.vm) j["isolation"] = "vm";
+    if (r.no_new_keyring) j["noNewKeyring"] = true;
     write_file_atomic(path_ + "/state.json", j.dump());
 }
 
 void ContainerDir::save_config(std::string_view text) const { write_file_atomic(path_ + "/config.json", text); }
 
 oci::Config ContainerDir::load_config() const {
-    return oci::parse_config(read_file(path_ + "/config.json"), path_ + "/config.json");
+    return oci::parse_config(read_file(path_ + "/config.json", kMaxJsonDocument), path_ + "/config.json");
 }
 
 void ContainerDir::remove() {

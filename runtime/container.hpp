@@ -18,6 +18,7 @@ struct Record {
     std::string cgroup_path;
     std::string systemd_unit;  // --systemd-cgroup: the container's transient unit
     bool vm = false;  // VM isolation mode: pid is the VM monitor's (runtime/vm/)
+    bool no_new_keyring = false;  // created with --no-new-keyring: exec keeps its caller's too
 };
 
 class ContainerDir {

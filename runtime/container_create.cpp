@@ -123,7 +123,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     if (!::realpath(o.bundle.c_str(), buf)) throw_errno("bundle " + o.bundle);
     std::string bundle = buf;
     std::string config_path = bundle + "/config.json";
-    std::string text = read_file(config_path);
+    std::string text = read_file(config_path, kMaxJsonDocument);
     oci::Config cfg = oci::parse_config(text, config_path);
     if (!cfg.root || cfg.root->path.empty()) throw Error(config_path + ": root.path: required");
     if (!cfg.process) throw Error(config_path + ": process: required");
@@ -230,6 +230,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         rec.cgroup_path = cgroup_path;
         rec.systemd_unit = systemd_unit;
         rec.vm = in_vm;
+        rec.no_new_keyring = o.no_new_keyring;
         dir.save(rec);
         dir.save_config(text);
         auto state_time = std::chrono::steady_clock::now() - t_state - lease_time;

@@ -72,7 +72,18 @@ int remove(const GlobalOptions& g, const std::string& id, bool force) {
     try {
         if (force && !detail::ContainerDir::exists(g.root, id)) return 0;
         detail::ContainerDir dir = detail::ContainerDir::open(g.root, id);
-        detail::Record rec = dir.load();
+        detail::Record rec;
+        try {
+            rec = dir.load();
+        } catch (const Error& e) {
+            // Records are replaced atomically, so only something outside tarn corrupts
+            // one; without it there is no pid or cgroup to clean, but the id must not
+            // stay blocked.
+            if (!force) throw;
+            log_warn("delete " + id + ": " + e.what() + "; removing the state dir only");
+            rec.state.id = id;
+            rec.state.status = oci::Status::creating;
+        }
         oci::Status st = detail::current_status(dir, rec);
         if (!force && (st == oci::Status::running || st == oci::Status::paused))
             throw Error("cannot delete a container that is " + std::string(oci::to_string(st)) + " (use --force)");

@@ -24,7 +24,7 @@ uint32_t parse_id(const std::string& s, const char* what) {
 // The process to exec: --process, or the container's own process with the flags applied.
 oci::Process exec_process(const ExecOptions& o, const oci::Config& cfg) {
     if (!o.process_file.empty()) {
-        oci::Process p = oci::parse_process(read_file(o.process_file), o.process_file);
+        oci::Process p = oci::parse_process(read_file(o.process_file, kMaxJsonDocument), o.process_file);
         if (o.tty) p.terminal = true;
         return p;
     }
@@ -95,6 +95,7 @@ int exec(const GlobalOptions& g, const ExecOptions& o) {
             eo.console_socket = console.get();
         }
         eo.want_pty_master = proc.terminal && o.console_socket.empty();
+        eo.new_session_keyring = !rec.no_new_keyring;
         if (cfg.linux)
             for (const oci::Namespace& n : cfg.linux->namespaces) eo.namespaces.push_back(n.type);
         if (cfg.linux) eo.seccomp = cfg.linux->seccomp;

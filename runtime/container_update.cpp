@@ -31,9 +31,9 @@ int update(const GlobalOptions& g, const UpdateOptions& o) {
         if (!o.resources.empty()) {
             std::string text;
             if (o.resources == "-")
-                text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+                text = read_fd(STDIN_FILENO, kMaxJsonDocument, "resources (stdin)");
             else
-                text = read_file(o.resources);
+                text = read_file(o.resources, kMaxJsonDocument);
             r = oci::parse_resources(text, o.resources == "-" ? "resources (stdin)" : o.resources);
         }
         auto memory = [&]() -> oci::Memory& {

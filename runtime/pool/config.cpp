@@ -131,7 +131,8 @@ void check_sizing(const PoolSpec& s, const std::string& where, const std::functi
 }
 
 DaemonOptions load_config(const std::string& path) {
-    std::string text = read_file(path);
+    std::string text = read_file(path, kMaxJsonDocument);
+    check_json_bounds(text, path);
     json j = json::parse(text, nullptr, false);
     if (j.is_discarded()) throw Error(path + ": not valid JSON");
     return parse_config(j, path);

@@ -27,6 +27,8 @@ bool recv_message(int sock, nlohmann::json& msg, std::vector<UniqueFd>* fds) {
     if (r.bytes == 0 && got.empty()) return false;
     if (r.truncated) throw Error("pool message larger than " + std::to_string(kMaxMessage) + " bytes");
     if (r.fds_truncated) throw Error("pool message with too many fds");
+    // The size is bounded by the buffer; the depth is not.
+    check_json_bounds(std::string_view(buf.get(), r.bytes), "pool message", kMaxMessage);
     msg = nlohmann::json::parse(buf.get(), buf.get() + r.bytes, nullptr, false);
     if (msg.is_discarded() || !msg.is_object()) throw Error("pool message is not a JSON object");
     if (fds) *fds = std::move(got);

@@ -69,9 +69,22 @@ std::string encode(const nlohmann::json& msg) {
     return msg.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
+void LineReader::feed(std::string_view bytes) {
+    buf_.append(bytes);
+    if (buf_.size() > kMaxLine && buf_.find('\n') == std::string::npos) {
+        buf_.clear();
+        discarding_ = true;
+    }
+}
+
 std::optional<std::string> LineReader::next() {
     size_t nl = buf_.find('\n');
     if (nl == std::string::npos) return std::nullopt;
+    if (discarding_) {
+        discarding_ = false;
+        buf_.erase(0, nl + 1);
+        return next();
+    }
     std::string line = buf_.substr(0, nl);
     buf_.erase(0, nl + 1);
     if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -83,6 +96,11 @@ std::optional<nlohmann::json> decode(std::string_view line) {
     // starts at the first '{'.
     size_t start = line.find('{');
     if (start == std::string_view::npos) return std::nullopt;
+    try {
+        check_json_bounds(line.substr(start), "vm protocol line", LineReader::kMaxLine);
+    } catch (const Error&) {
+        return std::nullopt;
+    }
     nlohmann::json j = nlohmann::json::parse(line.substr(start), nullptr, false);
     if (j.is_discarded() || !j.is_object()) return std::nullopt;
     if ((j.contains("t") && j["t"].is_string()) || (j.contains("op") && j["op"].is_string())) return j;

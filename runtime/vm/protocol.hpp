@@ -25,17 +25,23 @@ std::string encode(const nlohmann::json& msg);
 // complete line without its '\n' (and a trailing '\r'), or nothing yet.
 class LineReader {
 public:
-    void feed(std::string_view bytes) { buf_.append(bytes); }
+    // No message comes near this (stdio travels in chunks of at most 64 KiB, base64):
+    // a longer line is noise or a peer gone wrong, dropped up to its '\n' so the
+    // buffer stays bounded.
+    static constexpr std::size_t kMaxLine = 1u << 20;
+    void feed(std::string_view bytes);
     std::optional<std::string> next();
     // Bytes of an unfinished line (for error messages when the peer goes away).
     const std::string& pending() const { return buf_; }
 
 private:
     std::string buf_;
+    bool discarding_ = false;  // inside an overlong line: drop up to its end
 };
 
 // A line as a message: the object when it is one with a string "t" (event) or "op"
-// (request) member, else nothing (a kernel message, noise).
+// (request) member, else nothing (a kernel message, noise, or an object nested deeper
+// than kMaxJsonDepth, which no message is).
 std::optional<nlohmann::json> decode(std::string_view line);
 
 // The host side's stdin: reads what `fd` has and returns the `stdin` request carrying

@@ -27,6 +27,7 @@ nlohmann::json load_config_file(const GlobalOptions& g, std::string& path) {
         if (e.code() == ENOENT && g.vm_config.empty()) return nlohmann::json::object();
         throw;
     }
+    check_json_bounds(text, "vm config " + path);
     nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
     if (j.is_discarded() || !j.is_object()) throw Error("vm config " + path + ": not a JSON object");
     return j;
@@ -245,6 +246,7 @@ Settings resolve(const GlobalOptions& g, const oci::Config& cfg) {
 }
 
 GuestConfig guest_config(const std::string& config_text, const std::string& bundle) {
+    check_json_bounds(config_text, "config.json");
     nlohmann::json j = nlohmann::json::parse(config_text, nullptr, false);
     if (j.is_discarded() || !j.is_object()) throw Error("config.json: not a JSON object");
     GuestConfig g;

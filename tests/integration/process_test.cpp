@@ -1,7 +1,11 @@
 // config.md "Process": user, env, cwd, rlimits, capabilities, and friends, as the
 // workload sees them.
 #include <fcntl.h>
+#include <linux/keyctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#include <cstring>
 
 #include "harness.hpp"
 
@@ -121,6 +125,37 @@ TEST(Process, SessionKeyringIsTheContainersOwn) {
     EXPECT_NE(r.out.find("_ses.keyring1"), std::string::npos) << r.out;
     Result kept = b.cmd("grep -c _ses.keyring2 /proc/keys; true").run("keyring2", {"--no-new-keyring"});
     EXPECT_EQ(kept.out, "0\n") << kept.out << kept.err;
+}
+
+// `exec` must not hand the container the keys of whoever ran it. The key is visible
+// only to a possessor (no user permission bits), so a /proc/keys line for it inside
+// the container means the process possesses the caller's session keyring.
+TEST(Process, ExecDoesNotKeepTheCallersSessionKeyring) {
+    REQUIRE_ROOT();
+    // A session keyring of the test's own, so the key never lands in the caller's.
+    long ring = ::syscall(SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, nullptr, 0, 0, 0);
+    if (ring < 0 && errno == ENOSYS) GTEST_SKIP() << "no keyrings in this kernel";
+    ASSERT_GE(ring, 0) << std::strerror(errno);
+    const std::string desc = "tarn-exec-secret-" + std::to_string(::getpid());
+    const char secret[] = "hunter2";
+    long key = ::syscall(SYS_add_key, "user", desc.c_str(), secret, sizeof secret - 1, KEY_SPEC_SESSION_KEYRING);
+    ASSERT_GE(key, 0) << std::strerror(errno);
+    ASSERT_EQ(::syscall(SYS_keyctl, KEYCTL_SETPERM, key, 0x3f000000 /* possessor: all; nobody else */, 0, 0), 0);
+    // The observation works: a host process that inherits our keyring sees the key.
+    ASSERT_EQ(sh("grep -c " + desc + " /proc/keys").out, "1\n");
+
+    Bundle b;
+    b.config["linux"]["maskedPaths"] = json::array();  // /proc/keys is masked by default
+    b.cmd("sleep infinity");
+    ASSERT_EQ(b.tarn({"run", "-d", "--bundle", b.dir(), "kr-exec"}).code, 0);
+    Result r = b.tarn({"exec", "kr-exec", "sh", "-c", "grep -c " + desc + " /proc/keys; grep -c _ses /proc/keys"});
+    EXPECT_EQ(r.out.substr(0, r.out.find('\n') + 1), "0\n") << "exec'd process possesses the caller's key:\n"
+                                                              << r.out << r.err;
+    // With --no-new-keyring the container keeps its caller's keyring, exec too.
+    ASSERT_EQ(b.tarn({"run", "-d", "--no-new-keyring", "--bundle", b.dir(), "kr-kept"}).code, 0);
+    Result kept = b.tarn({"exec", "kr-kept", "grep", "-c", desc, "/proc/keys"});
+    EXPECT_EQ(kept.out, "1\n") << kept.err;
+    ::syscall(SYS_keyctl, KEYCTL_REVOKE, key, 0, 0, 0);
 }
 
 // The capability blocks other tools write. The kernel raises an ambient capability only
