@@ -440,6 +440,7 @@ int main(int argc, char** argv) {
                 }
                 d.metrics = serve_metrics;
             }
+            d.global = g;
             return tarn::pool::serve_command(d);
         }
         if (*pool_run) return pool_run_o.call(pool_socket);

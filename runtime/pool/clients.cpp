@@ -247,6 +247,7 @@ json Daemon::pool_status(Pool& p) const {
         budget["error"] = e.what();
     }
     json j = {{"name", p.spec.name},
+              {"kind", p.kind ? p.kind->name() : "process"},
               {"minIdle", p.spec.min_idle},
               {"maxTotal", p.spec.max_total},
               {"total", total},

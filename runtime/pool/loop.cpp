@@ -207,10 +207,19 @@ void Daemon::setup() {
     load_leases();
     reap_leftovers();
     for (const PoolSpec& s : o_.pools) load_pool(s);
-    // Every pool's sandboxes are process sandboxes so far; a pool of another kind
-    // would get that kind here, from its template.
-    kinds_.push_back(process_sandboxes(*this, o_.max_starting));
-    for (auto& [n, p] : pools_) p->kind = kinds_.front().get();
+    // Each pool's kind, from its spec and template: VMs where VM isolation is asked
+    // for, as `tarn create` would decide for the bundle; processes otherwise.
+    SandboxKind* processes = nullptr;
+    SandboxKind* vms = nullptr;
+    for (auto& [n, p] : pools_) {
+        SandboxKind*& k = vm_isolated(p->spec, o_.global, p->tmpl.config) ? vms : processes;
+        if (!k) {
+            kinds_.push_back(&k == &vms ? vm_sandboxes(*this, o_.socket + ".vm", o_.global)
+                                        : process_sandboxes(*this, o_.max_starting));
+            k = kinds_.back().get();
+        }
+        p->kind = k;
+    }
     for (auto& k : kinds_) k->start();
     ep_.reset(::epoll_create1(EPOLL_CLOEXEC));
     if (!ep_) throw_errno("epoll_create1");

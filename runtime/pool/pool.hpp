@@ -25,6 +25,7 @@
 #include "cgroups/cgroups.hpp"
 #include "oci/oci.hpp"
 #include "runtime/pool/sizing.hpp"
+#include "runtime/runtime.hpp"
 
 namespace tarn::pool {
 
@@ -45,6 +46,9 @@ struct PoolSpec {
     double headroom = 2.0;        // idle target = claims/s × make time × headroom
     unsigned rate_window_ms = 3000;  // time constant of the claim-rate average
     unsigned decay_ms = 30000;       // time constant of the target's shrink
+    // "vm": every sandbox is a microVM (docs/pool.md, VM pools); "container" or empty:
+    // the template's tarn.isolation annotation (and the daemon's --isolation) decide.
+    std::string isolation;
 };
 
 // Checks the sizing fields against each other. Messages start with `where` and
@@ -58,6 +62,9 @@ struct DaemonOptions {
     unsigned max_starting = 2;  // sandboxes in setup at once (all pools)
     // Where to serve Prometheus metrics: "unix:PATH" or "IPV4:PORT"; empty: nowhere.
     std::string metrics;
+    // The daemon's own global flags: --isolation and the --vm-* settings apply to
+    // its VM pools' templates as they would to `tarn create` of the bundle.
+    runtime::GlobalOptions global;
 };
 
 // Throws when `address` is not "unix:/PATH" or "IPV4:PORT" (DaemonOptions::metrics).

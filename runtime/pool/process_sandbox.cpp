@@ -74,6 +74,7 @@ class ProcessSandboxes final : public SandboxKind {
 public:
     ProcessSandboxes(Daemon& d, unsigned spawners) : d_(d), count_(spawners) {}
 
+    const char* name() const override { return "process"; }
     void start() override {
         for (unsigned i = 0; i < count_; ++i) start_spawner();
     }

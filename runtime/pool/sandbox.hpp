@@ -21,6 +21,9 @@
 #include <string>
 #include <vector>
 
+#include "runtime/pool/pool.hpp"
+#include "runtime/runtime.hpp"
+
 namespace tarn::pool::detail {
 
 using Clock = std::chrono::steady_clock;
@@ -106,6 +109,8 @@ public:
 class SandboxKind {
 public:
     virtual ~SandboxKind() = default;
+    // "process" or "vm": shown per pool by `pool status` and the metrics.
+    virtual const char* name() const = 0;
     // Starts whatever makes this kind's sandboxes; pools are loaded by then.
     virtual void start() = 0;
     // Starts making sandbox `name` of `p`, or null when nothing can take the job now.
@@ -124,5 +129,12 @@ public:
 
 // The process sandbox (process_sandbox.cpp), made by `spawners` spawner processes.
 std::unique_ptr<SandboxKind> process_sandboxes(Daemon& d, unsigned spawners);
+// The VM sandbox (vm_sandbox.cpp): a microVM booted ahead with the template's
+// container parked in the guest. Per-VM files live under `dir`; `global` holds the
+// daemon's --vm-* flags.
+std::unique_ptr<SandboxKind> vm_sandboxes(Daemon& d, const std::string& dir, const runtime::GlobalOptions& global);
+// Whether a pool's sandboxes are VMs: its spec says "vm", or the daemon's --isolation
+// or the template's tarn.isolation annotation does, as for `tarn create`.
+bool vm_isolated(const PoolSpec& spec, const runtime::GlobalOptions& global, const oci::Config& tmpl);
 
 }  // namespace tarn::pool::detail

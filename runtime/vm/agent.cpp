@@ -243,9 +243,14 @@ private:
     }
     void request(const json& msg);
     void create(const json& msg);
+    // A pool VM: the init is set up and parked until "claim" hands it the request.
+    void create_parked(const std::string& id, oci::Config cfg, int cgroup_fd, double mounts_ms);
     // The shared root and the bind mounts' shares, as the create request lists them.
     void mount_shares(const json& msg, bool root_readonly);
     void start();
+    // A parked container (created with "park"): the request's args, env, cwd and
+    // limits, and the workload starts with its stdio on pipes the agent relays.
+    void claim(const json& msg);
     void exec(int n, const json& msg);
     // Runs `spawn` with the new process's stdio on pipes, and registers it. A spawn
     // that made a terminal (process.terminal) returns its pty master: the process's
@@ -269,6 +274,7 @@ private:
     std::optional<oci::Config> config_;
     pid_t init_pid_ = -1;
     std::unique_ptr<cgroups::Manager> cgroup_;
+    std::unique_ptr<ns::ParkedInit> parked_;  // a pool VM's container, until claimed
 };
 
 Proc* Agent::find(int n) {
@@ -325,6 +331,10 @@ void Agent::create(const json& msg) {
     cgroup_->apply(res);
     UniqueFd cgroup_fd(cgroup_->open_v2_dir_fd());
 
+    if (msg.value("park", false)) {
+        create_parked(id, std::move(cfg), cgroup_fd.get(), mounts_ms);
+        return;
+    }
     if (::mkfifo(kFifo, 0600) < 0) throw_errno(std::string("mkfifo ") + kFifo);
     ns::InitOptions io;
     io.rootfs = kRootfs;
@@ -350,6 +360,80 @@ void Agent::create(const json& msg) {
           {"pid", init.pid},
           {"timings", timings.timings.report()},
           {"mounts_ms", mounts_ms}});
+}
+
+void Agent::create_parked(const std::string& id, oci::Config cfg, int cgroup_fd, double mounts_ms) {
+    if (cfg.process && cfg.process->terminal)
+        throw Error("process.terminal: a pool sandbox takes its stdio from each request");
+    ns::InitOptions io;
+    io.rootfs = kRootfs;
+    io.await_claim = true;
+    io.cgroup_fd = cgroup_fd;
+    io.cgroup_path = cgroup_->path();
+    io.session_keyring = "_ses." + id;
+    auto parked = std::make_unique<ns::ParkedInit>(cfg, io, [&](pid_t p) { cgroup_->add_process(p); });
+    // The agent has nothing else to do until the init is parked: step it through.
+    while (!parked->advance()) {
+        pollfd p[2] = {{parked->fd(), POLLIN, 0}, {parked->pidfd(), POLLIN, 0}};
+        while (::poll(p, 2, -1) < 0 && errno == EINTR) {
+        }
+    }
+    init_pid_ = parked->pid();
+    config_ = std::move(cfg);
+    json created = {{"t", "created"},
+                    {"pid", parked->pid()},
+                    {"timings", parked->timings().report()},
+                    {"mounts_ms", mounts_ms}};
+    parked_ = std::move(parked);
+    send(created);
+}
+
+void Agent::claim(const json& msg) {
+    if (!parked_) throw Error("claim: no parked container in this guest");
+    ns::Claim cl;
+    for (const char* key : {"args", "env"}) {
+        if (!msg.contains(key)) continue;
+        if (!msg[key].is_array()) throw Error(std::string("claim: ") + key + ": expected an array of strings");
+        for (const json& v : msg[key]) {
+            if (!v.is_string()) throw Error(std::string("claim: ") + key + ": expected an array of strings");
+            (key[0] == 'a' ? cl.args : cl.env).push_back(v.get<std::string>());
+        }
+    }
+    if (cl.args.empty()) throw Error("claim: args: must name a command");
+    cl.cwd = msg.value("cwd", "");
+    // Per-request limits go on the guest container's cgroup, as a host sandbox's go on its own.
+    oci::Resources lim;
+    if (msg.contains("memory") && msg["memory"].is_number_integer())
+        lim.memory = oci::Memory{.limit = msg["memory"].get<int64_t>()};
+    if (msg.contains("pids") && msg["pids"].is_number_integer()) lim.pids = oci::Pids{msg["pids"].get<int64_t>()};
+    if (lim.memory || lim.pids) cgroup_->apply(lim);
+    Pipe in, out, err;
+    cl.stdio = {in.r.get(), out.w.get(), err.w.get()};
+    std::unique_ptr<ns::ParkedInit> parked = std::move(parked_);
+    parked->claim(cl);
+    in.r.reset();
+    out.w.reset();
+    err.w.reset();
+    // The init's end of its socket closes on exec; a message says why it did not.
+    pollfd p{parked->fd(), POLLIN, 0};
+    while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    std::string why = parked->claim_outcome();
+    auto proc = std::make_unique<Proc>();
+    proc->n = 0;
+    proc->pid = parked->pid();
+    proc->pidfd.reset(::fcntl(parked->pidfd(), F_DUPFD_CLOEXEC, 3));
+    if (!proc->pidfd) throw_errno("dup the init's pidfd");
+    proc->in = std::move(in.w);
+    proc->out = std::move(out.r);
+    proc->err = std::move(err.r);
+    for (int fd : {proc->in.get(), proc->out.get(), proc->err.get()})
+        ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+    // Reaped by reap() from now on, whose exit report powers the guest off.
+    parked->release();
+    procs_.push_back(std::move(proc));
+    if (!why.empty()) throw Error(why);
+    send({{"t", "started"}});
 }
 
 // A device can show up a moment after its driver loads: retry for a while.
@@ -431,6 +515,8 @@ void Agent::request(const json& msg) {
             create(msg);
         } else if (op == "start") {
             start();
+        } else if (op == "claim") {
+            claim(msg);
         } else if (op == "exec") {
             exec(n, msg);
         } else if (op == "stdin") {

@@ -114,6 +114,9 @@ private:
     void stop_virtiofsd();
     // Boot and create; throws with the message create reports.
     json boot_and_create();
+    // A pool's VM, parked: waits for the claim on ctl_ (exits if the VM or the
+    // caller goes first), hands it to the agent and returns once the workload runs.
+    void await_claim();
     // Starts QEMU (and virtiofsd) and waits for the agent's "ready".
     json boot();
     // QMP: the greeting asks for capabilities; STOP means the guest halted.
@@ -163,7 +166,7 @@ private:
     std::string outbox_;
     bool started_ = false, stdin_open_ = true, exited_ = false, terminal_ = false;
     bool serial_eof_ = false;  // QEMU closed its end: it is exiting
-    int exit_code_ = 255;
+    int exit_code_ = 255, exit_signal_ = 0;
     Clock::time_point t_spawn_, t_ready_, t_created_, t_started_;
 };
 
@@ -327,7 +330,7 @@ void Monitor::prepare_shares() {
     for (const Share& sh : l_.shares) devices_.dirs.push_back(sh.source);
     bool files = std::any_of(l_.shares.begin(), l_.shares.end(), [](const Share& sh) { return sh.file; });
     bool readonly_virtiofs = l_.rootfs_readonly && !settings_.virtiofsd.empty();
-    if (!files && !readonly_virtiofs) return;
+    if (!files && !readonly_virtiofs && !l_.overlay) return;
 
     // A namespace of our own: what is mounted here is seen by QEMU and virtiofsd (our
     // children) and by nobody on the host, and is gone with the last of us, so a
@@ -351,6 +354,19 @@ void Monitor::prepare_shares() {
         if (::mount(sh.source.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) < 0)
             throw_errno("bind " + sh.source + " for the guest");
         devices_.dirs[i] = sub;
+    }
+    if (l_.overlay) {
+        // The template's root stays untouched: the guest writes to a tmpfs layer in
+        // this namespace (charged to the VM's cgroup), gone with the VM.
+        if (l_.rootfs.find_first_of(",:\\") != std::string::npos)
+            throw Error("root.path " + l_.rootfs + ": a path with ',', ':' or '\\' cannot be an overlay's lower layer");
+        std::string ov = dir + "/overlay";
+        for (const char* sub : {"", "/upper", "/work", "/root"})
+            if (::mkdir((ov + sub).c_str(), 0755) < 0) throw_errno("mkdir " + ov + sub);
+        std::string opts = "lowerdir=" + l_.rootfs + ",upperdir=" + ov + "/upper,workdir=" + ov + "/work";
+        if (::mount("overlay", (ov + "/root").c_str(), "overlay", 0, opts.c_str()) < 0)
+            throw_errno("mount an overlay of root.path " + l_.rootfs);
+        devices_.rootfs = ov + "/root";
     }
     if (readonly_virtiofs) {
         // This virtiofsd has no read-only mode: it serves a read-only bind of the root,
@@ -582,11 +598,12 @@ json Monitor::boot_and_create() {
           {"id", l_.id},
           {"config", l_.config},
           {"root", s.virtiofsd.empty() ? "9p" : "virtiofs"},
-          {"shares", shares}});
+          {"shares", shares},
+          {"park", l_.pooled}});
     json created = await("created", Clock::now() + std::chrono::seconds(60),
                          "the guest agent did not create the container within 60 s");
     t_created_ = Clock::now();
-    if (l_.exec_fifo.empty()) {
+    if (l_.exec_fifo.empty() && !l_.pooled) {
         send({{"op", "start"}});
         await("started", Clock::now() + std::chrono::seconds(60),
               "the guest agent did not start the workload within 60 s");
@@ -604,6 +621,75 @@ json Monitor::boot_and_create() {
             {"root", s.virtiofsd.empty() ? "9p" : "virtiofs"},
             {"mounts_ms", created.value("mounts_ms", 0.0)},
             {"guest_setup", created.value("timings", "")}};
+}
+
+void Monitor::await_claim() {
+    auto gone = [this] {
+        stop_qemu();
+        ::_exit(1);
+    };
+    for (;;) {
+        while (!inbox_.empty()) {
+            json msg = std::move(inbox_.front());
+            inbox_.pop_front();
+            handle(msg);
+        }
+        if (exited_) {
+            log_warn("vm " + l_.id + ": the parked container exited before any claim");
+            gone();
+        }
+        if (guest_stopped_) {
+            log_warn("vm " + l_.id + ": " + stop_reason() + " before any claim");
+            gone();
+        }
+        pollfd p[5] = {{ctl_, POLLIN, 0},
+                       {serial_.get(), static_cast<short>(POLLIN | (outbox_.empty() ? 0 : POLLOUT)), 0},
+                       {qemu_pidfd_.get(), POLLIN, 0},
+                       {qmp_ ? qmp_.get() : -1, POLLIN, 0},
+                       {virtiofsd_pidfd_ ? virtiofsd_pidfd_.get() : -1, POLLIN, 0}};
+        if (::poll(p, 5, -1) < 0) {
+            if (errno == EINTR) continue;
+            gone();
+        }
+        if (p[3].revents & (POLLIN | POLLHUP)) read_qmp();
+        if (p[1].revents & POLLOUT) flush_outbox();
+        if ((p[1].revents & (POLLIN | POLLHUP)) && !read_serial()) gone();
+        if (p[2].revents & POLLIN) gone();  // QEMU exited
+        if (p[4].revents & POLLIN) gone();  // virtiofsd exited: the guest's root is gone
+        if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+        std::string buf(256 * 1024, '\0');
+        std::vector<UniqueFd> fds;
+        ns::Received r;
+        try {
+            r = ns::recv_with_fds(ctl_, std::span<char>(buf.data(), buf.size()), &fds, "receive a claim");
+        } catch (const Error&) {
+            gone();
+        }
+        if (r.bytes == 0 && fds.empty()) gone();  // the pool is gone
+        json req = json::parse(buf.substr(0, r.bytes), nullptr, false);
+        auto refuse = [&](const std::string& why) {
+            std::string m = "error " + why;
+            (void)!::send(ctl_, m.data(), m.size(), MSG_NOSIGNAL);
+            gone();
+        };
+        if (r.truncated || !req.is_object() || fds.size() != 3) refuse("a malformed claim");
+        for (int i = 0; i < 3; ++i)
+            if (::dup2(fds[static_cast<size_t>(i)].get(), i) < 0) refuse("take the claim's stdio: " + Error::errno_text(errno));
+        req["op"] = "claim";
+        t_created_ = Clock::now();
+        send(req);
+        try {
+            await("started", Clock::now() + std::chrono::seconds(60),
+                  "the guest agent did not start the workload within 60 s");
+        } catch (const Error& e) {
+            refuse(e.what());
+        }
+        t_started_ = Clock::now();
+        started_ = true;
+        log_debug("vm " + l_.id + ": claimed, workload started in " + ms(ms_between(t_created_, t_started_)));
+        if (::send(ctl_, "started", 7, MSG_NOSIGNAL) < 0) gone();
+        return;
+    }
 }
 
 void Monitor::accept_client() {
@@ -663,6 +749,7 @@ void Monitor::handle(const json& msg) {
         fifo_.reset();  // `start` polls the fifo for POLLERR: no reader left means "running"
     } else if (t == "exit") {
         exited_ = true;
+        exit_signal_ = msg.value("signal", 0);
         if (msg.contains("signal"))
             exit_code_ = 128 + msg.value("signal", 0);
         else
@@ -682,7 +769,8 @@ void Monitor::send_window_size() {
 
 void Monitor::finish() {
     // After "exit" the agent powers the guest off; give it a moment, then pull the plug.
-    if (qemu_pid_ > 0) {
+    // A pool's VM is used once and nothing of its guest is kept: no moment to give.
+    if (qemu_pid_ > 0 && !l_.pooled) {
         pollfd p{qemu_pidfd_.get(), POLLIN, 0};
         ::poll(&p, 1, 2000);
     }
@@ -690,6 +778,10 @@ void Monitor::finish() {
     if (started_)
         log_debug("vm " + l_.id + ": workload " + ms(ms_between(t_started_, Clock::now())) + ", exit code " +
                   std::to_string(exit_code_));
+    if (l_.pooled) {
+        std::string m = "exit " + json{{"code", exit_code_}, {"signal", exit_signal_}}.dump();
+        (void)!::send(ctl_, m.data(), m.size(), MSG_NOSIGNAL);
+    }
     ::_exit(exit_code_);
 }
 
@@ -735,7 +827,10 @@ void Monitor::run() {
         (void)!::send(ctl_, msg.data(), msg.size(), MSG_NOSIGNAL);
         ::_exit(1);
     }
-    ::close(ctl_);
+    if (l_.pooled)
+        await_claim();  // ctl_ stays: the exit status goes there too
+    else
+        ::close(ctl_);
     if (::fcntl(0, F_GETFD) < 0) stdin_open_ = false;
     // A size set on the master before we were its controlling process sent no SIGWINCH.
     if (terminal_) send_window_size();
@@ -835,55 +930,122 @@ HostPty open_host_pty(const oci::Process& p) {
     return t;
 }
 
-ns::Spawned spawn(const Launch& l) {
+namespace {
+
+void log_boot(const std::string& id, const json& t) {
+    log_debug("create " + id + ": vm (" + t.value("accel", "") + ") qemu start " + ms(t.value("qemu_start_ms", 0.0)) +
+              ", kernel boot " + ms(t.value("kernel_boot_ms", 0.0)) + ", agent init " +
+              ms(t.value("agent_init_ms", 0.0)) + ", create " + ms(t.value("create_ms", 0.0)) + ", start " +
+              ms(t.value("start_ms", 0.0)) + "; " + t.value("root", "") + " root, mounts " +
+              ms(t.value("mounts_ms", 0.0)) + "; guest phases: " + t.value("guest_setup", ""));
+}
+
+// Forks the monitor, has `l.place_in_cgroup` place it and lets it start.
+PooledVm fork_monitor(const Launch& l) {
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
     UniqueFd ctl(sv[0]), child_end(sv[1]);
+    pid_t self = ::getpid();
     pid_t pid = ::fork();
     if (pid < 0) throw_errno("fork vm monitor");
     if (pid == 0) {
         ctl.reset();
+        if (l.pooled) {
+            // A pool's VM goes with the pool daemon, whatever kills it (QEMU and
+            // virtiofsd go with us in turn). Until a claim brings the workload's
+            // stdio, there is none.
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+            if (::getppid() != self) ::_exit(1);
+            int null = ::open("/dev/null", O_RDWR | O_CLOEXEC);
+            if (null < 0 || ::dup2(null, 0) < 0 || ::dup2(null, 1) < 0) ::_exit(1);
+            ::close(null);
+        }
         if (l.terminal >= 0)
             for (int fd = 0; fd < 3; ++fd)
                 if (::dup2(l.terminal, fd) < 0) ::_exit(1);
         Monitor(l, child_end.get()).run();
     }
     child_end.reset();
-    ns::Spawned sp;
-    sp.pid = pid;
-    sp.pidfd.reset(ns::detail::pidfd_open(pid));
-    auto abandon = [&] {
+    PooledVm vm;
+    vm.pid = pid;
+    vm.pidfd.reset(ns::detail::pidfd_open(pid));
+    try {
+        if (!vm.pidfd) throw_errno("pidfd_open vm monitor");
+        if (l.place_in_cgroup) l.place_in_cgroup(pid);
+        if (::send(ctl.get(), "go", 2, MSG_NOSIGNAL) < 0) throw_errno("start vm monitor");
+    } catch (...) {
         ::kill(pid, SIGKILL);
         while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
         }
-    };
-    std::string reply(65536, '\0');
-    ssize_t n = -1;
-    try {
-        if (!sp.pidfd) throw_errno("pidfd_open vm monitor");
-        if (l.place_in_cgroup) l.place_in_cgroup(pid);
-        if (::send(ctl.get(), "go", 2, MSG_NOSIGNAL) < 0) throw_errno("start vm monitor");
-        while ((n = ::recv(ctl.get(), reply.data(), reply.size(), 0)) < 0 && errno == EINTR) {
-        }
-    } catch (...) {
-        abandon();
         throw;
     }
+    vm.ctl = std::move(ctl);
+    return vm;
+}
+
+std::string recv_text(int ctl) {
+    std::string reply(65536, '\0');
+    ssize_t n;
+    while ((n = ::recv(ctl, reply.data(), reply.size(), 0)) < 0 && errno == EINTR) {
+    }
     reply.resize(n > 0 ? static_cast<size_t>(n) : 0);
+    return reply;
+}
+
+}  // namespace
+
+ns::Spawned spawn(const Launch& l) {
+    PooledVm vm = fork_monitor(l);
+    std::string reply = recv_text(vm.ctl.get());
     if (reply.rfind("ok ", 0) != 0) {
-        abandon();
+        ::kill(vm.pid, SIGKILL);
+        while (::waitpid(vm.pid, nullptr, 0) < 0 && errno == EINTR) {
+        }
         if (reply.rfind("error ", 0) == 0) throw Error(reply.substr(6));
         throw Error("the vm monitor exited without a word");
     }
     json t = json::parse(reply.substr(3), nullptr, false);
-    if (!t.is_discarded())
-        log_debug("create " + l.id + ": vm (" + t.value("accel", "") + ") qemu start " +
-                  ms(t.value("qemu_start_ms", 0.0)) + ", kernel boot " + ms(t.value("kernel_boot_ms", 0.0)) +
-                  ", agent init " + ms(t.value("agent_init_ms", 0.0)) + ", create " +
-                  ms(t.value("create_ms", 0.0)) + ", start " + ms(t.value("start_ms", 0.0)) + "; " +
-                  t.value("root", "") + " root, mounts " + ms(t.value("mounts_ms", 0.0)) +
-                  "; guest phases: " + t.value("guest_setup", ""));
+    if (!t.is_discarded()) log_boot(l.id, t);
+    ns::Spawned sp;
+    sp.pid = vm.pid;
+    sp.pidfd = std::move(vm.pidfd);
     return sp;
+}
+
+PooledVm start_pooled(const Launch& l) {
+    return fork_monitor(l);
+}
+
+std::string pooled_ready(int ctl, std::string& timings) {
+    std::string reply = recv_text(ctl);
+    if (reply.rfind("ok ", 0) == 0) {
+        json t = json::parse(reply.substr(3), nullptr, false);
+        if (!t.is_discarded())
+            timings = "qemu start " + ms(t.value("qemu_start_ms", 0.0)) + ", kernel boot " +
+                      ms(t.value("kernel_boot_ms", 0.0)) + ", agent init " + ms(t.value("agent_init_ms", 0.0)) +
+                      ", create " + ms(t.value("create_ms", 0.0)) + " (" + t.value("accel", "") + ", " +
+                      t.value("root", "") + " root; guest phases: " + t.value("guest_setup", "") + ")";
+        return {};
+    }
+    if (reply.rfind("error ", 0) == 0) return reply.substr(6);
+    return "the vm monitor exited without a word";
+}
+
+bool claim_pooled(int ctl, const json& request, const std::array<int, 3>& stdio) {
+    try {
+        ns::send_with_fds(ctl, request.dump(), stdio, "send the claim to the vm monitor");
+    } catch (const Error& e) {
+        if (e.code() == EPIPE || e.code() == ECONNRESET) return false;
+        throw;
+    }
+    return true;
+}
+
+std::string pooled_outcome(int ctl) {
+    std::string reply = recv_text(ctl);
+    if (reply == "started") return {};
+    if (reply.rfind("error ", 0) == 0) return reply.substr(6);
+    return "the vm monitor exited before the workload started";
 }
 
 }  // namespace tarn::runtime::vm

@@ -9,9 +9,12 @@
 
 #include <sys/types.h>
 
+#include <array>
 #include <functional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "namespaces/namespaces.hpp"
 #include "oci/oci.hpp"
@@ -177,6 +180,12 @@ struct Launch {
     // process.terminal: the slave of a host pty (terminal()), which becomes the
     // monitor's stdio and controlling terminal; -1 without a terminal.
     int terminal = -1;
+    // A warm pool's VM (pooled()): the container is parked in the guest until a
+    // claim hands it the request.
+    bool pooled = false;
+    // The guest's root is an overlay of `rootfs` with a tmpfs upper layer, private to
+    // this VM: one template root serves many VMs, and each one's writes stay its own.
+    bool overlay = false;
 };
 
 // process.terminal in a VM: the workload's pty is in the guest, and the caller gets the
@@ -191,6 +200,29 @@ HostPty open_host_pty(const oci::Process& p);
 // container; returns when the workload is parked (or running, without exec_fifo).
 // On failure the monitor and QEMU are gone and the error says what failed.
 ns::Spawned spawn(const Launch& l);
+
+// A warm pool's VM: the monitor (a child of the caller, killed with it) boots the
+// guest and has the agent park the container, then waits on `ctl` for a claim.
+//
+// On `ctl` (SOCK_SEQPACKET), monitor → caller: "ok TIMINGS" once parked, or
+// "error WHY"; after a claim, "started" or "error WHY"; when the workload has exited,
+// "exit {"code":N,"signal":S}" (then the monitor exits with the shell's status).
+// Caller → monitor: one claim, {"args":[...],"env":[...],"cwd":C,"memory":M,"pids":P}
+// with the workload's stdin, stdout and stderr as SCM_RIGHTS. EOF on `ctl` while the
+// VM waits makes the monitor power it off and exit.
+struct PooledVm {
+    pid_t pid = -1;
+    UniqueFd pidfd, ctl;
+};
+// Returns at once, with the monitor booting; `l.place_in_cgroup` has placed it.
+PooledVm start_pooled(const Launch& l);
+// `ctl` is readable while the VM boots: "" once it is parked (timings, for the log,
+// in `timings`), else why it failed (the monitor is exiting).
+std::string pooled_ready(int ctl, std::string& timings);
+// Hands a claim to a parked VM. False when the monitor is gone.
+bool claim_pooled(int ctl, const nlohmann::json& request, const std::array<int, 3>& stdio);
+// After a claim, `ctl` is readable: "" when the workload runs, else why not.
+std::string pooled_outcome(int ctl);
 
 // The monitor's socket, in the state dir: `exec` talks to the guest through it.
 inline constexpr std::string_view kMonitorSocket = "monitor.sock";
