@@ -180,6 +180,10 @@ void Daemon::on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds) {
     c->t_req = Clock::now();
     ++p.claims;
     ++p.arrivals;
+    assign(p, c);
+}
+
+void Daemon::assign(Pool& p, Conn* c) {
     while (Sandbox* sb = take_idle(p)) {
         if (claim(p, sb, c)) {
             ++p.hits;
@@ -221,7 +225,8 @@ bool Daemon::claim(Pool& p, Sandbox* sb, Conn* c) {
         fail(c, "pool " + p.spec.name + ": " + e.what());
         return true;
     }
-    c->stdio.clear();  // the sandbox has its own copies now
+    // The sandbox has its own copies of the stdio now; the connection keeps its own
+    // until the workload runs, for another sandbox should this one die first.
     return true;
 }
 

@@ -162,6 +162,11 @@ private:
     // Hands `sb` to the request on `c`. False when the sandbox turned out dead before
     // it got the request: it is gone and `c` still needs one.
     bool claim(Pool& p, Sandbox* sb, Conn* c);
+    // Finds `c` a sandbox: an idle one, else it waits for one to be made (a miss).
+    void assign(Pool& p, Conn* c);
+    // A claimed sandbox died before its workload started: it is lost, and its request
+    // goes to another sandbox. False when there is no such request.
+    bool reassign(Sandbox* sb);
     void on_lease(Conn* c, const json& msg);
     // released: the caller holds the namespaces and the cgroup is its container's;
     // otherwise (the caller went away first) the sandbox is destroyed like any other.

@@ -99,6 +99,9 @@ public:
     uint64_t control_id = 0, exit_id = 0;  // watches on the fds above; 0: not watched
     Conn* owner = nullptr;
     std::string error;  // why a claimed workload could not start
+    // Set by claim_outcome(): the sandbox died under the claim before the workload
+    // started (not the request's fault), so another sandbox can serve it.
+    bool lost_under_claim = false;
     bool exec_done = false;
     Clock::time_point t_make;  // asked of its kind
 };

@@ -88,8 +88,10 @@ void Daemon::on_control(Sandbox* sb) {
     // Claimed: EOF means the workload exec'd; a message says why it did not.
     sb->error = sb->claim_outcome();
     sb->exec_done = true;
+    if (reassign(sb)) return;
     unwatch(sb->control_fd(), sb->control_id);
     if (sb->error.empty() && sb->owner) {
+        sb->owner->stdio.clear();
         double ms = ms_since(sb->owner->t_req);
         (sb->owner->cold ? p.cold : p.warm).observe(ms / 1000);
         if (p.latencies.size() < kLatencies)
@@ -121,7 +123,11 @@ void Daemon::on_exit(Sandbox* sb) {
     if (!status) return;
     // The exit can come before the control fd's news: an error message (the workload
     // never started) is already queued there; EOF means it exec'd.
-    if (!sb->exec_done) sb->error = sb->claim_outcome();
+    if (!sb->exec_done) {
+        sb->error = sb->claim_outcome();
+        sb->exec_done = true;
+        if (reassign(sb)) return;
+    }
     if (Conn* c = sb->owner) {
         c->sb = nullptr;
         sb->owner = nullptr;
@@ -132,6 +138,21 @@ void Daemon::on_exit(Sandbox* sb) {
         }
     }
     destroy_sandbox(sb);
+}
+
+bool Daemon::reassign(Sandbox* sb) {
+    Conn* c = sb->owner;
+    if (!sb->lost_under_claim || !c || stopping_) return false;
+    Pool& p = *sb->pool;
+    c->sb = nullptr;
+    sb->owner = nullptr;
+    lose_sandbox(sb, "under a claim (" + sb->error + ")");
+    try {
+        assign(p, c);
+    } catch (const Error& e) {
+        fail(c, "pool " + p.spec.name + ": " + e.what());
+    }
+    return true;
 }
 
 void Daemon::destroy_sandbox(Sandbox* sb) {

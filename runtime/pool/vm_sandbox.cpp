@@ -67,7 +67,7 @@ public:
         return ::poll(&pfd, 1, 0) == 0;
     }
     bool claim(const Request& r) override;
-    std::string claim_outcome() override { return runtime::vm::pooled_outcome(vm_.ctl.get()); }
+    std::string claim_outcome() override { return runtime::vm::pooled_outcome(vm_.ctl.get(), lost_under_claim); }
     std::optional<ExitStatus> exit_status() override;
     void signal(int sig) override {
         if (vm_.pidfd && !reaped_) ns::detail::pidfd_send_signal(vm_.pidfd.get(), sig);

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -668,7 +669,11 @@ void Monitor::await_claim() {
         if (r.bytes == 0 && fds.empty()) gone();  // the pool is gone
         json req = json::parse(buf.substr(0, r.bytes), nullptr, false);
         auto refuse = [&](const std::string& why) {
-            std::string m = "error " + why;
+            // "lost": the VM died under the claim, which another VM can serve;
+            // "error": the guest refused the request itself.
+            bool vm_died = qemu_pid_ < 0 || guest_stopped_ || serial_eof_ ||
+                           (virtiofsd_pidfd_ && ::poll(std::array<pollfd, 1>{{{virtiofsd_pidfd_.get(), POLLIN, 0}}}.data(), 1, 0) > 0);
+            std::string m = (vm_died ? "lost " : "error ") + why;
             (void)!::send(ctl_, m.data(), m.size(), MSG_NOSIGNAL);
             gone();
         };
@@ -1041,10 +1046,13 @@ bool claim_pooled(int ctl, const json& request, const std::array<int, 3>& stdio)
     return true;
 }
 
-std::string pooled_outcome(int ctl) {
+std::string pooled_outcome(int ctl, bool& lost) {
     std::string reply = recv_text(ctl);
+    lost = false;
     if (reply == "started") return {};
     if (reply.rfind("error ", 0) == 0) return reply.substr(6);
+    lost = true;
+    if (reply.rfind("lost ", 0) == 0) return reply.substr(5);
     return "the vm monitor exited before the workload started";
 }
 

@@ -221,8 +221,10 @@ PooledVm start_pooled(const Launch& l);
 std::string pooled_ready(int ctl, std::string& timings);
 // Hands a claim to a parked VM. False when the monitor is gone.
 bool claim_pooled(int ctl, const nlohmann::json& request, const std::array<int, 3>& stdio);
-// After a claim, `ctl` is readable: "" when the workload runs, else why not.
-std::string pooled_outcome(int ctl);
+// After a claim, `ctl` is readable: "" when the workload runs, else why not; `lost`
+// tells a VM that died under the claim (another VM can serve it) from a request the
+// guest refused.
+std::string pooled_outcome(int ctl, bool& lost);
 
 // The monitor's socket, in the state dir: `exec` talks to the guest through it.
 inline constexpr std::string_view kMonitorSocket = "monitor.sock";

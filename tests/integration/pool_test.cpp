@@ -36,65 +36,6 @@ namespace {
 using nlohmann::json;
 using namespace std::chrono_literals;
 
-// Polls `pred` for up to `limit`; true once it holds.
-template <class F>
-bool eventually(F pred, std::chrono::milliseconds limit = 5000ms) {
-    auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-        if (pred()) return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return pred();
-}
-
-// A process started in the background with its output in a file.
-struct Background {
-    pid_t pid = -1;
-    int code = -1;
-    std::string out;
-    Background(const std::vector<std::string>& argv, const std::string& out_file) : out(out_file) {
-        pid = ::fork();
-        if (pid == 0) {
-            int fd = ::open(out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-            int nul = ::open("/dev/null", O_RDONLY);
-            ::dup2(nul, 0);
-            ::dup2(fd, 1);
-            ::dup2(fd, 2);
-            ::setpgid(0, 0);
-            std::vector<char*> a;
-            for (const auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-            a.push_back(nullptr);
-            ::execv(a[0], a.data());
-            ::_exit(127);
-        }
-    }
-    // Exit code as a shell reports it; -1 if it did not exit within `limit`.
-    int wait(std::chrono::milliseconds limit = 20000ms) {
-        if (pid < 0) return code;
-        auto end = std::chrono::steady_clock::now() + limit;
-        int st = 0;
-        do {
-            if (::waitpid(pid, &st, WNOHANG) == pid) {
-                pid = -1;
-                code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-                return code;
-            }
-            std::this_thread::sleep_for(10ms);
-        } while (std::chrono::steady_clock::now() < end);
-        return -1;
-    }
-    void kill(int sig) {
-        if (pid > 0) ::kill(pid, sig);
-    }
-    ~Background() {
-        if (pid > 0) {
-            ::kill(pid, SIGKILL);
-            ::waitpid(pid, nullptr, 0);
-        }
-    }
-    std::string output() const { return read_text(out); }
-};
-
 // The host directory of a cgroup path in the hierarchy that has `controller`.
 std::string host_cgroup_dir(const std::string& path, const std::string& controller) {
     if (cgroups::detect() == cgroups::Mode::unified) return "/sys/fs/cgroup" + path;

@@ -1,0 +1,240 @@
+// VM pools, end to end under TCG: a real daemon (`tarn pool serve`) whose template
+// asks for VM isolation keeps microVMs booted with the container parked in the guest;
+// claims go through `tarn pool run`, as for a process pool.
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "cgroups/cgroups.hpp"
+#include "../integration/harness.hpp"
+
+using namespace tarn::test;
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string vm_dir() {
+    return TARN_VM_DIR;
+}
+
+// A daemon with one VM pool "v" on a private socket and cgroup parent.
+class VmPool : public ::testing::Test {
+protected:
+    void SetUp() override {
+        REQUIRE_ROOT();
+        if (vm_dir().empty() || !path_exists(vm_dir() + "/initrd.cpio"))
+            GTEST_SKIP() << "TARN_VM_DIR has no vmlinux and initrd.cpio (run tests/vm/setup.sh)";
+        sock = tmpl.scratch("run") + "/pool.sock";
+        cgparent = "/tarn-vm-pool-test-" + std::to_string(::getpid());
+        log_path = tmpl.scratch("log") + "/daemon.log";
+        cfg_path = tmpl.dir() + "/pool.json";
+        // As containerd passes them: the annotations ask for the VM (TCG: these tests are
+        // about the pool, not the accelerator).
+        tmpl.config["annotations"]["tarn.isolation"] = "vm";
+        tmpl.config["annotations"]["tarn.vm.accel"] = "tcg";
+        tmpl.config["annotations"]["tarn.vm.kernel"] = vm_dir() + "/vmlinux";
+        tmpl.config["annotations"]["tarn.vm.initrd"] = vm_dir() + "/initrd.cpio";
+        tmpl.cmd("true");
+    }
+    void TearDown() override {
+        if (daemon && daemon->pid > 0) {
+            pool({"stop", "--now"});
+            if (daemon->wait(30000ms) < 0) daemon->kill(SIGKILL);
+        }
+        // Whatever a failed test left: the pool's processes and cgroups.
+        auto top = tarn::cgroups::open(cgparent, tarn::cgroups::detect());
+        if (top->exists()) {
+            top->kill_all(SIGKILL);
+            eventually([&] { return top->pids().empty(); }, 10000ms);
+            sh("find /sys/fs/cgroup -depth -type d -path '*" + cgparent + "*' -exec rmdir {} + 2>/dev/null");
+        }
+    }
+
+    json config(unsigned min_idle, unsigned max_total) const {
+        json p = {{"name", "v"}, {"bundle", tmpl.dir()}, {"minIdle", min_idle}, {"maxTotal", max_total},
+                  {"sizing", "fixed"}};
+        return {{"socket", sock}, {"cgroupParent", cgparent}, {"pools", json::array({p})}};
+    }
+
+    // Starts the daemon; returns once it serves (its first VM booted).
+    void serve(unsigned min_idle, unsigned max_total) {
+        tmpl.write();
+        write_text(cfg_path, config(min_idle, max_total).dump(2));
+        daemon = std::make_unique<Background>(
+            std::vector<std::string>{TARN_BINARY, "--debug", "pool", "serve", "--config", cfg_path}, log_path);
+        bool up = eventually(
+            [&] {
+                if (::waitpid(daemon->pid, nullptr, WNOHANG) == daemon->pid) {
+                    daemon->pid = -1;
+                    return true;
+                }
+                return pool({"status", "--json"}).code == 0;
+            },
+            90000ms);
+        ASSERT_TRUE(up && daemon->pid > 0) << "daemon did not come up:\n" << read_text(log_path);
+    }
+
+    Result pool(std::vector<std::string> args, const std::string& input = "") const {
+        args.insert(args.begin() + 1, {"--socket", sock});
+        args.insert(args.begin(), "pool");
+        return tarn::test::tarn(args, tmpl.root(), ".", input);
+    }
+    Result run(const std::string& script, const std::string& input = "") const {
+        return pool({"run", "v", "--", "sh", "-c", script}, input);
+    }
+    json status() const {
+        Result r = pool({"status", "--json"});
+        EXPECT_EQ(r.code, 0) << r.err;
+        return r.code == 0 ? json::parse(r.out)["pools"][0] : json::object();
+    }
+    // Waits until `n` VMs are idle.
+    bool idle(unsigned n) const {
+        return eventually([&] { return status().value("idle", 0u) >= n; }, 90000ms);
+    }
+    // QEMU processes of this pool's VMs (-name tarn-vm:v-<daemon pid>-N).
+    std::vector<pid_t> qemus() const { return processes_matching("tarn-vm:v-"); }
+    std::vector<pid_t> virtiofsds() const { return processes_matching(sock + ".vm/"); }
+
+    Bundle tmpl;
+    std::string sock, cgparent, log_path, cfg_path;
+    std::unique_ptr<Background> daemon;
+};
+
+TEST_F(VmPool, ServesClaimsInTheGuestKernelOneVmEach) {
+    // A writable root: each VM writes to an overlay of its own.
+    tmpl.config["root"]["readonly"] = false;
+    serve(2, 3);
+    ASSERT_TRUE(idle(2)) << read_text(log_path);
+    json st = status();
+    EXPECT_EQ(st.value("kind", ""), "vm");
+
+    std::string host_kernel = sh("uname -r").out;
+    std::string guest_kernel = read_text(vm_dir() + "/kernel-version");
+    Result r = run(
+        "uname -r; cat /proc/sys/kernel/random/boot_id; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; "
+        "echo; cat; echo to-stderr >&2; echo one > /marker; exit 7",
+        "from-stdin\n");
+    ASSERT_EQ(r.code, 7) << r.out << r.err << read_text(log_path);
+    std::istringstream lines(r.out);
+    std::string kernel1, boot1, rng1, in1;
+    std::getline(lines, kernel1);
+    std::getline(lines, boot1);
+    std::getline(lines, rng1);
+    std::getline(lines, in1);
+    // The workload ran in the guest's kernel, not the host's.
+    EXPECT_NE(kernel1 + "\n", host_kernel);
+    if (!guest_kernel.empty()) {
+        EXPECT_NE(guest_kernel.find(kernel1), std::string::npos) << guest_kernel;
+    }
+    EXPECT_EQ(in1, "from-stdin");
+    EXPECT_NE(r.err.find("to-stderr"), std::string::npos) << r.err;
+    EXPECT_EQ(r.out.find("to-stderr"), std::string::npos);
+
+    // The second claim gets another VM: its own boot, its own entropy, and nothing the
+    // first one wrote.
+    Result r2 = run(
+        "cat /proc/sys/kernel/random/boot_id; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; echo; "
+        "test -e /marker && echo marker-seen; exit 0");
+    ASSERT_EQ(r2.code, 0) << r2.err << read_text(log_path);
+    std::istringstream lines2(r2.out);
+    std::string boot2, rng2;
+    std::getline(lines2, boot2);
+    std::getline(lines2, rng2);
+    EXPECT_NE(boot1, boot2) << "two claims ran in the same VM";
+    EXPECT_EQ(rng1.size(), 32u);
+    EXPECT_NE(rng1, rng2) << "two VMs gave the same random bytes";
+    EXPECT_EQ(r2.out.find("marker-seen"), std::string::npos) << "the second VM saw the first one's write";
+    // The template's root on the host is untouched.
+    std::string rootfs = tmpl.config["root"]["path"].get<std::string>();
+    if (rootfs[0] != '/') rootfs = tmpl.dir() + "/" + rootfs;
+    EXPECT_FALSE(path_exists(rootfs + "/marker"));
+
+    // A missing program: the claim fails with the guest's reason.
+    Result r4 = pool({"run", "v", "--", "/no/such/program"});
+    EXPECT_NE(r4.code, 0);
+    EXPECT_NE(r4.err.find("/no/such/program"), std::string::npos) << r4.err;
+    // A host bind cannot join a booted VM: refused by name.
+    Result r5 = pool({"run", "--bind", "/tmp:/mnt", "v", "--", "true"});
+    EXPECT_NE(r5.code, 0);
+    EXPECT_NE(r5.err.find("binds"), std::string::npos) << r5.err;
+
+    st = status();
+    EXPECT_GE(st.value("hits", 0u), 2u);
+    // Every VM is used once: as many QEMUs as the pool holds, no more.
+    EXPECT_TRUE(eventually([&] { return qemus().size() <= status().value("total", 0u); }, 10000ms));
+}
+
+TEST_F(VmPool, EveryVmIsChargedToItsSandboxCgroupUnderThePool) {
+    serve(1, 2);
+    ASSERT_TRUE(idle(1)) << read_text(log_path);
+    std::vector<pid_t> q = qemus();
+    ASSERT_FALSE(q.empty());
+    auto mode = tarn::cgroups::detect();
+    for (pid_t pid : q) {
+        std::string cg = read_text("/proc/" + std::to_string(pid) + "/cgroup");
+        EXPECT_NE(cg.find(cgparent + "/v/v-"), std::string::npos) << "QEMU " << pid << " is outside the pool:\n" << cg;
+    }
+    for (pid_t pid : virtiofsds()) {
+        std::string cg = read_text("/proc/" + std::to_string(pid) + "/cgroup");
+        EXPECT_NE(cg.find(cgparent + "/v/v-"), std::string::npos) << "virtiofsd " << pid << " is outside the pool";
+    }
+    // The budget sees the guest: the pool's memory use includes the VM's.
+    auto top = tarn::cgroups::open(cgparent + "/v", mode);
+    EXPECT_GT(top->stats().memory.usage.usage, 32ull << 20);
+}
+
+TEST_F(VmPool, KilledDaemonLeavesNoVmAndARestartServes) {
+    serve(2, 3);
+    ASSERT_TRUE(idle(2)) << read_text(log_path);
+    // One busy, the other idle.
+    auto busy = std::make_unique<Background>(
+        std::vector<std::string>{TARN_BINARY, "pool", "run", "--socket", sock, "v", "--", "sleep", "300"},
+        tmpl.scratch("log") + "/busy.out");
+    ASSERT_TRUE(eventually([&] { return status().value("allocated", 0u) == 1; }, 30000ms));
+    ASSERT_FALSE(qemus().empty());
+    daemon->kill(SIGKILL);
+    daemon->wait();
+    // QEMU and virtiofsd go with their monitors, which go with the daemon.
+    EXPECT_TRUE(eventually([&] { return qemus().empty() && virtiofsds().empty(); }, 10000ms))
+        << "left: " << qemus().size() << " QEMU, " << virtiofsds().size() << " virtiofsd";
+    EXPECT_NE(busy->wait(10000ms), 0) << "the client of a killed daemon must not see success";
+
+    // A new daemon removes what is left (cgroups, files) and serves.
+    serve(1, 2);
+    ASSERT_TRUE(idle(1)) << read_text(log_path);
+    Result r = run("echo again");
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "again\n");
+}
+
+TEST_F(VmPool, AClaimWhoseVmDiedIsServedByAnother) {
+    serve(2, 3);
+    ASSERT_TRUE(idle(2)) << read_text(log_path);
+    std::vector<pid_t> q = qemus();
+    ASSERT_EQ(q.size(), 2u);
+    // One VM dies while idle (its QEMU killed): the pool notices, counts it lost and
+    // hands the claim to the other one.
+    ::kill(q[0], SIGKILL);
+    Result r = run("echo served");
+    EXPECT_EQ(r.code, 0) << r.err << read_text(log_path);
+    EXPECT_EQ(r.out, "served\n");
+    EXPECT_TRUE(eventually([&] { return status().value("lost", 0u) == 1; }, 10000ms)) << status().dump();
+}
+
+TEST_F(VmPool, ATemplateWhoseKernelIsMissingFailsTheDaemonNamingIt) {
+    tmpl.config["annotations"]["tarn.vm.kernel"] = tmpl.dir() + "/no-vmlinux";
+    tmpl.write();
+    write_text(cfg_path, config(1, 2).dump(2));
+    Result r = tarn::test::tarn({"pool", "serve", "--config", cfg_path}, tmpl.root());
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("no-vmlinux"), std::string::npos) << r.err;
+    EXPECT_FALSE(path_exists(sock));
+    EXPECT_TRUE(qemus().empty());
+}
+
+}  // namespace
