@@ -215,6 +215,12 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         } else {
             log_debug("create " + o.id + ": cold start, not from pool " + a->second + ": " + why);
         }
+    } else if (a != cfg.annotations.end() && in_vm) {
+        // A pool's pre-booted VM is the daemon's child, with the daemon's monitor
+        // holding QEMU: it serves claims (`tarn pool run`, the client library), and
+        // is not handed to a container the caller's shim must reap (docs/pool.md).
+        log_debug("create " + o.id + ": cold start, not from pool " + a->second +
+                  ": a VM-isolated bundle boots its own VM (pool VMs serve claims, not `create`)");
     }
     Record rec;
     bool cgroup_existed = false;

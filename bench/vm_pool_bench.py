@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""VM pools against cold VMs, process pools and cold containers, in one run.
+
+start->exit of /bin/true (busybox) measured by the wall clock around each command:
+  vm pool       `tarn pool run` on a pool of pre-booted VMs (a claim per run; the
+                benchmark waits for an idle VM before each run, so every run is a hit)
+  vm cold       `tarn --isolation vm run` of the same bundle (a whole boot)
+  process pool  `tarn pool run` on a process pool of the same bundle
+  cold          `tarn run` of the same bundle
+Then, per pre-booted VM: its idle cost (PSS of the monitor, QEMU and virtiofsd, and
+its cgroup's memory use) and its boot CPU (its cgroup's CPU time when it went idle),
+and the refill rate: VMs made per second while the pool fills from empty.
+
+  bench/vm-pool.sh [BUILD_DIR]   (RUNS=10 by default; writes bench/results/vm-pool.md
+                                  and vm-pool.svg)
+"""
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+here = os.path.dirname(os.path.abspath(__file__))
+top = os.path.dirname(here)
+build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(top, "build"))
+tarn = os.path.join(build, "runtime", "tarn")
+runs = int(os.environ.get("RUNS", "10"))
+vmdir = os.path.join(build, "vm")
+results = os.path.join(here, "results")
+
+
+def sh(*args, **kw):
+    return subprocess.run(list(args), check=True, capture_output=True, text=True, **kw)
+
+
+def timed(argv):
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    t1 = time.perf_counter()
+    if p.returncode != 0:
+        sys.exit(f"{' '.join(argv)}: exit {p.returncode}: {p.stderr}")
+    return (t1 - t0) * 1000
+
+
+def cgroup_dir(controller, path):
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return "/sys/fs/cgroup" + path
+    return f"/sys/fs/cgroup/{controller}{path}"
+
+
+def pss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class Daemon:
+    def __init__(self, work, name, bundle, cfg_extra, min_idle, max_total):
+        self.sock = os.path.join(work, name + ".sock")
+        self.cgparent = f"/tarn-bench-{name}-{os.getpid()}"
+        pool = {"name": name, "bundle": bundle, "minIdle": min_idle, "maxTotal": max_total, "sizing": "fixed"}
+        pool.update(cfg_extra)
+        cfg = {"socket": self.sock, "cgroupParent": self.cgparent, "pools": [pool]}
+        self.cfg_path = os.path.join(work, name + ".json")
+        with open(self.cfg_path, "w") as f:
+            json.dump(cfg, f)
+        self.name = name
+        self.log = open(os.path.join(work, name + ".log"), "w")
+        self.t_start = time.perf_counter()
+        self.proc = subprocess.Popen([tarn, "--debug", "pool", "serve", "--config", self.cfg_path],
+                                     stdin=subprocess.DEVNULL, stdout=self.log, stderr=self.log)
+
+    def status(self):
+        p = subprocess.run([tarn, "pool", "status", "--socket", self.sock, "--json"], capture_output=True, text=True)
+        return json.loads(p.stdout)["pools"][0] if p.returncode == 0 else None
+
+    def wait_idle(self, n, limit=300):
+        end = time.time() + limit
+        while time.time() < end:
+            st = self.status()
+            if st and st["idle"] >= n:
+                return st
+            if self.proc.poll() is not None:
+                sys.exit(f"pool daemon {self.name} exited: see {self.log.name}")
+            time.sleep(0.05)
+        sys.exit(f"pool {self.name}: {n} idle sandboxes not ready within {limit} s")
+
+    def run(self):
+        return timed([tarn, "pool", "run", "--socket", self.sock, self.name, "--", "/bin/true"])
+
+    def stop(self):
+        subprocess.run([tarn, "pool", "stop", "--socket", self.sock, "--now"], capture_output=True)
+        self.proc.wait(timeout=60)
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("needs root")
+    if not os.path.exists(os.path.join(vmdir, "initrd.cpio")):
+        subprocess.run([os.path.join(top, "tests/vm/setup.sh"), tarn,
+                        os.environ.get("TARN_GUEST_CACHE", os.path.join(build, "guest-cache")), vmdir], check=True,
+                       stdout=subprocess.DEVNULL)
+    work = tempfile.mkdtemp(prefix="tarn-bench-vmpool-")
+    try:
+        bundle = os.path.join(work, "bundle")
+        sh("sh", os.path.join(top, "bundles/busybox-bundle.sh"), bundle, tarn, "--", "/bin/true")
+        with open(os.path.join(bundle, "config.json")) as f:
+            base = json.load(f)
+        vm_bundle = os.path.join(work, "vmbundle")
+        os.makedirs(vm_bundle)
+        os.symlink(os.path.join(bundle, "rootfs"), os.path.join(vm_bundle, "rootfs"))
+        vm = json.loads(json.dumps(base))
+        vm.setdefault("annotations", {}).update({
+            "tarn.isolation": "vm", "tarn.vm.accel": "tcg",
+            "tarn.vm.kernel": os.path.join(vmdir, "vmlinux"), "tarn.vm.initrd": os.path.join(vmdir, "initrd.cpio")})
+        with open(os.path.join(vm_bundle, "config.json"), "w") as f:
+            json.dump(vm, f)
+        root = os.path.join(work, "state")
+        rows = {}
+
+        # Refill from empty, then the claims: a VM pool of 4.
+        fill = 4
+        d = Daemon(work, "vmp", vm_bundle, {}, fill, fill + 1)
+        d.wait_idle(fill)
+        fill_s = time.perf_counter() - d.t_start
+        st = d.status()
+        # Idle cost and boot CPU of each idle VM, from its cgroup.
+        idle = []
+        base_cg = cgroup_dir("pids", d.cgparent + "/vmp")
+        for name in sorted(os.listdir(base_cg)):
+            p = os.path.join(base_cg, name)
+            if not os.path.isdir(p):
+                continue
+            with open(os.path.join(p, "cgroup.procs")) as f:
+                pids = [int(x) for x in f.read().split()]
+            pss = sum(pss_kib(pid) for pid in pids)
+            cpu_ns = 0
+            for cand in (cgroup_dir("cpuacct", d.cgparent + "/vmp/" + name) + "/cpuacct.usage",):
+                try:
+                    with open(cand) as f:
+                        cpu_ns = int(f.read())
+                except OSError:
+                    pass
+            if cpu_ns == 0:
+                try:
+                    with open(os.path.join(cgroup_dir("cpu", d.cgparent + "/vmp/" + name), "cpu.stat")) as f:
+                        for line in f:
+                            if line.startswith("usage_usec"):
+                                cpu_ns = int(line.split()[1]) * 1000
+                except OSError:
+                    pass
+            mem = 0
+            for cand in ("memory.usage_in_bytes", "memory.current"):
+                try:
+                    with open(os.path.join(cgroup_dir("memory", d.cgparent + "/vmp/" + name), cand)) as f:
+                        mem = int(f.read())
+                        break
+                except OSError:
+                    pass
+            idle.append({"pss_mib": pss / 1024, "cgroup_mib": mem / 2**20, "boot_cpu_s": cpu_ns / 1e9})
+        vm_pool = []
+        for _ in range(runs):
+            d.wait_idle(1)
+            vm_pool.append(d.run())
+        st = d.status()
+        d.stop()
+        rows["vm pool"] = vm_pool
+
+        vm_cold = []
+        for i in range(max(3, runs // 2)):
+            vm_cold.append(timed([tarn, "--root", root, "run", "--bundle", vm_bundle, f"vmcold{i}"]))
+        rows["vm cold"] = vm_cold
+
+        pp = Daemon(work, "pp", bundle, {}, 2, 4)
+        pp.wait_idle(2)
+        proc_pool = []
+        for _ in range(runs * 3):
+            pp.wait_idle(1)
+            proc_pool.append(pp.run())
+        pp.stop()
+        rows["process pool"] = proc_pool
+        cold = [timed([tarn, "--root", root, "run", "--bundle", bundle, f"cold{i}"]) for i in range(runs * 3)]
+        rows["cold"] = cold
+
+        med = {k: statistics.median(v) for k, v in rows.items()}
+        kernel = open(os.path.join(vmdir, "kernel-version")).read().strip()
+        out = []
+        out.append(f"# VM pools (" + time.strftime("%Y-%m-%d") + f", {os.cpu_count()} cores, host kernel "
+                   f"{os.uname().release}, guest {kernel}, TCG)\n")
+        out.append("`bash bench/vm-pool.sh build`: busybox `/bin/true`, start→exit by the wall clock around each "
+                   "command; VM pool runs wait for an idle VM first (every run a hit). Only ratios within this run "
+                   "mean anything.\n")
+        out.append("| mode | runs | median (ms) | min (ms) | cold VM / it |")
+        out.append("| --- | ---: | ---: | ---: | ---: |")
+        for k in ("vm pool", "vm cold", "process pool", "cold"):
+            out.append(f"| {k} | {len(rows[k])} | {med[k]:.1f} | {min(rows[k]):.1f} | {med['vm cold'] / med[k]:.1f} |")
+        ratio = med["vm pool"] / med["vm cold"]
+        out.append("")
+        out.append(f"VM pool / cold VM start: **{ratio:.3f}** (target ≤ 0.05: "
+                   f"{'met' if ratio <= 0.05 else 'missed'}); daemon-side claim latency p50 "
+                   f"{st['claimLatencyMs']['p50']:.1f} ms, p99 {st['claimLatencyMs']['p99']:.1f} ms.\n")
+        out.append("## Idle cost and boot CPU per pre-booted VM (256 MiB guest)\n")
+        out.append("| VM | PSS of monitor + QEMU + virtiofsd (MiB) | cgroup memory (MiB) | CPU to boot (s) |")
+        out.append("| ---: | ---: | ---: | ---: |")
+        for i, v in enumerate(idle):
+            out.append(f"| {i + 1} | {v['pss_mib']:.1f} | {v['cgroup_mib']:.1f} | {v['boot_cpu_s']:.2f} |")
+        if idle:
+            mp = statistics.median(v["pss_mib"] for v in idle)
+            out.append("")
+            out.append(f"Median PSS {mp:.1f} MiB (target ≤ 48 MiB: {'met' if mp <= 48 else 'missed'}).\n")
+        out.append("## Refill\n")
+        out.append(f"From an empty pool to {fill} idle VMs: {fill_s:.1f} s, **{fill / fill_s:.2f} VMs/s** "
+                   f"({st['sizing']['makeMs']:.0f} ms to make one, as the daemon measures it, 2 booting at once).\n")
+        out.append("![start→exit by mode](vm-pool.svg)\n")
+        os.makedirs(results, exist_ok=True)
+        with open(os.path.join(results, "vm-pool.md"), "w") as f:
+            f.write("\n".join(out) + "\n")
+        # A log-scale bar chart of the medians.
+        import math
+        w, h, left, bar = 640, 200, 110, 30
+        lmax = math.log10(max(med.values()) * 2)
+        svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" '
+               f'font-size="12"><rect width="100%" height="100%" fill="white"/>',
+               f'<text x="10" y="18" font-size="14">start→exit of /bin/true, median ms (log scale)</text>']
+        for i, k in enumerate(("vm pool", "vm cold", "process pool", "cold")):
+            y = 35 + i * (bar + 10)
+            length = max(2, (math.log10(max(med[k], 1)) / lmax) * (w - left - 80))
+            svg.append(f'<text x="10" y="{y + 20}">{k}</text>')
+            svg.append(f'<rect x="{left}" y="{y}" width="{length:.0f}" height="{bar}" '
+                       f'fill="{"#2b7bb9" if k.startswith("vm") else "#8fbc5a"}"/>')
+            svg.append(f'<text x="{left + length + 5:.0f}" y="{y + 20}">{med[k]:.1f}</text>')
+        svg.append("</svg>")
+        with open(os.path.join(results, "vm-pool.svg"), "w") as f:
+            f.write("\n".join(svg) + "\n")
+        print("\n".join(out))
+    finally:
+        subprocess.run(["sh", "-c", f"for id in $(ls {work}/state 2>/dev/null); do {tarn} --root {work}/state "
+                        f"delete --force $id; done"], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+main()
