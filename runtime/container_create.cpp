@@ -177,13 +177,17 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     const oci::Resources& resources = cfg.linux && cfg.linux->resources ? *cfg.linux->resources : no_resources;
     std::unique_ptr<cgroups::Manager> cgroup;
     std::string systemd_unit;
+    bool systemd_user = false;
     if (g.systemd_cgroup) {
         // Connects to systemd before anything exists, so an unreachable systemd leaves
-        // nothing behind; the unit itself is started around the init (add_process).
-        cgroups::systemd::Unit unit = cgroups::systemd::unit_for(cgroups_path, o.id);
+        // nothing behind; the unit itself is started around the init (add_process). An
+        // unprivileged caller's unit is its own user manager's, as with runc and crun.
+        systemd_user = g.rootless.value_or(::geteuid() != 0 || ns::in_user_namespace());
+        cgroups::systemd::Unit unit = cgroups::systemd::unit_for(cgroups_path, o.id, systemd_user);
         systemd_unit = unit.name;
         cgroup = cgroups::systemd::open(unit, mode, std::string(cgroups::kDefaultRoot), "tarn container " + o.id);
         cgroup->create(resources);
+        cgroup_path = cgroup->path();  // a user unit's is below its manager's cgroup
     }
 
     auto cgroup_time = std::chrono::steady_clock::now() - t_cgroup;
@@ -229,6 +233,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         // Recorded before it exists, so `delete --force` after a killed create finds it.
         rec.cgroup_path = cgroup_path;
         rec.systemd_unit = systemd_unit;
+        rec.systemd_user = systemd_user;
         rec.vm = in_vm;
         rec.no_new_keyring = o.no_new_keyring;
         dir.save(rec);
