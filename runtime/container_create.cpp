@@ -222,6 +222,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     }
     Record rec;
     bool cgroup_existed = false;
+    ns::Spawned sp;  // out here so a failure after the spawn can still stop the init
     try {
         rec.state.id = o.id;
         rec.state.bundle = bundle;
@@ -324,7 +325,6 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             cs.start_container = [&](pid_t pid) {
                 run_hooks(hooks.start_container, hook_state(rec, oci::Status::created, pid), "startContainer");
             };
-        ns::Spawned sp;
         if (in_vm) {
             // prestart and createRuntime run on the host with the guest's container made
             // and its workload not yet started: even `run` parks it on exec.fifo for them.
@@ -387,9 +387,16 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         log_debug("create " + o.id + ": pid " + std::to_string(sp.pid) + " phases: " + sp.timings.report());
         return Launched{std::move(dir), std::move(rec), std::move(cfg), std::move(sp)};
     } catch (...) {
+        // A failed spawn_init has killed and reaped the init (vm::spawn its monitor and
+        // QEMU). A failure after it (the state, the pid file) leaves an init that would
+        // keep its cgroup busy and, as pid 1 of its namespace, ignore the SIGTERM a
+        // stopping systemd unit sends: it is killed here.
+        if (sp.pidfd) {
+            ns::detail::pidfd_send_signal(sp.pidfd.get(), SIGKILL);
+            while (::waitpid(sp.pid, nullptr, 0) < 0 && errno == EINTR) {
+            }
+        }
         try {
-            // spawn_init has killed and reaped the init (vm::spawn its monitor and QEMU);
-            // the cgroup is empty.
             if (cgroup && !cgroup_existed) cgroup->destroy();
         } catch (const Error& e2) {
             log_warn(e2.what());
