@@ -193,27 +193,37 @@ namespace systemd {
 
 // The transient unit for a container, from linux.cgroupsPath "slice:prefix:name" (runc's
 // syntax): unit "<prefix>-<name>.scope" ("<name>.scope" without a prefix) in `slice`
-// (empty: "system.slice"; "-": the root slice), or the slice unit `name` itself when it
-// ends in ".slice" (the prefix is then unused). Slices nest by their dashes:
-// "a-b.slice" is the cgroup "/a.slice/a-b.slice". An empty cgroupsPath is
-// "system.slice:tarn:<id>".
+// (empty: "system.slice", or "user.slice" in a user manager; "-": the root slice), or the
+// slice unit `name` itself when it ends in ".slice" (the prefix is then unused). Slices
+// nest by their dashes: "a-b.slice" is the cgroup "/a.slice/a-b.slice". An empty
+// cgroupsPath is "system.slice:tarn:<id>" ("user.slice:tarn:<id>").
+//
+// `user`: the unit belongs to the caller's own systemd user manager (user@UID.service),
+// as an unprivileged caller's do. Its `path` from unit_for is then in the manager's tree,
+// below the manager's own cgroup ("/user.slice/user-1000.slice/user@1000.service");
+// create() puts the two together.
 struct Unit {
     std::string name;   // "tarn-c1.scope"
     std::string slice;  // "system.slice"
     std::string path;   // "/system.slice/tarn-c1.scope"
+    bool user = false;
     bool operator==(const Unit&) const = default;
 };
-Unit unit_for(std::string_view cgroups_path, std::string_view id);
+Unit unit_for(std::string_view cgroups_path, std::string_view id, bool user = false);
 
-// Whether systemd runs here and answers over D-Bus (the system bus, or as root its
-// private socket); if not, `why` says what failed.
-bool available(std::string* why = nullptr);
+// Whether systemd runs here and its manager answers over D-Bus (the system manager on
+// the system bus or, as root, its private socket; with `user` the caller's user manager
+// on the session bus or its private socket, on a cgroup v2 host); if not, `why` says
+// what failed.
+bool available(bool user = false, std::string* why = nullptr);
 
 // The manager for a container's unit. create() only connects to systemd (an Error naming
 // the cause if it cannot); apply() before the init exists keeps the resources;
 // add_process(init) starts the unit around the init (StartTransientUnit with Delegate,
 // the resources systemd has properties for), waits for the job and writes every limit
 // into the unit's cgroup with the cgroupfs manager; open_v2_dir_fd() is -1 until then.
+// A user unit: create() also refuses (before anything exists) limits on controllers
+// systemd did not delegate to the user manager, and any host without cgroup v2.
 // Opened for an existing unit: apply() is SetUnitProperties plus the cgroupfs writes,
 // destroy() stops the unit and removes what is left; the rest reads the cgroup directly.
 std::unique_ptr<Manager> open(const Unit& unit, Mode mode, const std::string& root = std::string(kDefaultRoot),

@@ -405,16 +405,6 @@ bool read_some(int fd, std::string& buf, Clock::time_point deadline, const std::
     }
 }
 
-std::string hex(std::string_view s) {
-    static const char* digits = "0123456789abcdef";
-    std::string out;
-    for (unsigned char c : s) {
-        out += digits[c >> 4];
-        out += digits[c & 15];
-    }
-    return out;
-}
-
 }  // namespace
 
 Connection Connection::open(const std::string& path, bool is_bus, std::chrono::milliseconds timeout) {
@@ -428,28 +418,38 @@ Connection Connection::open(const std::string& path, bool is_bus, std::chrono::m
     if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0)
         throw_errno(what + ": connect");
 
-    // SASL EXTERNAL: the server checks our uid against SO_PEERCRED. The leading NUL byte
-    // is where a client could pass credentials; the kernel supplies them for us. BEGIN goes
-    // in the same write (the protocol allows it), so the server has left its
-    // authentication state before it answers and before our first message arrives:
-    // systemd's own server (the private socket) leaves a message that comes in right
-    // behind a separate BEGIN unread until more data arrives.
+    // SASL EXTERNAL without an identity of our own: "AUTH EXTERNAL", an empty DATA
+    // response to the server's DATA challenge, and the server takes the uid the kernel
+    // reports for the socket (SO_PEERCRED). Naming a uid ourselves would name it as this
+    // process sees it: inside a user namespace (rootless podman runs the runtime as its
+    // root) that is 0, which the server, outside it, sees as someone else and refuses.
+    // The leading NUL byte is where a client could pass credentials; the kernel supplies
+    // them for us. Everything goes in one write (the protocol allows it), so the server has
+    // left its authentication state before it answers and before our first message
+    // arrives: systemd's own server (the private socket) leaves a message that comes in
+    // right behind a separate BEGIN unread until more data arrives.
     auto deadline = Clock::now() + timeout;
-    std::string hello =
-        std::string(1, '\0') + "AUTH EXTERNAL " + hex(std::to_string(::geteuid())) + "\r\nBEGIN\r\n";
+    const std::string hello = std::string(1, '\0') + "AUTH EXTERNAL\r\nDATA\r\nBEGIN\r\n";
     send_all(fd.get(), hello, what);
-    std::string line;
-    while (line.find("\r\n") == std::string::npos) {
-        if (line.size() > 4096) throw Error(what + ": authentication: overlong reply");
-        if (!read_some(fd.get(), line, deadline, what + ": authentication"))
-            throw Error(what + ": authentication: connection closed");
+    // The replies: "DATA" (the challenge we answered in advance), then "OK <guid>".
+    std::string in;
+    for (;;) {
+        size_t eol = in.find("\r\n");
+        if (eol == std::string::npos) {
+            if (in.size() > 4096) throw Error(what + ": authentication: overlong reply");
+            if (!read_some(fd.get(), in, deadline, what + ": authentication"))
+                throw Error(what + ": authentication: connection closed");
+            continue;
+        }
+        std::string line = in.substr(0, eol);
+        in.erase(0, eol + 2);
+        if (line == "DATA") continue;
+        if (line.rfind("OK ", 0) != 0) throw Error(what + ": authentication refused: " + line);
+        break;
     }
-    if (line.rfind("OK ", 0) != 0)
-        throw Error(what + ": authentication refused: " + line.substr(0, line.find("\r\n")));
-    if (line.size() != line.find("\r\n") + 2)
-        throw Error(what + ": authentication: unexpected data after OK");
+    if (!in.empty()) throw Error(what + ": authentication: unexpected data after OK");
 
-    Connection c(std::move(fd), path);
+    Connection c(std::move(fd), path, is_bus);
     if (is_bus)
         check(c.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello", "", "",
                      timeout),

@@ -93,7 +93,8 @@ size_t message_size(std::string_view head);
 // One connection to a bus (or to a peer, such as systemd's private socket).
 class Connection {
 public:
-    // Connects to the unix socket `path` and authenticates (EXTERNAL, as our uid). A
+    // Connects to the unix socket `path` and authenticates (EXTERNAL: as the uid the
+    // kernel reports for the socket, whatever user namespace we are in). A
     // bus gets the Hello call every bus client must make first; a peer does not.
     static Connection open(const std::string& path, bool is_bus, std::chrono::milliseconds timeout);
 
@@ -110,14 +111,18 @@ public:
     Message wait_signal(const std::function<bool(const Message&)>& match, std::chrono::milliseconds timeout);
 
     const std::string& path() const { return path_; }
+    // A bus (through a broker that routes signals by match rules), not a direct peer.
+    bool is_bus() const { return is_bus_; }
 
 private:
-    Connection(UniqueFd fd, std::string path) : fd_(std::move(fd)), path_(std::move(path)) {}
+    Connection(UniqueFd fd, std::string path, bool is_bus)
+        : fd_(std::move(fd)), path_(std::move(path)), is_bus_(is_bus) {}
     Message receive(std::chrono::steady_clock::time_point deadline);
     void send(std::string_view bytes);
 
     UniqueFd fd_;
     std::string path_;
+    bool is_bus_ = false;
     std::string in_;  // bytes received, not yet parsed
     uint32_t serial_ = 0;
     std::vector<Message> signals_;

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -139,7 +140,22 @@ struct Property {
 };
 // "a-b.slice" -> "/a.slice/a-b.slice", "-.slice" -> "/"; `what` prefixes errors.
 std::string expand_slice(std::string_view slice, std::string_view what);
-systemd::Unit unit_for(std::string_view cgroups_path, std::string_view id);
+systemd::Unit unit_for(std::string_view cgroups_path, std::string_view id, bool user = false);
+// The unix socket path of the first "unix:path=..." entry of a D-Bus address list.
+std::optional<std::string> unix_path_of(std::string_view address);
+// A way to systemd's manager: a bus (Hello, match rules) or the manager's own socket.
+struct ManagerSocket {
+    std::string path;
+    bool is_bus = false;
+    bool operator==(const ManagerSocket&) const = default;
+};
+// Where to reach the manager, in the order to try. The system manager: the system bus
+// (DBUS_SYSTEM_BUS_ADDRESS, else /run/dbus/system_bus_socket), then, for root,
+// /run/systemd/private. The caller's user manager: the session bus
+// (DBUS_SESSION_BUS_ADDRESS, else $XDG_RUNTIME_DIR/bus), then
+// $XDG_RUNTIME_DIR/systemd/private; XDG_RUNTIME_DIR defaults to /run/user/<euid>.
+std::vector<ManagerSocket> manager_sockets(bool user, uid_t euid,
+                                           const std::function<const char*(const char*)>& env);
 // "0-2,5" -> systemd's byte mask (cpu n is bit n % 8 of byte n / 8); errors name `field`.
 std::vector<uint8_t> cpu_mask(std::string_view list, std::string_view field);
 // The unit properties for linux.resources that systemd `version` has (MemoryMax,

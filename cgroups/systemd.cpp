@@ -12,6 +12,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <set>
 
 #include "cgroups/dbus.hpp"
 #include "cgroups/detail.hpp"
@@ -65,11 +66,14 @@ std::string expand_slice(std::string_view slice, std::string_view what) {
     return out;
 }
 
-systemd::Unit unit_for(std::string_view cgroups_path, std::string_view id) {
+systemd::Unit unit_for(std::string_view cgroups_path, std::string_view id, bool user) {
     const std::string what = "linux.cgroupsPath " + quoted(cgroups_path);
+    // A user manager's units live in its own tree; user.slice there is where runc's and
+    // crun's rootless containers go too.
+    const std::string default_slice = user ? "user.slice" : "system.slice";
     std::string slice, prefix, name;
     if (cgroups_path.empty()) {
-        slice = "system.slice";
+        slice = default_slice;
         prefix = "tarn";
         name = std::string(id);
         if (!valid_unit_chars(name))
@@ -79,16 +83,17 @@ systemd::Unit unit_for(std::string_view cgroups_path, std::string_view id) {
         size_t c2 = c1 == std::string_view::npos ? c1 : cgroups_path.find(':', c1 + 1);
         if (c2 == std::string_view::npos || cgroups_path.find(':', c2 + 1) != std::string_view::npos)
             throw Error(what +
-                        ": expected \"slice:prefix:name\" with --systemd-cgroup (e.g. \"system.slice:tarn:" +
+                        ": expected \"slice:prefix:name\" with --systemd-cgroup (e.g. \"" + default_slice + ":tarn:" +
                         std::string(id) + "\")");
         slice = cgroups_path.substr(0, c1);
         prefix = cgroups_path.substr(c1 + 1, c2 - c1 - 1);
         name = cgroups_path.substr(c2 + 1);
         if (name.empty()) throw Error(what + ": the name part is empty");
-        if (slice.empty()) slice = "system.slice";
+        if (slice.empty()) slice = default_slice;
         if (slice == "-") slice = "-.slice";  // the root slice, as runc writes it
     }
     systemd::Unit u;
+    u.user = user;
     if (ends_with(name, ".slice")) {
         // A slice of its own: systemd places a slice by its name alone, so the slice part
         // cannot move it; the prefix is not used (runc's rule).
@@ -231,6 +236,59 @@ void marshal_properties(const std::vector<Property>& props, dbus::Writer& w) {
     w.end_array();
 }
 
+std::optional<std::string> unix_path_of(std::string_view address) {
+    // "unix:path=/run/user/1000/bus,guid=...;tcp:host=..." : the first entry with a
+    // path; values escape bytes as %xx.
+    while (!address.empty()) {
+        size_t semi = address.find(';');
+        std::string_view entry = address.substr(0, semi);
+        address = semi == std::string_view::npos ? std::string_view() : address.substr(semi + 1);
+        if (entry.rfind("unix:", 0) != 0) continue;
+        entry.remove_prefix(5);
+        while (!entry.empty()) {
+            size_t comma = entry.find(',');
+            std::string_view kv = entry.substr(0, comma);
+            entry = comma == std::string_view::npos ? std::string_view() : entry.substr(comma + 1);
+            if (kv.rfind("path=", 0) != 0) continue;
+            std::string out;
+            for (size_t i = 5; i < kv.size(); ++i) {
+                unsigned byte = 0;
+                if (kv[i] == '%' && i + 2 < kv.size() &&
+                    std::from_chars(kv.data() + i + 1, kv.data() + i + 3, byte, 16).ptr == kv.data() + i + 3) {
+                    out += static_cast<char>(byte);
+                    i += 2;
+                } else {
+                    out += kv[i];
+                }
+            }
+            if (!out.empty()) return out;
+        }
+    }
+    return std::nullopt;
+}
+
+std::vector<ManagerSocket> manager_sockets(bool user, uid_t euid,
+                                           const std::function<const char*(const char*)>& env) {
+    auto var = [&](const char* name) {
+        const char* v = env(name);
+        return std::string(v ? v : "");
+    };
+    std::vector<ManagerSocket> out;
+    if (!user) {
+        out.push_back({unix_path_of(var("DBUS_SYSTEM_BUS_ADDRESS")).value_or("/run/dbus/system_bus_socket"), true});
+        // systemd's own socket: no dbus-daemon needed (early boot, minimal hosts), root only.
+        if (euid == 0) out.push_back({"/run/systemd/private", false});
+        return out;
+    }
+    // The user manager: the session bus (dbus-user-session's socket, which the user
+    // manager itself runs), then the manager's private socket, which it always has.
+    std::string runtime_dir = var("XDG_RUNTIME_DIR");
+    if (runtime_dir.empty()) runtime_dir = "/run/user/" + std::to_string(euid);
+    out.push_back({unix_path_of(var("DBUS_SESSION_BUS_ADDRESS")).value_or(runtime_dir + "/bus"), true});
+    out.push_back({runtime_dir + "/systemd/private", false});
+    return out;
+}
+
 unsigned parse_systemd_version(std::string_view v) {
     // "252", "252.38-1~deb12u1", "v256.1": the leading number is the release.
     while (!v.empty() && (v.front() < '0' || v.front() > '9')) v.remove_prefix(1);
@@ -256,38 +314,47 @@ bool path_exists(const char* p) {
     return ::stat(p, &st) == 0;
 }
 
-// systemd's two ways in: the system bus (what sd-bus and runc use), and the private
-// socket systemd listens on itself, which works without a dbus-daemon (early boot,
-// minimal hosts) and needs root.
-dbus::Connection connect_systemd(std::chrono::milliseconds timeout) {
+// Either manager is reached over the bus (what sd-bus, runc and crun use) or over the
+// private socket the manager listens on itself (detail::manager_sockets says which,
+// in order). The uid the manager sees is the one the kernel reports for our socket: the
+// caller's, before any user namespace of the container's exists.
+dbus::Connection connect_systemd(bool user, std::chrono::milliseconds timeout) {
     if (!path_exists("/run/systemd/system"))
         throw Error("systemd cgroup driver: systemd is not running on this host (no /run/systemd/system)");
-    std::string bus = "/run/dbus/system_bus_socket";
-    if (const char* a = std::getenv("DBUS_SYSTEM_BUS_ADDRESS");
-        a && std::string_view(a).rfind("unix:path=", 0) == 0) {
-        bus = a + std::strlen("unix:path=");
-        bus = bus.substr(0, bus.find(','));
-    }
     std::string why;
-    try {
-        return dbus::Connection::open(bus, true, timeout);
-    } catch (const Error& e) {
-        why = e.what();
-    }
-    if (::geteuid() == 0) {
+    for (const detail::ManagerSocket& s : detail::manager_sockets(user, ::geteuid(), ::getenv)) {
         try {
-            return dbus::Connection::open("/run/systemd/private", false, timeout);
+            return dbus::Connection::open(s.path, s.is_bus, timeout);
         } catch (const Error& e) {
-            why += "; " + std::string(e.what());
+            why += (why.empty() ? "" : "; ") + std::string(e.what());
         }
+    }
+    if (user) {
+        std::string uid = std::to_string(::geteuid());
+        throw Error("systemd cgroup driver: cannot reach the systemd user manager of uid " + uid +
+                    " over D-Bus (" + why + "); it runs as user@" + uid +
+                    ".service while the user is logged in, or always with `loginctl enable-linger`");
     }
     throw Error("systemd cgroup driver: cannot reach systemd over D-Bus (" + why + ")");
 }
 
 class Systemd {
 public:
-    explicit Systemd(std::chrono::milliseconds timeout = kCallTimeout)
-        : c_(connect_systemd(timeout)), timeout_(timeout) {}
+    explicit Systemd(bool user, std::chrono::milliseconds timeout = kCallTimeout)
+        : c_(connect_systemd(user, timeout)), timeout_(timeout) {}
+
+    // The manager's own cgroup: "" for the system manager (the root), and for a user
+    // manager "/user.slice/user-1000.slice/user@1000.service", below which its units are.
+    std::string root_cgroup() {
+        dbus::Writer w;
+        w.string(kManagerIface);
+        w.string("ControlGroup");
+        auto m = dbus::check(c_.call(kService, kManagerPath, "org.freedesktop.DBus.Properties", "Get", "ss",
+                                     w.data(), timeout_),
+                             "systemd ControlGroup");
+        std::string cg = m.body.empty() ? "" : m.body[0].str("systemd ControlGroup");
+        return cg == "/" ? "" : cg;
+    }
 
     unsigned version() {
         if (!version_) {
@@ -372,7 +439,7 @@ private:
         if (subscribed_) return;
         // On the bus, signals reach us only through a match rule, and systemd sends job
         // signals only while someone is subscribed. A private connection gets them anyway.
-        if (c_.path() != "/run/systemd/private") {
+        if (c_.is_bus()) {
             dbus::Writer w;
             w.string(
                 "type='signal',sender='org.freedesktop.systemd1',path='/org/freedesktop/systemd1',"
@@ -428,7 +495,31 @@ public:
     std::vector<std::string> directories() const override { return fs_->directories(); }
 
     void create(const oci::Resources& needs) override {
+        if (unit_.user && mode_ != Mode::unified)
+            throw Error("systemd cgroup driver: an unprivileged user's containers need cgroup v2 (on a v1 or "
+                        "hybrid host systemd delegates no controllers to a user manager)");
         systemd();  // fail here, before anything exists, if systemd cannot be reached
+        if (unit_.user) {
+            // A user manager's units are below its own cgroup; the unit's cgroup is then
+            // known before it exists (recorded for a `delete` after a killed create).
+            std::string base = systemd().root_cgroup();
+            path_ = base + unit_.path;
+            fs_ = cgroups::open(path_, mode_, root_);
+            // What the user can limit is what systemd delegated to its manager
+            // (user@.service's Delegate=, "pids memory cpu" by default): say so before
+            // anything exists rather than fail half-way.
+            std::string dir = root_ + base;
+            std::set<std::string> have;
+            for (auto& w : detail::split_words(detail::read(dir, "cgroup.controllers"))) have.insert(w);
+            for (const auto& [c, field] : detail::required_controllers_v2(needs)) {
+                if (have.count(c)) continue;
+                std::string list;
+                for (const auto& h : have) list += (list.empty() ? "" : " ") + h;
+                throw Error(field + ": the " + c + " controller is not delegated to the systemd user manager of uid " +
+                            std::to_string(::geteuid()) + " (" + dir + "/cgroup.controllers: " +
+                            (list.empty() ? "none" : list) + ")");
+            }
+        }
         needs_ = needs;
         creating_ = true;
     }
@@ -503,7 +594,7 @@ public:
         if (creating_ && !started_) return;
         std::optional<Systemd> sd;
         try {
-            sd.emplace();
+            sd.emplace(unit_.user);
         } catch (const Error&) {
             // No systemd to ask: an emptied scope is gone with systemd anyway; remove
             // what is left of the cgroup ourselves.
@@ -517,7 +608,7 @@ public:
 
 private:
     Systemd& systemd() {
-        if (!sd_) sd_.emplace();
+        if (!sd_) sd_.emplace(unit_.user);
         return *sd_;
     }
 
@@ -534,14 +625,16 @@ private:
 
 namespace systemd {
 
-Unit unit_for(std::string_view cgroups_path, std::string_view id) {
-    return detail::unit_for(cgroups_path, id);
+Unit unit_for(std::string_view cgroups_path, std::string_view id, bool user) {
+    return detail::unit_for(cgroups_path, id, user);
 }
 
-bool available(std::string* why) {
+bool available(bool user, std::string* why) {
     try {
+        if (user && detect() != Mode::unified)
+            throw Error("an unprivileged user's systemd cgroups need cgroup v2");
         // Short: `features` should not hang on a wedged bus.
-        Systemd sd(std::chrono::milliseconds(2000));
+        Systemd sd(user, std::chrono::milliseconds(2000));
         sd.version();
         return true;
     } catch (const Error& e) {

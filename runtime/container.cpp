@@ -110,6 +110,7 @@ Record ContainerDir::load() const {
     r.pid_start = j.value("pidStart", uint64_t{0});
     r.cgroup_path = j.value("cgroupPath", "");
     r.systemd_unit = j.value("systemdUnit", "");
+    r.systemd_user = j.value("systemdManager", "") == "user";
     r.vm = j.value("isolation", "") == "vm";
     r.no_new_keyring = j.value("noNewKeyring", false);
     return r;
@@ -124,6 +125,7 @@ void ContainerDir::save(const Record& r) const {
     };
     if (!r.state.annotations.empty()) j["annotations"] = r.state.annotations;
     if (!r.systemd_unit.empty()) j["systemdUnit"] = r.systemd_unit;
+    if (r.systemd_user) j["systemdManager"] = "user";
     if (r.vm) j["isolation"] = "vm";
     if (r.no_new_keyring) j["noNewKeyring"] = true;
     write_file_atomic(path_ + "/state.json", j.dump());

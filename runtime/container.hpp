@@ -17,6 +17,7 @@ struct Record {
     uint64_t pid_start = 0;  // /proc/<pid>/stat start time: a reused pid never matches
     std::string cgroup_path;
     std::string systemd_unit;  // --systemd-cgroup: the container's transient unit
+    bool systemd_user = false;  // ... in the caller's systemd user manager (rootless)
     bool vm = false;  // VM isolation mode: pid is the VM monitor's (runtime/vm/)
     bool no_new_keyring = false;  // created with --no-new-keyring: exec keeps its caller's too
 };

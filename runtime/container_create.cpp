@@ -177,13 +177,17 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     const oci::Resources& resources = cfg.linux && cfg.linux->resources ? *cfg.linux->resources : no_resources;
     std::unique_ptr<cgroups::Manager> cgroup;
     std::string systemd_unit;
+    bool systemd_user = false;
     if (g.systemd_cgroup) {
         // Connects to systemd before anything exists, so an unreachable systemd leaves
-        // nothing behind; the unit itself is started around the init (add_process).
-        cgroups::systemd::Unit unit = cgroups::systemd::unit_for(cgroups_path, o.id);
+        // nothing behind; the unit itself is started around the init (add_process). An
+        // unprivileged caller's unit is its own user manager's, as with runc and crun.
+        systemd_user = g.rootless.value_or(::geteuid() != 0 || ns::in_user_namespace());
+        cgroups::systemd::Unit unit = cgroups::systemd::unit_for(cgroups_path, o.id, systemd_user);
         systemd_unit = unit.name;
         cgroup = cgroups::systemd::open(unit, mode, std::string(cgroups::kDefaultRoot), "tarn container " + o.id);
         cgroup->create(resources);
+        cgroup_path = cgroup->path();  // a user unit's is below its manager's cgroup
     }
 
     auto cgroup_time = std::chrono::steady_clock::now() - t_cgroup;
@@ -224,6 +228,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     }
     Record rec;
     bool cgroup_existed = false;
+    ns::Spawned sp;  // out here so a failure after the spawn can still stop the init
     try {
         rec.state.id = o.id;
         rec.state.bundle = bundle;
@@ -235,6 +240,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         // Recorded before it exists, so `delete --force` after a killed create finds it.
         rec.cgroup_path = cgroup_path;
         rec.systemd_unit = systemd_unit;
+        rec.systemd_user = systemd_user;
         rec.vm = in_vm;
         rec.no_new_keyring = o.no_new_keyring;
         dir.save(rec);
@@ -325,7 +331,6 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             cs.start_container = [&](pid_t pid) {
                 run_hooks(hooks.start_container, hook_state(rec, oci::Status::created, pid), "startContainer");
             };
-        ns::Spawned sp;
         if (in_vm) {
             // prestart and createRuntime run on the host with the guest's container made
             // and its workload not yet started: even `run` parks it on exec.fifo for them.
@@ -388,9 +393,16 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         log_debug("create " + o.id + ": pid " + std::to_string(sp.pid) + " phases: " + sp.timings.report());
         return Launched{std::move(dir), std::move(rec), std::move(cfg), std::move(sp)};
     } catch (...) {
+        // A failed spawn_init has killed and reaped the init (vm::spawn its monitor and
+        // QEMU). A failure after it (the state, the pid file) leaves an init that would
+        // keep its cgroup busy and, as pid 1 of its namespace, ignore the SIGTERM a
+        // stopping systemd unit sends: it is killed here.
+        if (sp.pidfd) {
+            ns::detail::pidfd_send_signal(sp.pidfd.get(), SIGKILL);
+            while (::waitpid(sp.pid, nullptr, 0) < 0 && errno == EINTR) {
+            }
+        }
         try {
-            // spawn_init has killed and reaped the init (vm::spawn its monitor and QEMU);
-            // the cgroup is empty.
             if (cgroup && !cgroup_existed) cgroup->destroy();
         } catch (const Error& e2) {
             log_warn(e2.what());

@@ -44,8 +44,13 @@ int features(const GlobalOptions& g) {
         if (name.rfind("CAP_", 0) == 0) f.capabilities.push_back(name);
     }
     f.seccomp_enabled = true;
-    // Only where it would work: systemd runs and answers over D-Bus.
-    f.cgroup_systemd = cgroups::systemd::available();
+    // Only where it would work: systemd runs and the manager the caller's containers
+    // would use (its own user manager when unprivileged) answers over D-Bus.
+    // systemdUser (features-linux.md: the driver in rootless mode) is probed only for an
+    // unprivileged caller, whose user manager it is.
+    const bool rootless = g.rootless.value_or(::geteuid() != 0 || ns::in_user_namespace());
+    f.cgroup_systemd = cgroups::systemd::available(rootless);
+    f.cgroup_systemd_user = rootless && f.cgroup_systemd;
     // Whether tarn supports them (features-linux.md), not whether this host runs them:
     // a config naming a profile fails create where the LSM is absent.
     f.apparmor = true;
@@ -97,6 +102,10 @@ int features(const GlobalOptions& g) {
     f.annotations["io.github.tarn.rootless"] =
         "user namespace required; ids beyond the caller's own through newuidmap/newgidmap; "
         "limits only where a cgroup is delegated";
+    if (f.cgroup_systemd_user)
+        f.annotations["io.github.tarn.rootless"] +=
+            "; --systemd-cgroup: scopes in the user's systemd manager (user.slice), limits on the controllers "
+            "it was delegated";
     // The VM mode's accelerator for a bundle that does not choose one (auto), and why.
     try {
         vm::AccelChoice accel = vm::default_accel(g);

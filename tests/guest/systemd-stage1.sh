@@ -64,9 +64,10 @@ TTYPath=/dev/ttyS0
 ExecStart=/bin/sh /run/tarn-guest/guest.sh
 UNIT
 
-# The bus check starts dbus.service: only it and its socket, not the host's sysinit.target
-# (whose tmpfiles would clean /tmp under the running checks).
-for u in dbus.service dbus.socket; do
+# The bus check starts dbus.service, the rootless check a user's user@UID.service (and
+# user-runtime-dir@UID.service for /run/user/UID): only these, not the host's
+# sysinit.target (whose tmpfiles would clean /tmp under the running checks).
+for u in dbus.service dbus.socket user@.service user-runtime-dir@.service; do
     mkdir -p $r/run/systemd/system/$u.d
     printf '[Unit]\nDefaultDependencies=no\n' > $r/run/systemd/system/$u.d/tarn-test.conf
 done

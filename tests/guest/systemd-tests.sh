@@ -113,7 +113,7 @@ if ! cp /bin/busybox "$rootfs/bin/busybox"; then
     echo "$passed passed, $failed failed"
     exit 1
 fi
-for a in sh cat sleep echo true grep head tr; do ln -s busybox "$rootfs/bin/$a"; done
+for a in sh cat sleep echo true grep head tr cut id; do ln -s busybox "$rootfs/bin/$a"; done
 s=$W/base/rootfs/t
 mkdir -p "$s"
 cat > "$s/cgroup.sh" <<'EOF'
@@ -316,6 +316,132 @@ else
     note "$(cat "$W/dbus.log" 2>/dev/null)"
     verdict 1 "a system bus to test with (systemctl start dbus.service)"
 fi
+
+# --- rootless: an ordinary user's containers in its own systemd user manager ---------------
+# The root is read-only, so the user exists through copies of passwd, group and shadow
+# (pam_unix's account check wants a shadow entry) bind-mounted over the host's. Its
+# manager, user@UID.service, needs the system bus: it asks the system manager to move
+# the container's init (started in this service's cgroup) into its own tree.
+# Starting a user manager here brings up the host's sysinit.target, whose tmpfiles empty
+# /tmp: what these checks use lives under /run.
+cleanup
+U=4711
+UW=/run/tarn-rootless-test
+XDG=/run/user/$U
+rm -rf "$UW" && mkdir -p "$UW/rootfs/bin" "$UW/rootfs/proc" "$UW/rootfs/sys" "$UW/rootfs/dev" && chmod 755 "$UW"
+cp /bin/busybox "$UW/rootfs/bin/busybox"
+for a in sh cat sleep echo true cut id; do ln -s busybox "$UW/rootfs/bin/$a"; done
+chmod -R a+rX "$UW/rootfs"
+for f in passwd group shadow; do cp "/etc/$f" "$UW/$f"; done
+echo "tarnu:x:$U:$U::/tmp:/bin/sh" >> "$UW/passwd"
+echo "tarnu:x:$U:" >> "$UW/group"
+echo "tarnu:*:19000:0:99999:7:::" >> "$UW/shadow"
+chmod 640 "$UW/shadow"
+for f in passwd group shadow; do mount --bind "$UW/$f" "/etc/$f"; done
+[ -S /run/dbus/system_bus_socket ] || systemctl start dbus.socket dbus.service > /dev/null 2>&1
+timeout 120 systemctl start "user@$U.service" > "$UW/user-manager.log" 2>&1
+umgr=$?
+UCG=$CG/user.slice/user-$U.slice/user@$U.service
+# as_user CMD...: CMD as the user, with what a login session would set.
+as_user() { setpriv --reuid=$U --regid=$U --clear-groups env HOME=/tmp XDG_RUNTIME_DIR=$XDG "$@"; }
+tu() { as_user timeout 60 "$TARN" --systemd-cgroup "$@"; }
+uprop() { as_user systemctl --user show -p "$2" --value "$1" 2>/dev/null; }
+# user_bundle ID CGROUPS_PATH RESOURCES ARGS: a user namespace mapping the user alone.
+user_bundle() {
+    mkdir -p "$UW/$1"
+    printf '%s\n' '{' \
+        '  "ociVersion": "1.2.0",' \
+        '  "process": { "terminal": false, "user": { "uid": 0, "gid": 0 }, "args": [ '"$4"' ],' \
+        '    "env": [ "PATH=/bin" ], "cwd": "/", "noNewPrivileges": true },' \
+        '  "root": { "path": "'"$UW"'/rootfs", "readonly": true },' \
+        '  "mounts": [' \
+        '    { "destination": "/proc", "type": "proc", "source": "proc" },' \
+        '    { "destination": "/sys", "type": "none", "source": "/sys", "options": [ "rbind", "nosuid", "noexec", "nodev", "ro" ] }' \
+        '  ],' \
+        '  "linux": {' \
+        '    "cgroupsPath": "'"$2"'",' \
+        '    "resources": '"$3"',' \
+        '    "uidMappings": [ { "containerID": 0, "hostID": '"$U"', "size": 1 } ],' \
+        '    "gidMappings": [ { "containerID": 0, "hostID": '"$U"', "size": 1 } ],' \
+        '    "namespaces": [ { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" }, { "type": "user" } ]' \
+        '  }' \
+        '}' > "$UW/$1/config.json"
+    chown -R "$U:$U" "$UW/$1"
+}
+# No cgroup namespace: /proc/self/cgroup is the scope's path from the root, and the
+# limit is read from the host's cgroupfs (bound read-only) at that path.
+show_limit='"sh", "-c", "c=$(cut -d: -f3 /proc/self/cgroup); echo cgroup $c; echo pids.max $(cat /sys/fs/cgroup$c/pids.max); echo uid $(id -u)"'
+if [ $umgr -eq 0 ] && [ -S "$XDG/systemd/private" ]; then
+    features=$(as_user "$TARN" features 2>&1)
+    note "$(echo "$features" | grep -A6 '"cgroup"' | tr -s ' \n' ' ')"
+    echo "$features" | grep -q '"systemd": true' && echo "$features" | grep -q '"systemdUser": true' &&
+        echo "$features" | grep -q "scopes in the user's systemd manager"
+    verdict $? "rootless: tarn features says systemd and systemdUser with the user manager running"
+
+    user_bundle su-a "" '{ "pids": { "limit": 17 } }' "$show_limit"
+    tu run --bundle "$UW/su-a" su-a > "$UW/su-a.out" 2>&1 < /dev/null
+    rc=$?
+    note "tarn run as uid $U exit $rc: $(tr '\n' ' ' < "$UW/su-a.out")"
+    scope=/user.slice/user-$U.slice/user@$U.service/user.slice/tarn-su-a.scope
+    [ $rc -eq 0 ] && grep -qx "cgroup $scope" "$UW/su-a.out" && grep -qx "pids.max 17" "$UW/su-a.out" &&
+        grep -qx "uid 0" "$UW/su-a.out" && [ ! -e "$CG$scope" ] && [ -z "$(ls -A "$XDG/tarn" 2>/dev/null)" ]
+    verdict $? "rootless run (session bus): the init is in user@$U.service/user.slice/tarn-<id>.scope, pids.max 17 applies inside; after exit no scope or state"
+
+    # Created over the session bus, started and deleted through the user manager's
+    # private socket (the session bus address leads nowhere).
+    user_bundle su-b "user.slice:box:su-b" '{ "pids": { "limit": 23 }, "memory": { "limit": 67108864 } }' \
+        '"sh", "-c", "echo READY; exec sleep infinity"'
+    dir=$UCG/user.slice/box-su-b.scope
+    tu create --bundle "$UW/su-b" --pid-file "$UW/su-b/init.pid" su-b > "$UW/su-b.out" 2>&1 < /dev/null &&
+        DBUS_SESSION_BUS_ADDRESS=unix:path=/nonexistent tu start su-b >> "$UW/su-b.out" 2>&1
+    rc=$?
+    created=$rc
+    pid=$(cat "$UW/su-b/init.pid" 2>/dev/null)
+    note "create/start exit $rc: $(tr '\n' ' ' < "$UW/su-b.out")"; show "$dir/pids.max"; show "$dir/memory.max"
+    note "unit: Delegate $(uprop box-su-b.scope Delegate) TasksMax $(uprop box-su-b.scope TasksMax)" \
+        "MemoryMax $(uprop box-su-b.scope MemoryMax) ControlGroup $(uprop box-su-b.scope ControlGroup)"
+    [ $rc -eq 0 ] && [ -n "$pid" ] && grep -qx "0::${dir#"$CG"}" "/proc/$pid/cgroup" &&
+        [ "$(cat "$dir/pids.max")" = 23 ] && [ "$(cat "$dir/memory.max")" = $((64 * MIB)) ] &&
+        [ "$(uprop box-su-b.scope Delegate)" = yes ] && [ "$(uprop box-su-b.scope TasksMax)" = 23 ] &&
+        [ "$(uprop box-su-b.scope ControlGroup)" = "${dir#"$CG"}" ]
+    verdict $? "rootless create: box-<id>.scope in the user manager, delegated, pids.max and memory.max set, the unit says so"
+    DBUS_SESSION_BUS_ADDRESS=unix:path=/nonexistent tu delete --force su-b > "$UW/su-b.del" 2>&1
+    rc=$?
+    n=0
+    while [ -e "$dir" ] && [ $n -lt 50 ]; do sleep 0.1; n=$((n + 1)); done
+    note "delete exit $rc: $(cat "$UW/su-b.del"); ActiveState $(uprop box-su-b.scope ActiveState)"
+    [ $created -eq 0 ] && [ $rc -eq 0 ] && [ ! -e "$dir" ] && [ ! -e "$XDG/tarn/su-b" ] &&
+        [ "$(uprop box-su-b.scope ActiveState)" = inactive ]
+    verdict $? "rootless delete --force over the user manager's private socket: scope, cgroup and state gone"
+
+    # io is not among what user@.service delegates (pids memory cpu).
+    user_bundle su-c "" '{ "blockIO": { "weight": 100 } }' '"true"'
+    tu run --bundle "$UW/su-c" su-c > "$UW/su-c.out" 2>&1 < /dev/null
+    rc=$?
+    note "exit $rc: $(cat "$UW/su-c.out")"
+    [ $rc -ne 0 ] && grep -q "linux.resources.blockIO.weight: the io controller is not delegated to the systemd user manager of uid $U" "$UW/su-c.out" &&
+        [ ! -e "$UCG/user.slice/tarn-su-c.scope" ] && [ ! -e "$XDG/tarn/su-c" ] &&
+        [ "$(uprop tarn-su-c.scope ActiveState)" = inactive ]
+    verdict $? "rootless, a limit on a controller the user manager was not delegated: refused naming the field, nothing left"
+
+    # No user manager to reach: the error names what was tried.
+    user_bundle su-d "" '{}' '"true"'
+    as_user env XDG_RUNTIME_DIR="$UW/no-runtime-dir" timeout 60 "$TARN" --systemd-cgroup run --bundle "$UW/su-d" su-d \
+        > "$UW/su-d.out" 2>&1 < /dev/null
+    rc=$?
+    note "exit $rc: $(cat "$UW/su-d.out")"
+    [ $rc -ne 0 ] && grep -q "cannot reach the systemd user manager of uid $U" "$UW/su-d.out" &&
+        grep -q "$UW/no-runtime-dir/bus" "$UW/su-d.out" && grep -q "$UW/no-runtime-dir/systemd/private" "$UW/su-d.out" &&
+        [ ! -e "$UW/no-runtime-dir/tarn/su-d" ] && [ "$(uprop tarn-su-d.scope ActiveState)" = inactive ]
+    verdict $? "rootless, user manager out of reach: create fails naming the sockets it tried, nothing left"
+else
+    note "systemctl start user@$U.service exit $umgr: $(head -c 600 "$UW/user-manager.log")"
+    note "$(systemctl status --no-pager "user@$U.service" 2>&1 | tail -n 8)"
+    verdict 1 "a user manager for uid $U (systemctl start user@$U.service)"
+fi
+systemctl stop "user@$U.service" > /dev/null 2>&1
+for f in passwd group shadow; do umount "/etc/$f"; done
+rm -rf "$UW"
 
 cleanup
 echo "$passed passed, $failed failed"

@@ -185,6 +185,21 @@ TEST(Cgroups, FailedCreateLeavesNoCgroup) {
     rmdir(controller_dir("memory", "/tarn-it").c_str());
 }
 
+// A failure after the init exists (here: the pid file cannot be written) kills the
+// init, so its cgroup can go and no process outlives the failed create.
+TEST(Cgroups, FailureAfterTheSpawnKillsTheInit) {
+    REQUIRE_ROOT();
+    Bundle b;
+    b.config["linux"]["cgroupsPath"] = "/tarn-it/late-fail";
+    Result r = b.cmd("sleep infinity").create("lf", {"--pid-file", b.dir() + "/no/such/dir/pid"});
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("pid"), std::string::npos) << r.err;
+    EXPECT_FALSE(path_exists(controller_dir("pids", "/tarn-it/late-fail")));
+    EXPECT_FALSE(path_exists(b.root() + "/lf"));
+    rmdir(controller_dir("pids", "/tarn-it").c_str());
+    rmdir(controller_dir("memory", "/tarn-it").c_str());
+}
+
 // The spec's cgroup mount on a v1 or hybrid host shows the container's own cgroup in
 // each hierarchy, whatever its namespaces and even mounted read-write: the limits it
 // reads are its own, no other cgroup of the host is listed, and root in the container

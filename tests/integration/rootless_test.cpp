@@ -258,6 +258,27 @@ TEST_F(Rootless, LimitsWithoutADelegatedCgroupAreRefused) {
     EXPECT_EQ(ok.out, "ran\n");
 }
 
+// --systemd-cgroup as an ordinary user asks the user's own systemd manager, which can
+// delegate controllers on cgroup v2 only: on a v1 or hybrid host (or without systemd)
+// create says why and makes nothing. (The working path is checked in the systemd guest.)
+TEST_F(Rootless, SystemdCgroupWithoutAUserManagerSaysWhy) {
+    if (::access("/sys/fs/cgroup/cgroup.procs", F_OK) == 0)
+        GTEST_SKIP() << "a pure cgroup v2 host: the systemd guest tests check the user manager";
+    config_["process"]["args"] = {"true"};
+    write_config(config_);
+    Result r = as(user_, {"--systemd-cgroup", "run", "rl-sd"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("create rl-sd: systemd cgroup driver: an unprivileged user's containers need cgroup v2"),
+              std::string::npos)
+        << r.err;
+    expect_nothing_left("rl-sd");
+    Result f = as(user_, {"features"});
+    ASSERT_EQ(f.code, 0) << f.err;
+    json cg = json::parse(f.out)["linux"]["cgroup"];
+    EXPECT_EQ(cg["systemd"], false);
+    EXPECT_EQ(cg["systemdUser"], false);
+}
+
 // What rootless networking does (pasta, slirp4netns): a network namespace made ahead in
 // a user namespace of the user's own, which the container joins by path.
 TEST_F(Rootless, JoinsAUserAndNetworkNamespaceByPath) {

@@ -1,8 +1,16 @@
 // The systemd driver's pure parts: linux.cgroupsPath "slice:prefix:name" -> unit and
-// cgroup, linux.resources -> unit properties, and their D-Bus encoding.
+// cgroup, linux.resources -> unit properties, and their D-Bus encoding; which sockets
+// reach the system manager and an unprivileged caller's user manager.
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
+#include <cstdlib>
+#include <cstring>
+#include <map>
 #include <string>
+#include <thread>
 
 #include "cgroups/dbus.hpp"
 #include "cgroups/detail.hpp"
@@ -35,6 +43,24 @@ constexpr uint64_t kInfinity = UINT64_MAX;
 }  // namespace
 
 // ---- slice:prefix:name ----------------------------------------------------------------
+
+TEST(SystemdUnit, UserManagerDefaultsToUserSlice) {
+    // An unprivileged caller's unit is in its own user manager, whose tree has user.slice
+    // (runc's and crun's rootless default parent).
+    EXPECT_EQ(detail::unit_for("", "web", true),
+              (systemd::Unit{"tarn-web.scope", "user.slice", "/user.slice/tarn-web.scope", true}));
+    EXPECT_EQ(detail::unit_for(":tarn:c1", "c1", true).path, "/user.slice/tarn-c1.scope");
+    EXPECT_EQ(detail::unit_for("app.slice:box:c1", "c1", true),
+              (systemd::Unit{"box-c1.scope", "app.slice", "/app.slice/box-c1.scope", true}));
+    EXPECT_EQ(detail::unit_for("-:tarn:c1", "c1", true).path, "/tarn-c1.scope");
+    EXPECT_FALSE(detail::unit_for("", "web").user);
+    try {
+        detail::unit_for("/tarn/c1", "c1", true);
+        ADD_FAILURE() << "a cgroupfs path was taken";
+    } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("\"user.slice:tarn:c1\""), std::string::npos) << e.what();
+    }
+}
 
 TEST(SystemdUnit, ScopeInTheNamedSlice) {
     EXPECT_EQ(unit("system.slice:tarn:c1"),
@@ -293,4 +319,127 @@ TEST(DBus, DictEntriesAndVariantsParse) {
     EXPECT_EQ(v[0].items[0].type, '{');
     EXPECT_EQ(v[0].items[0].items[1].uint("k"), 5u);
     EXPECT_THROW(v[0].items[0].items[1].str("k"), Error);
+}
+
+// ---- where the manager is reached -----------------------------------------------------
+
+namespace {
+
+using Env = std::map<std::string, std::string>;
+
+std::vector<detail::ManagerSocket> sockets(bool user, uid_t euid, const Env& env) {
+    return detail::manager_sockets(user, euid, [&](const char* name) -> const char* {
+        auto it = env.find(name);
+        return it == env.end() ? nullptr : it->second.c_str();
+    });
+}
+
+using S = detail::ManagerSocket;
+
+}  // namespace
+
+TEST(SystemdSockets, SystemManagerBusThenPrivateSocketForRoot) {
+    EXPECT_EQ(sockets(false, 0, {}),
+              (std::vector<S>{{"/run/dbus/system_bus_socket", true}, {"/run/systemd/private", false}}));
+    // Only root may use systemd's private socket: not offered to anyone else.
+    EXPECT_EQ(sockets(false, 1000, {}), (std::vector<S>{{"/run/dbus/system_bus_socket", true}}));
+    EXPECT_EQ(sockets(false, 0, {{"DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/x/bus"}}).at(0), (S{"/x/bus", true}));
+}
+
+TEST(SystemdSockets, UserManagerSessionBusThenItsPrivateSocket) {
+    EXPECT_EQ(sockets(true, 1000, {{"XDG_RUNTIME_DIR", "/run/user/1000"}}),
+              (std::vector<S>{{"/run/user/1000/bus", true}, {"/run/user/1000/systemd/private", false}}));
+    // No XDG_RUNTIME_DIR (su, sudo -u): where systemd-logind makes it.
+    EXPECT_EQ(sockets(true, 1234, {}),
+              (std::vector<S>{{"/run/user/1234/bus", true}, {"/run/user/1234/systemd/private", false}}));
+    EXPECT_EQ(sockets(true, 1000, {{"XDG_RUNTIME_DIR", ""}}).at(0).path, "/run/user/1000/bus");
+    // The session bus address wins over the runtime dir's socket; the private socket is
+    // still the runtime dir's.
+    EXPECT_EQ(sockets(true, 1000,
+                      {{"XDG_RUNTIME_DIR", "/tmp/xdg"},
+                       {"DBUS_SESSION_BUS_ADDRESS", "unix:path=/run/user/1000/bus,guid=0123456789abcdef"}}),
+              (std::vector<S>{{"/run/user/1000/bus", true}, {"/tmp/xdg/systemd/private", false}}));
+    // An address tarn cannot use (abstract, tcp) falls back to the runtime dir's socket.
+    EXPECT_EQ(sockets(true, 1000, {{"XDG_RUNTIME_DIR", "/tmp/xdg"}, {"DBUS_SESSION_BUS_ADDRESS", "unix:abstract=/b"}})
+                  .at(0)
+                  .path,
+              "/tmp/xdg/bus");
+    // Root forced into rootless mode still asks its own user manager, never the system's.
+    EXPECT_EQ(sockets(true, 0, {}).at(0).path, "/run/user/0/bus");
+}
+
+TEST(SystemdSockets, DBusAddresses) {
+    EXPECT_EQ(detail::unix_path_of("unix:path=/run/user/1000/bus"), "/run/user/1000/bus");
+    EXPECT_EQ(detail::unix_path_of("tcp:host=h,port=1;unix:guid=x,path=/a%20b"), "/a b");
+    EXPECT_EQ(detail::unix_path_of("unix:abstract=/tmp/dbus-x"), std::nullopt);
+    EXPECT_EQ(detail::unix_path_of(""), std::nullopt);
+    EXPECT_EQ(detail::unix_path_of("unix:path="), std::nullopt);
+}
+
+// The handshake as systemd's and dbus-daemon's servers answer it: no uid of our own in
+// AUTH EXTERNAL (the server takes the socket's), DATA challenge, then OK.
+TEST(DBus, AuthenticatesWithoutNamingAUid) {
+    std::string dir = ::testing::TempDir() + "tarn-dbus-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir.data()), nullptr);
+    std::string path = dir + "/peer";
+    int l = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(l, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::listen(l, 1), 0);
+    std::string seen;
+    std::thread server([&] {
+        int c = ::accept(l, nullptr, nullptr);
+        if (c < 0) return;
+        char buf[256];
+        while (seen.find("BEGIN\r\n") == std::string::npos) {
+            ssize_t n = ::read(c, buf, sizeof buf);
+            if (n <= 0) break;
+            seen.append(buf, static_cast<size_t>(n));
+        }
+        std::string reply = "DATA\r\nOK 0123456789abcdef0123456789abcdef\r\n";
+        (void)!::write(c, reply.data(), reply.size());
+        ::close(c);
+    });
+    EXPECT_NO_THROW(dbus::Connection::open(path, false, std::chrono::milliseconds(5000)));
+    server.join();
+    EXPECT_EQ(seen, std::string("\0AUTH EXTERNAL\r\nDATA\r\nBEGIN\r\n", 29));
+    ::close(l);
+    ::unlink(path.c_str());
+    ::rmdir(dir.c_str());
+}
+
+TEST(DBus, RefusedAuthenticationIsAnErrorNamingTheSocket) {
+    std::string dir = ::testing::TempDir() + "tarn-dbus-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir.data()), nullptr);
+    std::string path = dir + "/peer";
+    int l = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ASSERT_GE(l, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+    ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::listen(l, 1), 0);
+    std::thread server([&] {
+        int c = ::accept(l, nullptr, nullptr);
+        if (c < 0) return;
+        std::string reply = "DATA\r\nREJECTED EXTERNAL\r\n";
+        (void)!::write(c, reply.data(), reply.size());
+        char buf[256];
+        while (::read(c, buf, sizeof buf) > 0) {
+        }
+        ::close(c);
+    });
+    try {
+        dbus::Connection::open(path, false, std::chrono::milliseconds(5000));
+        ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+        EXPECT_EQ(std::string(e.what()), "D-Bus " + path + ": authentication refused: REJECTED EXTERNAL");
+    }
+    server.join();
+    ::close(l);
+    ::unlink(path.c_str());
+    ::rmdir(dir.c_str());
 }
