@@ -315,6 +315,9 @@ int main(int argc, char** argv) {
         pool_serve->add_option("--max-total", serve_spec.max_total, "most sandboxes at once")->capture_default_str();
         pool_serve->add_option("--memory", serve_memory, "the pool's memory budget (k/m/g suffixes)");
         pool_serve->add_option("--pids", serve_pids, "the pool's pids budget");
+        pool_serve->add_option("--vm-refill", serve_spec.vm_refill,
+                               "a VM pool's VMs: restore (from a snapshot, the default) or boot")
+            ->check(CLI::IsMember({"restore", "boot"}));
         pool_serve->add_option("--sizing", serve_sizing, "idle target: fixed (--min-idle) or adaptive (follows demand)")
             ->check(CLI::IsMember({"fixed", "adaptive"}))
             ->capture_default_str();

@@ -74,7 +74,7 @@ DaemonOptions parse_config(const json& j, const std::string& what) {
         std::string where = what + ".pools[" + std::to_string(i) + "]";
         const json& p = object_at(j["pools"][i], where);
         only_keys(p, where, {"name", "bundle", "minIdle", "maxTotal", "maxIdle", "sizing", "headroom", "rateWindowMs",
-                             "decayMs", "budget", "isolation"});
+                             "decayMs", "budget", "isolation", "vmRefill"});
         PoolSpec s;
         s.name = string_at(p, "name", where, true);
         if (!valid_name(s.name)) throw Error(where + ".name: \"" + s.name + "\": letters, digits, '-', '_' and '.' only");
@@ -99,6 +99,11 @@ DaemonOptions parse_config(const json& j, const std::string& what) {
             if (iso != "vm" && iso != "container")
                 throw Error(where + ".isolation: \"" + iso + "\": expected \"vm\" or \"container\"");
             s.isolation = iso;
+        }
+        if (auto r = string_at(p, "vmRefill", where, false); !r.empty()) {
+            if (r != "restore" && r != "boot")
+                throw Error(where + ".vmRefill: \"" + r + "\": expected \"restore\" or \"boot\"");
+            s.vm_refill = r;
         }
         if (auto v = int_at<unsigned>(p, "rateWindowMs", where, 1)) s.rate_window_ms = *v;
         if (auto v = int_at<unsigned>(p, "decayMs", where, 1)) s.decay_ms = *v;

@@ -49,6 +49,9 @@ struct PoolSpec {
     // "vm": every sandbox is a microVM (docs/pool.md, VM pools); "container" or empty:
     // the template's tarn.isolation annotation (and the daemon's --isolation) decide.
     std::string isolation;
+    // How a VM pool makes its VMs: "restore" (the default) from a snapshot of the
+    // template's guest booted once, or "boot" each one.
+    std::string vm_refill = "restore";
 };
 
 // Checks the sizing fields against each other. Messages start with `where` and

@@ -48,6 +48,7 @@ struct PoolVm {
     runtime::vm::GuestConfig guest;
     std::string rootfs;  // real path
     bool readonly = false;
+    std::string snapshot;  // restore each VM from this; empty: boot each one
 };
 
 class VmSandboxes;
@@ -130,6 +131,9 @@ public:
 
 private:
     void booted(VmSandbox* sb);
+    runtime::vm::Launch launch(const PoolVm& pv, const std::string& name, const std::string& dir) const;
+    // Boots the template's guest once and saves it in pv.snapshot (<dir>/<pool>.snapshot).
+    void make_snapshot(Pool& p, PoolVm& pv);
     // Makes its directory and cgroup and starts its monitor; throws on failure.
     void start_vm(Pool& p, const PoolVm& pv, VmSandbox& sb, const std::string& name, const std::string& dir);
 
@@ -226,11 +230,66 @@ void VmSandboxes::start() {
         if (!::realpath(p->tmpl.rootfs.c_str(), real)) throw_errno(config_path + ": root.path " + p->tmpl.rootfs);
         pv.rootfs = real;
         pv.readonly = c.root && c.root->readonly;
+        if (p->spec.vm_refill == "restore") {
+            // vhost-user-fs cannot migrate: restored VMs get their root over 9p.
+            PoolVm snap = pv;
+            snap.settings.virtiofsd.clear();
+            try {
+                make_snapshot(*p, snap);
+                pv = std::move(snap);
+            } catch (const Error& e) {
+                log_warn("pool " + n + ": no snapshot of the template's guest (" + e.what() +
+                         "): every VM boots instead");
+            }
+        }
         log_debug("pool " + n + ": VM sandboxes, " + (pv.settings.kvm ? "KVM" : "TCG") + " (" +
                   pv.settings.accel_reason + "), " + std::to_string(pv.settings.memory_mib) + " MiB, " +
-                  std::to_string(pv.settings.cpus) + " vCPU");
+                  std::to_string(pv.settings.cpus) + " vCPU, " +
+                  (pv.snapshot.empty() ? "booted" : "restored from " + pv.snapshot));
         vms_[p.get()] = std::move(pv);
     }
+}
+
+runtime::vm::Launch VmSandboxes::launch(const PoolVm& pv, const std::string& name, const std::string& dir) const {
+    runtime::vm::Launch l;
+    l.id = name;
+    l.state_dir = dir;
+    l.config = pv.guest.text;
+    l.shares = pv.guest.shares;
+    l.mount_points = pv.guest.mount_points;
+    l.rootfs = pv.rootfs;
+    l.rootfs_readonly = pv.readonly;
+    l.overlay = !pv.readonly;
+    l.settings = pv.settings;
+    return l;
+}
+
+void VmSandboxes::make_snapshot(Pool& p, PoolVm& pv) {
+    // The template's guest booted once, in a cgroup of its own under the pool, with
+    // the same command line as every VM restored from it.
+    std::string name = p.spec.name + "-snapshot-" + std::to_string(::getpid());
+    std::string dir = dir_ + "/" + name;
+    if (::mkdir(dir.c_str(), 0700) < 0) throw_errno("mkdir " + dir);
+    auto t0 = Clock::now();
+    std::unique_ptr<cgroups::Manager> cg;
+    try {
+        cg = p.rp->create_sandbox(name);
+        runtime::vm::Launch l = launch(pv, name, dir);
+        l.snapshot_out = dir_ + "/" + p.spec.name + ".snapshot";
+        l.place_in_cgroup = [&](pid_t pid) { cg->add_process(pid); };
+        ns::Spawned sp = runtime::vm::spawn(l);
+        while (::waitpid(sp.pid, nullptr, 0) < 0 && errno == EINTR) {
+        }
+        pv.snapshot = l.snapshot_out;
+    } catch (...) {
+        if (cg) clean(cg->path(), dir);
+        throw;
+    }
+    clean(cg->path(), dir);
+    struct stat st {};
+    ::stat(pv.snapshot.c_str(), &st);
+    log_debug("pool " + p.spec.name + ": snapshot of the template's guest in " +
+              std::to_string(static_cast<long>(ms_since(t0))) + " ms, " + std::to_string(st.st_size >> 20) + " MiB");
 }
 
 std::unique_ptr<Sandbox> VmSandboxes::make(Pool& p, const std::string& name) {
@@ -254,16 +313,8 @@ void VmSandboxes::start_vm(Pool& p, const PoolVm& pv, VmSandbox& sb, const std::
     // and a host limit would take QEMU's own overhead out of the guest's share. The
     // pool's budget, above it, holds.
     std::unique_ptr<cgroups::Manager> cg = p.rp->create_sandbox(name);
-    runtime::vm::Launch l;
-    l.id = name;
-    l.state_dir = dir;
-    l.config = pv.guest.text;
-    l.shares = pv.guest.shares;
-    l.mount_points = pv.guest.mount_points;
-    l.rootfs = pv.rootfs;
-    l.rootfs_readonly = pv.readonly;
-    l.overlay = !pv.readonly;
-    l.settings = pv.settings;
+    runtime::vm::Launch l = launch(pv, name, dir);
+    l.restore_from = pv.snapshot;
     l.pooled = true;
     l.place_in_cgroup = [&](pid_t pid) { cg->add_process(pid); };
     sb.started(runtime::vm::start_pooled(l));

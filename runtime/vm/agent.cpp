@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <linux/random.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
@@ -22,6 +23,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -251,6 +253,10 @@ private:
     // A parked container (created with "park"): the request's args, env, cwd and
     // limits, and the workload starts with its stdio on pipes the agent relays.
     void claim(const json& msg);
+    // A VM restored from a snapshot starts with the snapshot's random state, which
+    // every VM restored from it shares: the host's fresh seed is mixed in (credited)
+    // and the kernel's generator reseeded before anything in the guest draws on it.
+    void reseed(const std::string& seed);
     void exec(int n, const json& msg);
     // Runs `spawn` with the new process's stdio on pipes, and registers it. A spawn
     // that made a terminal (process.terminal) returns its pty master: the process's
@@ -388,6 +394,19 @@ void Agent::create_parked(const std::string& id, oci::Config cfg, int cgroup_fd,
     send(created);
 }
 
+void Agent::reseed(const std::string& seed) {
+    if (seed.size() < 32) throw Error("reseed: the seed must be at least 32 bytes");
+    UniqueFd fd(::open("/dev/urandom", O_WRONLY | O_CLOEXEC));
+    if (!fd) throw_errno("open /dev/urandom");
+    std::vector<char> info(sizeof(rand_pool_info) + seed.size());
+    auto* rpi = reinterpret_cast<rand_pool_info*>(info.data());
+    rpi->entropy_count = static_cast<int>(seed.size() * 8);
+    rpi->buf_size = static_cast<int>(seed.size());
+    std::memcpy(rpi->buf, seed.data(), seed.size());
+    if (::ioctl(fd.get(), RNDADDENTROPY, rpi) < 0) throw_errno("reseed: RNDADDENTROPY");
+    if (::ioctl(fd.get(), RNDRESEEDCRNG) < 0) throw_errno("reseed: RNDRESEEDCRNG");
+}
+
 void Agent::claim(const json& msg) {
     if (!parked_) throw Error("claim: no parked container in this guest");
     ns::Claim cl;
@@ -517,6 +536,16 @@ void Agent::request(const json& msg) {
             start();
         } else if (op == "claim") {
             claim(msg);
+        } else if (op == "prepare") {
+            // Before a snapshot: what every VM restored from it would load anyway.
+            if (msg.value("root", "") == "9p" || msg.value("shares", false)) {
+                modules_.load("9pnet_virtio");
+                modules_.load("9p");
+            }
+            send({{"t", "prepared"}});
+        } else if (op == "reseed") {
+            reseed(base64_decode(msg.value("seed", "")));
+            send({{"t", "reseeded"}});
         } else if (op == "exec") {
             exec(n, msg);
         } else if (op == "stdin") {

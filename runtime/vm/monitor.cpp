@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -19,10 +20,12 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <map>
 #include <memory>
 #include <set>
 #include <vector>
@@ -120,8 +123,19 @@ private:
     void await_claim();
     // Starts QEMU (and virtiofsd) and waits for the agent's "ready".
     json boot();
-    // QMP: the greeting asks for capabilities; STOP means the guest halted.
+    // QMP: the greeting asks for capabilities; STOP means the guest halted; replies
+    // to qmp() go to qmp_replies_.
     void read_qmp();
+    // A QMP command of the monitor's own (snapshot, restore): its "return", or an error
+    // saying `what` failed.
+    json qmp(const std::string& execute, const json& args, Clock::time_point deadline, const std::string& what);
+    // Polls query-migrate until the migration completed (throws if it failed).
+    void await_migration(Clock::time_point deadline, const std::string& what);
+    // l_.snapshot_out: boots, prepares the agent, saves the paused VM.
+    void snapshot();
+    // After QEMU started with -incoming: loads l_.restore_from, resumes the guest and
+    // reseeds its random generator; returns what boot() would.
+    json restore(Clock::time_point deadline);
     // After STOP: why the guest halted (the run state and QEMU's words in its log).
     std::string stop_reason();
     // Reads the serial line until a message with t == `want` (or "error"), QEMU's exit
@@ -154,6 +168,9 @@ private:
     tarn::vm::LineReader qmp_reader_;
     bool guest_stopped_ = false;
     std::string run_state_;  // query-status after STOP
+    bool qmp_greeted_ = false, expect_stop_ = false;
+    int qmp_id_ = 0;
+    std::map<int, json> qmp_replies_;
     std::vector<std::unique_ptr<ExecClient>> clients_;
     int next_n_ = 1;
     pid_t qemu_pid_ = -1;
@@ -265,6 +282,11 @@ void Monitor::read_qmp() {
         if (!m.is_object()) continue;
         if (m.contains("QMP")) {
             write_all(qmp_.get(), "{\"execute\":\"qmp_capabilities\"}\n");
+            qmp_greeted_ = true;
+        } else if (m.contains("id") && m["id"].is_number_integer()) {
+            qmp_replies_[m["id"].get<int>()] = m;
+        } else if (m.value("event", "") == "STOP" && expect_stop_) {
+            // The monitor paused it itself (a snapshot).
         } else if (m.value("event", "") == "STOP") {
             // Nothing here ever pauses the guest: QEMU did (a KVM internal error, an
             // unrecoverable fault), and the guest will not go on.
@@ -530,6 +552,9 @@ json Monitor::boot() {
     if (!log) throw_errno("open " + log_path);
 
     if (!settings_.virtiofsd.empty()) start_virtiofsd();
+    devices_.incoming = !l_.restore_from.empty();
+    qmp_greeted_ = expect_stop_ = false;
+    qmp_replies_.clear();
     std::vector<std::string> args = qemu_argv(settings_, l_.id, devices_);
     std::vector<char*> argv = exec_argv(l_.id, args);
 
@@ -560,6 +585,7 @@ json Monitor::boot() {
 
     const Settings& s = settings_;
     auto deadline = t_spawn_ + std::chrono::seconds(s.timeout_seconds);
+    if (devices_.incoming) return restore(deadline);
     return await("ready", deadline,
                  "the guest agent did not answer within " + std::to_string(s.timeout_seconds) + " s (kernel " +
                      s.kernel + ", initrd " + s.initrd + ", " + (s.kvm ? "KVM" : "TCG") + ")");
@@ -614,6 +640,7 @@ json Monitor::boot_and_create() {
     double host_boot = ms_between(t_spawn_, t_ready_);
     double guest_boot = ready.value("boot_ms", 0.0), agent_init = ready.value("init_ms", 0.0);
     return {{"accel", s.kvm ? "kvm" : "tcg"},
+            {"restored", ready.value("restored", false)},
             {"qemu_start_ms", std::max(0.0, host_boot - guest_boot - agent_init)},
             {"kernel_boot_ms", guest_boot},
             {"agent_init_ms", agent_init},
@@ -622,6 +649,90 @@ json Monitor::boot_and_create() {
             {"root", s.virtiofsd.empty() ? "9p" : "virtiofs"},
             {"mounts_ms", created.value("mounts_ms", 0.0)},
             {"guest_setup", created.value("timings", "")}};
+}
+
+json Monitor::qmp(const std::string& execute, const json& args, Clock::time_point deadline,
+                  const std::string& what) {
+    auto wait_once = [&] {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+        if (left <= 0) throw Error(what + ": QEMU did not answer in time");
+        if (!qmp_) throw Error(what + ": QEMU closed its monitor");
+        pollfd p[2] = {{qmp_.get(), POLLIN, 0}, {qemu_pidfd_.get(), POLLIN, 0}};
+        if (::poll(p, 2, static_cast<int>(std::min<long long>(left, 1000))) < 0 && errno != EINTR)
+            throw_errno("poll");
+        if (p[0].revents & (POLLIN | POLLHUP)) read_qmp();
+        if ((p[1].revents & POLLIN) && !(p[0].revents & POLLIN)) {
+            std::string why = qemu_log_reason();
+            throw Error(what + ": qemu exited" + (why.empty() ? "" : ": " + why));
+        }
+    };
+    while (!qmp_greeted_) wait_once();
+    int id = ++qmp_id_;
+    json cmd = {{"execute", execute}, {"id", id}};
+    if (!args.is_null()) cmd["arguments"] = args;
+    write_all(qmp_.get(), cmd.dump() + "\n");
+    for (;;) {
+        if (auto it = qmp_replies_.find(id); it != qmp_replies_.end()) {
+            json r = std::move(it->second);
+            qmp_replies_.erase(it);
+            if (r.contains("error"))
+                throw Error(what + ": " + (r["error"].is_object() ? r["error"].value("desc", "error") : "error"));
+            return r.value("return", json::object());
+        }
+        wait_once();
+    }
+}
+
+void Monitor::await_migration(Clock::time_point deadline, const std::string& what) {
+    for (;;) {
+        json st = qmp("query-migrate", nullptr, deadline, what);
+        std::string status = st.value("status", "");
+        if (status == "completed") return;
+        if (status == "failed" || status == "cancelled")
+            throw Error(what + ": " + st.value("error-desc", status));
+        ::usleep(10000);
+    }
+}
+
+namespace {
+// A path QEMU's exec: migration hands to /bin/sh: nothing the shell would read.
+const std::string& shell_safe(const std::string& path) {
+    for (char c : path)
+        if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '/' || c == '.' || c == '_' || c == '-'))
+            throw Error("snapshot path " + path + ": only letters, digits and / . _ - are allowed");
+    return path;
+}
+}  // namespace
+
+void Monitor::snapshot() {
+    const Settings& s = settings_;
+    boot();
+    // What every restored VM would otherwise do first: the root's modules.
+    send({{"op", "prepare"}, {"root", s.virtiofsd.empty() ? "9p" : "virtiofs"}, {"shares", !l_.shares.empty()}});
+    await("prepared", Clock::now() + std::chrono::seconds(60), "the guest agent did not prepare within 60 s");
+    auto deadline = Clock::now() + std::chrono::seconds(120);
+    expect_stop_ = true;
+    qmp("stop", nullptr, deadline, "pause the guest for its snapshot");
+    std::string tmp = shell_safe(l_.snapshot_out) + ".tmp";
+    qmp("migrate", {{"uri", "exec:cat > " + tmp}}, deadline, "save the snapshot " + l_.snapshot_out);
+    await_migration(deadline, "save the snapshot " + l_.snapshot_out);
+    if (::rename(tmp.c_str(), l_.snapshot_out.c_str()) < 0) throw_errno("rename " + tmp);
+    log_debug("vm " + l_.id + ": snapshot " + l_.snapshot_out + " saved " +
+              ms(ms_between(t_spawn_, Clock::now())) + " after QEMU started");
+}
+
+json Monitor::restore(Clock::time_point deadline) {
+    std::string what = "restore the snapshot " + l_.restore_from;
+    qmp("migrate-incoming", {{"uri", "exec:cat " + shell_safe(l_.restore_from)}}, deadline, what);
+    await_migration(deadline, what);
+    qmp("cont", nullptr, deadline, what + ": resume");
+    // Every VM restored from one snapshot starts with the same random state.
+    std::string seed(64, '\0');
+    if (::getrandom(seed.data(), seed.size(), 0) != static_cast<ssize_t>(seed.size())) throw_errno("getrandom");
+    send({{"op", "reseed"}, {"seed", tarn::vm::base64_encode(seed)}});
+    await("reseeded", deadline, "the restored guest's agent did not answer within " +
+                                    std::to_string(settings_.timeout_seconds) + " s");
+    return {{"boot_ms", 0.0}, {"init_ms", 0.0}, {"restored", true}};
 }
 
 void Monitor::await_claim() {
@@ -818,6 +929,12 @@ void Monitor::run() {
             if (!fifo_) throw_errno("open " + l_.exec_fifo);
         }
         prepare_shares();
+        if (!l_.snapshot_out.empty()) {
+            snapshot();
+            stop_qemu();
+            (void)!::send(ctl_, "ok {}", 5, MSG_NOSIGNAL);
+            ::_exit(0);
+        }
         json timings = boot_and_create();
         listener_ = monitor_socket(l_.state_dir, true);
         std::string ok = "ok " + timings.dump();
@@ -955,7 +1072,7 @@ PooledVm fork_monitor(const Launch& l) {
     if (pid < 0) throw_errno("fork vm monitor");
     if (pid == 0) {
         ctl.reset();
-        if (l.pooled) {
+        if (l.pooled || !l.snapshot_out.empty()) {
             // A pool's VM goes with the pool daemon, whatever kills it (QEMU and
             // virtiofsd go with us in turn). Until a claim brings the workload's
             // stdio, there is none.
@@ -1010,7 +1127,7 @@ ns::Spawned spawn(const Launch& l) {
         throw Error("the vm monitor exited without a word");
     }
     json t = json::parse(reply.substr(3), nullptr, false);
-    if (!t.is_discarded()) log_boot(l.id, t);
+    if (t.is_object() && t.contains("accel")) log_boot(l.id, t);
     ns::Spawned sp;
     sp.pid = vm.pid;
     sp.pidfd = std::move(vm.pidfd);
@@ -1025,7 +1142,11 @@ std::string pooled_ready(int ctl, std::string& timings) {
     std::string reply = recv_text(ctl);
     if (reply.rfind("ok ", 0) == 0) {
         json t = json::parse(reply.substr(3), nullptr, false);
-        if (!t.is_discarded())
+        if (!t.is_discarded() && t.value("restored", false))
+            timings = "restore " + ms(t.value("qemu_start_ms", 0.0)) + ", create " + ms(t.value("create_ms", 0.0)) +
+                      " (" + t.value("accel", "") + ", " + t.value("root", "") +
+                      " root; guest phases: " + t.value("guest_setup", "") + ")";
+        else if (!t.is_discarded())
             timings = "qemu start " + ms(t.value("qemu_start_ms", 0.0)) + ", kernel boot " +
                       ms(t.value("kernel_boot_ms", 0.0)) + ", agent init " + ms(t.value("agent_init_ms", 0.0)) +
                       ", create " + ms(t.value("create_ms", 0.0)) + " (" + t.value("accel", "") + ", " +

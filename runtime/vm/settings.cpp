@@ -350,6 +350,8 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
                                   s.initrd,
                                   "-append",
                                   append};
+    // Restored from a snapshot (migrate-incoming over QMP) instead of booted.
+    if (d.incoming) a.insert(a.end(), {"-incoming", "defer"});
     if (d.qmp_fd >= 0)
         // QMP: the STOP event tells at once that the guest halted (a KVM internal error
         // pauses it and leaves QEMU running).

@@ -161,6 +161,7 @@ struct Devices {
     int virtiofs_fd = -1;
     std::vector<Share> shares;
     std::vector<std::string> dirs;
+    bool incoming = false;  // wait for a snapshot to restore (-incoming defer)
 };
 
 // `id` names the QEMU process (-name tarn-vm:ID) for ps and for tests.
@@ -186,6 +187,12 @@ struct Launch {
     // The guest's root is an overlay of `rootfs` with a tmpfs upper layer, private to
     // this VM: one template root serves many VMs, and each one's writes stay its own.
     bool overlay = false;
+    // Snapshots (pool refill by restore, docs/pool.md): with `snapshot_out`, the
+    // monitor boots the guest to "ready", has the agent load what a create would,
+    // saves the paused VM there and exits (no container); with `restore_from`, QEMU
+    // starts from that file instead of booting, and the agent is reseeded. Both need
+    // the same command line, hence the 9p root (vhost-user-fs cannot migrate).
+    std::string snapshot_out, restore_from;
 };
 
 // process.terminal in a VM: the workload's pty is in the guest, and the caller gets the
