@@ -160,6 +160,9 @@ void close_fds_on_exec(unsigned preserve_fds);
 // Closes inherited fds >= 3 + preserve_fds except those listed (runtime's own), at once:
 // leaked fds must not be reachable through /proc/self/fd while the init sets up.
 void close_inherited_fds(unsigned preserve_fds, const std::vector<int>& keep);
+// Moves the calling (single-threaded) process into cgroup v1 hierarchies by writing
+// "0" to each `tasks` fd, then closes them (InitOptions::cgroup_self_join).
+void join_cgroups_self(const std::vector<std::pair<int, std::string>>& files);
 [[noreturn]] void exec_process(const std::string& path, const std::vector<std::string>& args,
                                const std::vector<std::string>& env);
 
