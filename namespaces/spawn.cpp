@@ -206,9 +206,10 @@ Plan make_plan(const oci::Config& c, const InitOptions& o) {
             if (n.type == oci::NamespaceType::user) p.new_userns = true;
         }
     }
+    p.self_join_cgroups = !o.cgroup_self_join.empty() && !p.intermediate;
     // The intermediate path places the init after clone even on v2; an init that joins
     // v1 hierarchies itself is in its cgroups only once it has.
-    if ((o.cgroup_fd < 0 || p.intermediate || !o.cgroup_self_join.empty()) && (p.new_flags & CLONE_NEWCGROUP)) {
+    if ((o.cgroup_fd < 0 || p.intermediate || p.self_join_cgroups) && (p.new_flags & CLONE_NEWCGROUP)) {
         p.new_flags &= ~static_cast<uint64_t>(CLONE_NEWCGROUP);
         p.late_cgroupns = true;
     }
@@ -246,7 +247,7 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     // A user namespace joined by path counts as much as a new one: the init must become
     // its root and cannot mknod there either.
     const bool userns = c.linux && c.linux->find_namespace(oci::NamespaceType::user);
-    if (!o.cgroup_self_join.empty()) {
+    if (plan.self_join_cgroups) {
         // First, so that everything the init does is charged to its own cgroups.
         PhaseScope s(t, Phase::cgroup);
         detail::join_cgroups_self(o.cgroup_self_join);
@@ -463,7 +464,8 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         std::vector<int> keep{child_end.get(), opts.console_socket, opts.seccomp_listener, plan.report_fd};
         keep.insert(keep.end(), plan.idmapped_trees.begin(), plan.idmapped_trees.end());
         if (plan.exec_fifo >= 0) keep.push_back(plan.exec_fifo);
-        for (const auto& [fd, path] : opts.cgroup_self_join) keep.push_back(fd);
+        if (plan.self_join_cgroups)
+            for (const auto& [fd, path] : opts.cgroup_self_join) keep.push_back(fd);
         detail::close_inherited_fds(opts.preserve_fds, keep);
         init_main(config, opts, child, s, plan);
     };
@@ -520,7 +522,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         }
         out.pid = pid;
         out.timings.add(Phase::clone, std::chrono::steady_clock::now() - t0);
-        if (parent.place_in_cgroup && (opts.cgroup_fd < 0 || plan.intermediate) && opts.cgroup_self_join.empty()) {
+        if (parent.place_in_cgroup && (opts.cgroup_fd < 0 || plan.intermediate) && !plan.self_join_cgroups) {
             PhaseScope s(out.timings, Phase::cgroup);
             parent.place_in_cgroup(pid);
         }

@@ -124,6 +124,9 @@ struct Plan {
     // its cgroup (no CLONE_INTO_CGROUP: v1 and hybrid hosts), so the namespace's root
     // is the container's cgroup, not the runtime's.
     bool late_cgroupns = false;
+    // The init moves itself into its v1 cgroups (InitOptions::cgroup_self_join); not
+    // through an intermediate, which is not the init and not born in the cgroup2 one.
+    bool self_join_cgroups = false;
     // Detached idmapped bind trees the init inherits across clone, by mount index.
     std::vector<int> idmapped_trees;
     // The cgroup mount's binds (cgroup_binds).
