@@ -147,6 +147,26 @@ public:
     // owned by the caller; -1 unless the host is unified.
     virtual int open_v2_dir_fd() const = 0;
 
+    // How a new process can enter the cgroup without add_process. Writing another
+    // process's pid to cgroup.procs takes the kernel's threadgroup rwsem for writing,
+    // which waits for an RCU grace period whenever the rwsem was idle (5-15 ms here)
+    // while holding cgroup_mutex, so every other cgroup operation on the host waits
+    // too. Two ways in skip that lock: being born in the cgroup (CLONE_INTO_CGROUP,
+    // cgroup2 only) and a single thread moving itself (writing "0" to a v1
+    // hierarchy's `tasks` file). A child that is still single-threaded is cloned into
+    // `clone_into` (when open) and writes "0" to each of `self_join` before it runs
+    // anything else. Files opened here by the caller: the kernel checks the opener's
+    // credentials, so the child needs no privilege of its own.
+    struct Entry {
+        UniqueFd clone_into;                              // cgroup2 directory, or closed
+        std::vector<std::pair<UniqueFd, std::string>> self_join;  // v1 `tasks` files and their paths
+    };
+    virtual Entry open_entry() const {
+        Entry e;
+        e.clone_into.reset(open_v2_dir_fd());
+        return e;
+    }
+
     // Freezes every process (waits, bounded, until the kernel reports it frozen).
     virtual void freeze() = 0;
     virtual void thaw() = 0;

@@ -1,6 +1,7 @@
 // The cgroup v1 manager: one directory per mounted hierarchy. On hybrid hosts it
 // also keeps a directory in the cgroup2 hierarchy (for what only v2 offers there,
 // e.g. hugetlb on this project's build machine, and its freezer and cgroup.kill).
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -168,6 +169,23 @@ public:
     }
 
     int open_v2_dir_fd() const override { return -1; }
+
+    Entry open_entry() const override {
+        Entry e;
+        for (const auto& h : hierarchies_) {
+            std::string file = h.mount + path_ + "/tasks";
+            UniqueFd fd(::open(file.c_str(), O_WRONLY | O_CLOEXEC));
+            if (!fd) throw_errno("cgroup " + h.mount + path_ + ": open tasks");
+            e.self_join.emplace_back(std::move(fd), file);
+        }
+        if (has_unified()) {
+            // The hybrid host's cgroup2 side is the default hierarchy, which clone3 can
+            // place a child in.
+            e.clone_into.reset(::open(unified_dir().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+            if (!e.clone_into) throw_errno("cgroup " + unified_dir() + ": open");
+        }
+        return e;
+    }
 
     void freeze() override {
         if (const Hierarchy* f = find("freezer")) return freeze_v1(f->mount + path_);

@@ -106,6 +106,11 @@ struct InitOptions {
     // A cgroup v2 directory fd: the init is born in it (CLONE_INTO_CGROUP), so not one
     // of its instructions runs outside its limits. -1: place_in_cgroup does it instead.
     int cgroup_fd = -1;
+    // cgroup v1 `tasks` files (fd, path for errors) the init writes "0" to before
+    // anything else, moving itself into each hierarchy (cgroups::Manager::open_entry);
+    // closed right after. Non-empty: place_in_cgroup is not called, unless the init is
+    // cloned by an intermediate (namespaces joined by path), which ignores these.
+    std::vector<std::pair<int, std::string>> cgroup_self_join;
     // The init's cgroup path ("/tarn/c1"): on v1 and hybrid hosts the spec's cgroup
     // mount shows that cgroup in every hierarchy. Empty: the runtime's own.
     std::string cgroup_path;

@@ -52,6 +52,8 @@ ParkedInit::ParkedInit(const oci::Config& config, const InitOptions& opts, const
             parent_end.reset();
             std::vector<int> keep{child_end.get()};
             keep.insert(keep.end(), plan.idmapped_trees.begin(), plan.idmapped_trees.end());
+            if (plan.self_join_cgroups)
+                for (const auto& [fd, path] : opts.cgroup_self_join) keep.push_back(fd);
             close_inherited_fds(0, keep);
             init_main(config, opts, ChildSteps{}, s, plan);
         });
@@ -63,7 +65,7 @@ ParkedInit::ParkedInit(const oci::Config& config, const InitOptions& opts, const
     idmapped.clear();
     timings_.add(Phase::clone, std::chrono::steady_clock::now() - t0_);
     try {
-        if (place && opts.cgroup_fd < 0) {
+        if (place && opts.cgroup_fd < 0 && !plan.self_join_cgroups) {
             PhaseScope s(timings_, Phase::cgroup);
             place(pid_);
         }

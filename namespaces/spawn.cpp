@@ -206,12 +206,28 @@ Plan make_plan(const oci::Config& c, const InitOptions& o) {
             if (n.type == oci::NamespaceType::user) p.new_userns = true;
         }
     }
-    // The intermediate path places the init after clone even on v2.
-    if ((o.cgroup_fd < 0 || p.intermediate) && (p.new_flags & CLONE_NEWCGROUP)) {
+    p.self_join_cgroups = !o.cgroup_self_join.empty() && !p.intermediate;
+    // The intermediate path places the init after clone even on v2; an init that joins
+    // v1 hierarchies itself is in its cgroups only once it has.
+    if ((o.cgroup_fd < 0 || p.intermediate || p.self_join_cgroups) && (p.new_flags & CLONE_NEWCGROUP)) {
         p.new_flags &= ~static_cast<uint64_t>(CLONE_NEWCGROUP);
         p.late_cgroupns = true;
     }
     return p;
+}
+
+void join_cgroups_self(const std::vector<std::pair<int, std::string>>& files) {
+    // "0" is the writing thread itself: the kernel moves it without taking the
+    // threadgroup rwsem, since a thread cannot exit or exec while it writes. This
+    // process has one thread, so the thread is the process.
+    for (const auto& [fd, path] : files) {
+        ssize_t n;
+        while ((n = ::write(fd, "0", 1)) < 0 && errno == EINTR) {
+        }
+        if (n != 1) throw_errno("join cgroup: write 0 to " + path);
+    }
+    // Host cgroup files must not reach the container.
+    for (const auto& [fd, path] : files) ::close(fd);
 }
 
 namespace {
@@ -231,6 +247,11 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
     // A user namespace joined by path counts as much as a new one: the init must become
     // its root and cannot mknod there either.
     const bool userns = c.linux && c.linux->find_namespace(oci::NamespaceType::user);
+    if (plan.self_join_cgroups) {
+        // First, so that everything the init does is charged to its own cgroups.
+        PhaseScope s(t, Phase::cgroup);
+        detail::join_cgroups_self(o.cgroup_self_join);
+    }
     sock.expect(MsgType::go, "runtime went away");
     if (userns) {
         // Become the container's root (if mapped) so files created below belong to it.
@@ -443,6 +464,8 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         std::vector<int> keep{child_end.get(), opts.console_socket, opts.seccomp_listener, plan.report_fd};
         keep.insert(keep.end(), plan.idmapped_trees.begin(), plan.idmapped_trees.end());
         if (plan.exec_fifo >= 0) keep.push_back(plan.exec_fifo);
+        if (plan.self_join_cgroups)
+            for (const auto& [fd, path] : opts.cgroup_self_join) keep.push_back(fd);
         detail::close_inherited_fds(opts.preserve_fds, keep);
         init_main(config, opts, child, s, plan);
     };
@@ -499,7 +522,7 @@ Spawned spawn_init(const oci::Config& config, const InitOptions& opts, const Par
         }
         out.pid = pid;
         out.timings.add(Phase::clone, std::chrono::steady_clock::now() - t0);
-        if (parent.place_in_cgroup && (opts.cgroup_fd < 0 || plan.intermediate)) {
+        if (parent.place_in_cgroup && (opts.cgroup_fd < 0 || plan.intermediate) && !plan.self_join_cgroups) {
             PhaseScope s(out.timings, Phase::cgroup);
             parent.place_in_cgroup(pid);
         }

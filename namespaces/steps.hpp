@@ -124,6 +124,9 @@ struct Plan {
     // its cgroup (no CLONE_INTO_CGROUP: v1 and hybrid hosts), so the namespace's root
     // is the container's cgroup, not the runtime's.
     bool late_cgroupns = false;
+    // The init moves itself into its v1 cgroups (InitOptions::cgroup_self_join); not
+    // through an intermediate, which is not the init and not born in the cgroup2 one.
+    bool self_join_cgroups = false;
     // Detached idmapped bind trees the init inherits across clone, by mount index.
     std::vector<int> idmapped_trees;
     // The cgroup mount's binds (cgroup_binds).
@@ -160,6 +163,9 @@ void close_fds_on_exec(unsigned preserve_fds);
 // Closes inherited fds >= 3 + preserve_fds except those listed (runtime's own), at once:
 // leaked fds must not be reachable through /proc/self/fd while the init sets up.
 void close_inherited_fds(unsigned preserve_fds, const std::vector<int>& keep);
+// Moves the calling (single-threaded) process into cgroup v1 hierarchies by writing
+// "0" to each `tasks` fd, then closes them (InitOptions::cgroup_self_join).
+void join_cgroups_self(const std::vector<std::pair<int, std::string>>& files);
 [[noreturn]] void exec_process(const std::string& path, const std::vector<std::string>& args,
                                const std::vector<std::string>& env);
 

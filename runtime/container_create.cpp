@@ -278,7 +278,12 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         if (cgroup && !cgroup->pending_device_rules().empty())
             log_warn("create " + o.id + ": linux.resources.devices is not enforced: " + cgroup_path +
                      " is not on a cgroup2 mount");
-        UniqueFd cgroup_fd(cgroup ? cgroup->open_v2_dir_fd() : -1);
+        // A container's init enters its cgroup without an attach where it can
+        // (Manager::open_entry: born in it on v2, moving itself on v1); a VM monitor
+        // is placed by add_process.
+        cgroups::Manager::Entry entry;
+        if (cgroup && !in_vm) entry = cgroup->open_entry();
+        UniqueFd cgroup_fd(cgroup && in_vm ? cgroup->open_v2_dir_fd() : entry.clone_into.release());
         cgroup_time += std::chrono::steady_clock::now() - t_cgroup;
 
         ns::InitOptions io;
@@ -287,6 +292,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         io.preserve_fds = o.preserve_fds;
         io.want_pty_master = want_pty && cfg.process->terminal;
         io.cgroup_fd = cgroup_fd.get();
+        for (const auto& [fd, path] : entry.self_join) io.cgroup_self_join.emplace_back(fd.get(), path);
         if (cgroup) io.cgroup_path = cgroup->path();
         if (!o.no_new_keyring) io.session_keyring = "_ses." + o.id;
         if (park) {

@@ -34,13 +34,17 @@ void make(int sock, const Template& t, std::map<std::string, cgroups::ResourcePo
         const oci::Resources none;
         const oci::Resources& res = t.config.linux && t.config.linux->resources ? *t.config.linux->resources : none;
         cg = it->second.create_sandbox(name, res);
-        UniqueFd cgfd(cg->open_v2_dir_fd());
+        // The init enters its cgroup without an attach (Manager::open_entry): on a v1
+        // host the attach would wait for an RCU grace period holding the kernel's
+        // cgroup lock, which made that wait most of a sandbox's making.
+        cgroups::Manager::Entry entry = cg->open_entry();
         ns::InitOptions io;
         io.rootfs = t.rootfs;
         io.await_claim = true;
         io.rootfs_overlay = t.overlay;
         io.clone_parent = true;
-        io.cgroup_fd = cgfd.get();
+        io.cgroup_fd = entry.clone_into.get();
+        for (const auto& [fd, path] : entry.self_join) io.cgroup_self_join.emplace_back(fd.get(), path);
         io.cgroup_path = cg->path();
         io.session_keyring = "_ses." + name;
         cgroups::Manager* m = cg.get();

@@ -215,6 +215,36 @@ TEST_F(PoolTest, SandboxesAreMadeInTheBackgroundButWorkloadsRunAtNormalPriority)
     EXPECT_EQ(r.out, "0\n");
 }
 
+TEST_F(PoolTest, AWorkloadIsInItsSandboxCgroupInEveryHierarchyAndSeesItAsItsRoot) {
+    serve();
+    auto c = run_bg("cat /proc/self/cgroup > /shared/cg; ls -l /proc/self/fd > /shared/fds; echo > /shared/up; " +
+                        wait_for("go"),
+                    "cg");
+    ASSERT_TRUE(wait_file("up")) << c->output();
+    auto [dir, pid] = running_workload(cgparent + "/p");
+    ASSERT_GT(pid, 1);
+    std::string cg = dir.substr(host_cgroup_dir("", "pids").size());
+    // From the host: the sandbox's cgroup in every hierarchy the process is in (on v1
+    // the init moved itself into each one; on a hybrid host it was born in the
+    // cgroup2 one), none left at the daemon's.
+    std::istringstream host(read_text("/proc/" + std::to_string(pid) + "/cgroup"));
+    std::string line;
+    int lines = 0;
+    while (std::getline(host, line)) {
+        ++lines;
+        std::string path = line.substr(line.find(':', line.find(':') + 1) + 1);
+        EXPECT_EQ(path, cg) << line;
+    }
+    EXPECT_GT(lines, 0);
+    // Inside: its own cgroup is the root of its cgroup namespace, and no cgroup file
+    // of the host's is open.
+    std::istringstream inside(read_text(shared_file("cg")));
+    while (std::getline(inside, line)) EXPECT_EQ(line.substr(line.rfind(':') + 1), "/") << line;
+    EXPECT_EQ(read_text(shared_file("fds")).find("cgroup"), std::string::npos) << read_text(shared_file("fds"));
+    write_text(shared_file("go"), "");
+    EXPECT_EQ(c->wait(), 0) << c->output();
+}
+
 TEST_F(PoolTest, SignalsReachTheWorkloadAndASignalDeathGives128PlusN) {
     serve();
     // The client forwards SIGTERM; pid 1 with a handler takes it.
