@@ -71,6 +71,19 @@ TEST(PoolConfig, ErrorsNameTheFileAndField) {
     EXPECT_EQ(error_of(rel), "pool.json.cgroupParent: must be an absolute cgroup path");
 }
 
+TEST(PoolConfig, VmPoolFields) {
+    DaemonOptions o = parse_config(one_pool(), "pool.json");
+    EXPECT_EQ(o.pools[0].isolation, "");
+    EXPECT_EQ(o.pools[0].vm_refill, "restore");
+    o = parse_config(one_pool({{"isolation", "vm"}, {"vmRefill", "boot"}}), "pool.json");
+    EXPECT_EQ(o.pools[0].isolation, "vm");
+    EXPECT_EQ(o.pools[0].vm_refill, "boot");
+    EXPECT_EQ(error_of(one_pool({{"isolation", "kvm"}})),
+              "pool.json.pools[0].isolation: \"kvm\": expected \"vm\" or \"container\"");
+    EXPECT_EQ(error_of(one_pool({{"vmRefill", "clone"}})),
+              "pool.json.pools[0].vmRefill: \"clone\": expected \"restore\" or \"boot\"");
+}
+
 TEST(PoolConfig, SizingAndMetrics) {
     DaemonOptions o = parse_config(one_pool(), "pool.json");
     // Adaptive unless asked otherwise: it never keeps fewer idle than minIdle.

@@ -56,8 +56,8 @@ protected:
     }
 
     json config(unsigned min_idle, unsigned max_total) const {
-        json p = {{"name", "v"}, {"bundle", tmpl.dir()}, {"minIdle", min_idle}, {"maxTotal", max_total},
-                  {"sizing", "fixed"}};
+        json p = {{"name", "v"},           {"bundle", tmpl.dir()}, {"minIdle", min_idle},
+                  {"maxTotal", max_total}, {"sizing", "fixed"},    {"vmRefill", refill}};
         return {{"socket", sock}, {"cgroupParent", cgparent}, {"pools", json::array({p})}};
     }
 
@@ -101,6 +101,7 @@ protected:
     std::vector<pid_t> virtiofsds() const { return processes_matching(sock + ".vm/"); }
 
     Bundle tmpl;
+    std::string refill = "restore";  // how VMs are made: from a snapshot, or booted
     std::string sock, cgparent, log_path, cfg_path;
     std::unique_ptr<Background> daemon;
 };
@@ -112,6 +113,8 @@ TEST_F(VmPool, ServesClaimsInTheGuestKernelOneVmEach) {
     ASSERT_TRUE(idle(2)) << read_text(log_path);
     json st = status();
     EXPECT_EQ(st.value("kind", ""), "vm");
+    // Restored from the template's snapshot, not booted.
+    EXPECT_NE(read_text(log_path).find("restored from"), std::string::npos) << read_text(log_path);
 
     std::string host_kernel = sh("uname -r").out;
     std::string guest_kernel = read_text(vm_dir() + "/kernel-version");
@@ -189,6 +192,8 @@ TEST_F(VmPool, EveryVmIsChargedToItsSandboxCgroupUnderThePool) {
 }
 
 TEST_F(VmPool, KilledDaemonLeavesNoVmAndARestartServes) {
+    // Booted VMs (virtio-fs root where virtiofsd is found): the other refill.
+    refill = "boot";
     serve(2, 3);
     ASSERT_TRUE(idle(2)) << read_text(log_path);
     // One busy, the other idle.
