@@ -476,7 +476,12 @@ void Agent::mount_shares(const json& msg, bool root_readonly) {
     } else if (root == "9p") {
         modules_.load("9pnet_virtio");
         modules_.load("9p");
-        mount_tag("rootfs", kRootfs, "9p", flags, k9p);
+        // A pool VM's root is its own (a read-only template, or an overlay only this
+        // guest writes): nothing changes it behind the guest's back, so the guest may
+        // keep what it read (cache=loose), and a workload's exec reads ahead instead
+        // of asking the host for every page.
+        std::string opts = std::string(k9p) + (msg.value("park", false) ? ",cache=loose" : "");
+        mount_tag("rootfs", kRootfs, "9p", flags, opts.c_str());
     } else {
         throw Error("create: root: expected \"virtiofs\" or \"9p\", got \"" + root + "\"");
     }

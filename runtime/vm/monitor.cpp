@@ -884,9 +884,19 @@ void Monitor::send_window_size() {
 }
 
 void Monitor::finish() {
+    if (l_.pooled) {
+        // A pool's VM is used once and nothing of its guest is kept: the status goes
+        // out first, and QEMU is killed by our exit (its parent-death signal) while
+        // the pool hands the status on; the pool's cleaner waits for it to be gone.
+        if (started_)
+            log_debug("vm " + l_.id + ": workload " + ms(ms_between(t_started_, Clock::now())) + ", exit code " +
+                      std::to_string(exit_code_));
+        std::string m = "exit " + json{{"code", exit_code_}, {"signal", exit_signal_}}.dump();
+        (void)!::send(ctl_, m.data(), m.size(), MSG_NOSIGNAL);
+        ::_exit(exit_code_);
+    }
     // After "exit" the agent powers the guest off; give it a moment, then pull the plug.
-    // A pool's VM is used once and nothing of its guest is kept: no moment to give.
-    if (qemu_pid_ > 0 && !l_.pooled) {
+    if (qemu_pid_ > 0) {
         pollfd p{qemu_pidfd_.get(), POLLIN, 0};
         ::poll(&p, 1, 2000);
     }
@@ -894,10 +904,6 @@ void Monitor::finish() {
     if (started_)
         log_debug("vm " + l_.id + ": workload " + ms(ms_between(t_started_, Clock::now())) + ", exit code " +
                   std::to_string(exit_code_));
-    if (l_.pooled) {
-        std::string m = "exit " + json{{"code", exit_code_}, {"signal", exit_signal_}}.dump();
-        (void)!::send(ctl_, m.data(), m.size(), MSG_NOSIGNAL);
-    }
     ::_exit(exit_code_);
 }
 
