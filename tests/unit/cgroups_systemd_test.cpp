@@ -376,19 +376,37 @@ TEST(SystemdSockets, DBusAddresses) {
     EXPECT_EQ(detail::unix_path_of("unix:path="), std::nullopt);
 }
 
+// A unix socket listening in a temporary directory: a stand-in for a D-Bus server.
+struct Listener {
+    std::string dir, path;
+    int fd = -1;
+    Listener() {
+        dir = ::testing::TempDir() + "tarn-dbus-XXXXXX";
+        if (!::mkdtemp(dir.data())) return;
+        path = dir + "/peer";
+        fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        sockaddr_un a{};
+        a.sun_family = AF_UNIX;
+        std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
+        if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0 || ::listen(fd, 1) < 0) {
+            if (fd >= 0) ::close(fd);
+            fd = -1;
+        }
+    }
+    ~Listener() {
+        if (fd >= 0) ::close(fd);
+        ::unlink(path.c_str());
+        ::rmdir(dir.c_str());
+    }
+};
+
 // The handshake as systemd's and dbus-daemon's servers answer it: no uid of our own in
 // AUTH EXTERNAL (the server takes the socket's), DATA challenge, then OK.
 TEST(DBus, AuthenticatesWithoutNamingAUid) {
-    std::string dir = ::testing::TempDir() + "tarn-dbus-XXXXXX";
-    ASSERT_NE(::mkdtemp(dir.data()), nullptr);
-    std::string path = dir + "/peer";
-    int l = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_GE(l, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-    ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    ASSERT_EQ(::listen(l, 1), 0);
+    Listener lis;
+    ASSERT_GE(lis.fd, 0);
+    const std::string& path = lis.path;
+    int l = lis.fd;
     std::string seen;
     std::thread server([&] {
         int c = ::accept(l, nullptr, nullptr);
@@ -406,22 +424,13 @@ TEST(DBus, AuthenticatesWithoutNamingAUid) {
     EXPECT_NO_THROW(dbus::Connection::open(path, false, std::chrono::milliseconds(5000)));
     server.join();
     EXPECT_EQ(seen, std::string("\0AUTH EXTERNAL\r\nDATA\r\nBEGIN\r\n", 29));
-    ::close(l);
-    ::unlink(path.c_str());
-    ::rmdir(dir.c_str());
 }
 
 TEST(DBus, RefusedAuthenticationIsAnErrorNamingTheSocket) {
-    std::string dir = ::testing::TempDir() + "tarn-dbus-XXXXXX";
-    ASSERT_NE(::mkdtemp(dir.data()), nullptr);
-    std::string path = dir + "/peer";
-    int l = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_GE(l, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    std::strncpy(a.sun_path, path.c_str(), sizeof a.sun_path - 1);
-    ASSERT_EQ(::bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    ASSERT_EQ(::listen(l, 1), 0);
+    Listener lis;
+    ASSERT_GE(lis.fd, 0);
+    const std::string& path = lis.path;
+    int l = lis.fd;
     std::thread server([&] {
         int c = ::accept(l, nullptr, nullptr);
         if (c < 0) return;
@@ -439,7 +448,4 @@ TEST(DBus, RefusedAuthenticationIsAnErrorNamingTheSocket) {
         EXPECT_EQ(std::string(e.what()), "D-Bus " + path + ": authentication refused: REJECTED EXTERNAL");
     }
     server.join();
-    ::close(l);
-    ::unlink(path.c_str());
-    ::rmdir(dir.c_str());
 }
