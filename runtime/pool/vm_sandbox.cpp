@@ -234,6 +234,10 @@ void VmSandboxes::start() {
             // vhost-user-fs cannot migrate: restored VMs get their root over 9p.
             PoolVm snap = pv;
             snap.settings.virtiofsd.clear();
+            // Pages the guest frees are zeroed, so the snapshot holds (and every VM
+            // restored from it maps) only the memory the guest uses: migration sends a
+            // zero page as a flag, and the restored QEMU never touches it.
+            snap.settings.extra_append = "init_on_free=1";
             try {
                 make_snapshot(*p, snap);
                 pv = std::move(snap);

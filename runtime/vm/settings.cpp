@@ -309,6 +309,7 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
         "mitigations=off "
         "8250.nr_uarts=1 random.trust_cpu=on pci=off";
     if (s.tsc_khz > 0) append += " tsc_early_khz=" + std::to_string(s.tsc_khz);
+    if (!s.extra_append.empty()) append += " " + s.extra_append;
     bool virtiofs = d.virtiofs_fd >= 0;
     std::string memory = std::to_string(s.memory_mib);
     // vhost-user: virtiofsd maps the guest's memory, so it must be a shareable memfd,

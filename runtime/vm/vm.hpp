@@ -89,6 +89,8 @@ struct Settings {
     // The rootfs goes over virtio-fs when this names virtiofsd, else over virtio-9p
     // (vm.json "share": "auto", the default, picks virtio-fs when virtiofsd is found).
     std::string virtiofsd;
+    // More kernel command line, after tarn's own (a pool's snapshot guest: init_on_free).
+    std::string extra_append;
 };
 
 // The virtiofsd used when vm.json names none: /usr/libexec/virtiofsd (the Rust one:
