@@ -61,14 +61,8 @@ max_starting=${MAX_STARTING:-2}
 inflight=${MAX_INFLIGHT:-32}
 timeline_runs=${TIMELINE_RUNS:-5}
 
-need=()
-for p in hyperfine busybox-static jq python3; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+. "$here/lib.sh"
+ensure_packages hyperfine busybox-static jq python3
 
 work=$(mktemp -d /tmp/tarn-bench-openloop-XXXXXX)
 sock=$work/pool.sock

@@ -22,14 +22,8 @@ tarn=$build/runtime/tarn
 lib_bench=$build/bench/tarn-pool-bench
 [ -x "$tarn" ] && [ -x "$lib_bench" ] || { echo "no tarn or tarn-pool-bench in $build: build first" >&2; exit 1; }
 
-need=()
-for p in runc crun hyperfine busybox-static jq python3; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+. "$here/lib.sh"
+ensure_packages runc crun hyperfine busybox-static jq python3
 
 work=$(mktemp -d /tmp/tarn-bench-pool-XXXXXX)
 sock=$work/pool.sock

@@ -23,14 +23,8 @@ build=$(cd "${1:-$top/build}" && pwd)
 tarn=$build/runtime/tarn
 [ -x "$tarn" ] || { echo "no tarn at $tarn: build first" >&2; exit 1; }
 
-need=()
-for p in runc crun hyperfine busybox-static jq; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-fi
+. "$here/lib.sh"
+ensure_packages runc crun hyperfine busybox-static jq
 
 work=$(mktemp -d /tmp/tarn-bench-XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -275,21 +275,25 @@ void VmSandboxes::make_snapshot(Pool& p, PoolVm& pv) {
     std::string dir = dir_ + "/" + name;
     if (::mkdir(dir.c_str(), 0700) < 0) throw_errno("mkdir " + dir);
     auto t0 = Clock::now();
-    std::unique_ptr<cgroups::Manager> cg;
+    std::string out = dir_ + "/" + p.spec.name + ".snapshot";
+    std::string cgroup = p.rp->path() + "/" + name;
     try {
-        cg = p.rp->create_sandbox(name);
+        std::unique_ptr<cgroups::Manager> cg = p.rp->create_sandbox(name);
         runtime::vm::Launch l = launch(pv, name, dir);
-        l.snapshot_out = dir_ + "/" + p.spec.name + ".snapshot";
+        l.snapshot_out = out;
         l.place_in_cgroup = [&](pid_t pid) { cg->add_process(pid); };
         ns::Spawned sp = runtime::vm::spawn(l);
         while (::waitpid(sp.pid, nullptr, 0) < 0 && errno == EINTR) {
         }
-        pv.snapshot = l.snapshot_out;
+        pv.snapshot = out;
     } catch (...) {
-        if (cg) clean(cg->path(), dir);
+        // Nothing of the attempt stays: its cgroup, its directory, a partial file.
+        clean(cgroup, dir);
+        ::unlink(out.c_str());
+        ::unlink((out + ".tmp").c_str());
         throw;
     }
-    clean(cg->path(), dir);
+    clean(cgroup, dir);
     struct stat st {};
     ::stat(pv.snapshot.c_str(), &st);
     log_debug("pool " + p.spec.name + ": snapshot of the template's guest in " +
@@ -413,7 +417,10 @@ void VmSandboxes::stop() {
         }
     }
     cleaners_.clear();
-    ::rmdir(dir_.c_str());
+    // The pools' snapshots, and what cleaners could not remove.
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+    if (ec) log_warn("pool: remove " + dir_ + ": " + ec.message());
 }
 
 }  // namespace

@@ -170,6 +170,13 @@ TEST_F(VmPool, ServesClaimsInTheGuestKernelOneVmEach) {
     EXPECT_GE(st.value("hits", 0u), 2u);
     // Every VM is used once: as many QEMUs as the pool holds, no more.
     EXPECT_TRUE(eventually([&] { return qemus().size() <= status().value("total", 0u); }, 10000ms));
+
+    // Stopped, the daemon leaves nothing: no VM, no snapshot or VM file, no cgroup.
+    ASSERT_EQ(pool({"stop"}).code, 0);
+    EXPECT_EQ(daemon->wait(30000ms), 0) << read_text(log_path);
+    EXPECT_TRUE(qemus().empty());
+    EXPECT_FALSE(path_exists(sock + ".vm")) << "the VM directory (snapshot) is left";
+    EXPECT_FALSE(tarn::cgroups::open(cgparent, tarn::cgroups::detect())->exists()) << "the pool cgroup is left";
 }
 
 TEST_F(VmPool, EveryVmIsChargedToItsSandboxCgroupUnderThePool) {
