@@ -11,6 +11,7 @@
 
 #include "cgroups/cgroups.hpp"
 #include "../integration/harness.hpp"
+#include "../integration/profiles.hpp"
 
 using namespace tarn::test;
 using nlohmann::json;
@@ -177,6 +178,21 @@ TEST_F(VmPool, ServesClaimsInTheGuestKernelOneVmEach) {
     EXPECT_TRUE(qemus().empty());
     EXPECT_FALSE(path_exists(sock + ".vm")) << "the VM directory (snapshot) is left";
     EXPECT_FALSE(tarn::cgroups::open(cgparent, tarn::cgroups::detect())->exists()) << "the pool cgroup is left";
+}
+
+// What a Kubernetes pod with RuntimeDefault sends (noNewPrivileges false, uid 1000,
+// the default capabilities, the default seccomp profile): the guest's parked init
+// loads the filter at claim time, as a process sandbox's does.
+TEST_F(VmPool, RuntimeDefaultSeccompWithoutNoNewPrivilegesHoldsInTheGuestWorkload) {
+    tmpl.config["process"]["noNewPrivileges"] = false;
+    tmpl.config["process"]["user"] = {{"uid", 1000}, {"gid", 1000}};
+    tarn::test::set_capabilities(tmpl.config["process"], tarn::test::docker_default_caps());
+    tmpl.config["linux"]["seccomp"] = tarn::test::runtime_default_profile();
+    serve(1, 2);
+    ASSERT_TRUE(idle(1)) << read_text(log_path);
+    Result r = run("grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/self/status; id -u");
+    EXPECT_EQ(r.code, 0) << r.err << read_text(log_path);
+    EXPECT_EQ(r.out, "CapEff:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t2\n1000\n");
 }
 
 TEST_F(VmPool, EveryVmIsChargedToItsSandboxCgroupUnderThePool) {
