@@ -113,6 +113,7 @@ Record ContainerDir::load() const {
     r.systemd_user = j.value("systemdManager", "") == "user";
     r.vm = j.value("isolation", "") == "vm";
     r.no_new_keyring = j.value("noNewKeyring", false);
+    r.pool_vm_dir = j.value("poolVmDir", "");
     return r;
 }
 
@@ -128,6 +129,7 @@ void ContainerDir::save(const Record& r) const {
     if (r.systemd_user) j["systemdManager"] = "user";
     if (r.vm) j["isolation"] = "vm";
     if (r.no_new_keyring) j["noNewKeyring"] = true;
+    if (!r.pool_vm_dir.empty()) j["poolVmDir"] = r.pool_vm_dir;
     write_file_atomic(path_ + "/state.json", j.dump());
 }
 

@@ -20,6 +20,8 @@ struct Record {
     bool systemd_user = false;  // ... in the caller's systemd user manager (rootless)
     bool vm = false;  // VM isolation mode: pid is the VM monitor's (runtime/vm/)
     bool no_new_keyring = false;  // created with --no-new-keyring: exec keeps its caller's too
+    // A pool VM lent to this container: its directory (QEMU's log), removed by delete.
+    std::string pool_vm_dir;
 };
 
 class ContainerDir {

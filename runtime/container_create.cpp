@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "namespaces/syscalls.hpp"
@@ -197,6 +198,10 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
     // A bundle annotated with a pool borrows a ready sandbox's network, ipc and uts
     // namespaces and cgroup; anything in the way means a cold start, as without it.
     std::optional<pool::Lease> leased;
+    // A VM-isolated bundle borrows a pool VM instead: booted, its guest's channel
+    // handed to this container's monitor, the bundle's trees attached to its share.
+    std::optional<pool::VmLease> vm_lease;
+    std::shared_ptr<vm::Launch::Adopted> adopted;
     // A VM has its own kernel: a host sandbox's namespaces are no use to it.
     // A pool's sandboxes live in its own cgroups, not in systemd units.
     if (auto a = cfg.annotations.find(pool::kPoolAnnotation);
@@ -220,11 +225,38 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             log_debug("create " + o.id + ": cold start, not from pool " + a->second + ": " + why);
         }
     } else if (a != cfg.annotations.end() && in_vm) {
-        // A pool's pre-booted VM is the daemon's child, with the daemon's monitor
-        // holding QEMU: it serves claims (`tarn pool run`, the client library), and
-        // is not handed to a container the caller's shim must reap (docs/pool.md).
-        log_debug("create " + o.id + ": cold start, not from pool " + a->second +
-                  ": a VM-isolated bundle boots its own VM (pool VMs serve claims, not `create`)");
+        auto sa = cfg.annotations.find(pool::kPoolSocketAnnotation);
+        std::string why;
+        auto t_lease = std::chrono::steady_clock::now();
+        if (g.systemd_cgroup) {
+            why = "a pool's VMs live in its own cgroups, not in systemd units";
+        } else if (::geteuid() != 0) {
+            why = "attaching the bundle's rootfs to a pool VM takes root";
+        } else {
+            try {
+                vm_lease = pool::lease_vm(sa != cfg.annotations.end() ? sa->second : pool::kDefaultSocket, a->second,
+                                          o.id, vm::lease_key(*vm_settings), why);
+                if (vm_lease) {
+                    char real[PATH_MAX];
+                    if (!::realpath(rootfs.c_str(), real)) throw_errno("root.path " + rootfs);
+                    adopted = vm::attach_to_pool_vm(std::move(vm_lease->peer), real, cfg.root->readonly,
+                                                    guest->shares, guest->mount_points);
+                    pool::release_vm(*vm_lease);
+                }
+            } catch (const Error& e) {
+                // The daemon powers off a VM whose lease was not released.
+                why = e.what();
+                adopted.reset();
+            }
+        }
+        lease_time = std::chrono::steady_clock::now() - t_lease;
+        if (adopted) {
+            log_debug("create " + o.id + ": from pool " + a->second + " (VM " + vm_lease->sandbox + ")");
+            cgroup_path = vm_lease->cgroup;
+        } else {
+            vm_lease.reset();
+            log_debug("create " + o.id + ": cold start, not from pool " + a->second + ": " + why);
+        }
     }
     Record rec;
     bool cgroup_existed = false;
@@ -243,6 +275,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         rec.systemd_user = systemd_user;
         rec.vm = in_vm;
         rec.no_new_keyring = o.no_new_keyring;
+        if (adopted) rec.pool_vm_dir = vm_lease->vm_dir;
         dir.save(rec);
         dir.save_config(text);
         auto state_time = std::chrono::steady_clock::now() - t_state - lease_time;
@@ -251,7 +284,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
         if (!cgroup) {
             cgroup = cgroups::open(cgroup_path, mode);
             // A leased cgroup is this container's alone: a failed create removes it.
-            cgroup_existed = !leased && cgroup->exists();
+            cgroup_existed = !leased && !adopted && cgroup->exists();
             try {
                 cgroup->create(resources);
             } catch (const Error& e) {
@@ -357,6 +390,7 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             vl.rootfs_readonly = cfg.root->readonly;
             vl.exec_fifo = io.exec_fifo;
             vl.settings = *vm_settings;
+            vl.adopted = adopted;
             vl.place_in_cgroup = [&](pid_t pid) {
                 if (cgroup) cgroup->add_process(pid);
             };
@@ -366,6 +400,9 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
                 vl.terminal = pty->slave.get();
             }
             sp = vm::spawn(vl);
+            // The guest's channel and the VM's lifeline are the monitor's alone.
+            vl.adopted.reset();
+            adopted.reset();
             if (host_hooks) {
                 try {
                     ps.create_runtime(sp.pid);
@@ -407,6 +444,21 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             ns::detail::pidfd_send_signal(sp.pidfd.get(), SIGKILL);
             while (::waitpid(sp.pid, nullptr, 0) < 0 && errno == EINTR) {
             }
+        }
+        if (vm_lease) {
+            // A lent VM: its lifeline closes (the pool VM's monitor kills QEMU), and
+            // whatever is still in its cgroup goes with the cgroup and its directory.
+            adopted.reset();
+            try {
+                if (cgroup) {
+                    cgroup->kill_all(SIGKILL);
+                    for (int i = 0; i < 1000 && !cgroup->pids().empty(); ++i) ::usleep(2000);
+                }
+            } catch (const Error& e2) {
+                log_warn(e2.what());
+            }
+            std::error_code ec;
+            std::filesystem::remove_all(vm_lease->vm_dir, ec);
         }
         try {
             if (cgroup && !cgroup_existed) cgroup->destroy();

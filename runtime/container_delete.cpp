@@ -2,6 +2,8 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <filesystem>
+
 #include "namespaces/syscalls.hpp"
 #include "runtime/cgroup.hpp"
 #include "runtime/hooks.hpp"
@@ -61,6 +63,12 @@ void destroy(ContainerDir& dir, const Record& r, const oci::Config* config) {
         cg->destroy();
     }
     if (gone) gone->destroy();
+    if (!r.pool_vm_dir.empty()) {
+        // Its monitor removes it when the VM ends, unless it was killed first. Nothing
+        // is mounted there in this namespace (the VM's mounts were its monitor's own).
+        std::error_code ec;
+        std::filesystem::remove_all(r.pool_vm_dir, ec);
+    }
     if (config && config->hooks && !config->hooks->poststop.empty())
         run_hooks_warn(config->hooks->poststop, hook_state(r, oci::Status::stopped, 0), "poststop");
     dir.remove();

@@ -129,6 +129,7 @@ public:
     void make_failed(Sandbox* sb, const std::string& why, bool oom = false);
     const std::map<std::string, std::unique_ptr<Pool>>& pools() const { return pools_; }
     bool leased(const std::string& cgroup) const { return leased_.count(cgroup) != 0; }
+    const std::set<std::string>& leased() const { return leased_; }
     bool stopping() const { return stopping_; }
     void begin_stop(bool now);
 

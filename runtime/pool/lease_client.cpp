@@ -14,31 +14,51 @@
 
 namespace tarn::pool {
 
-std::optional<Lease> lease(const std::string& socket, const std::string& pool, const std::string& id,
-                           const oci::Config& c, std::string& why) {
+namespace {
+
+// Connects to the daemon and asks for a lease; nothing (with `why`) when it refuses.
+UniqueFd ask(const std::string& socket, const nlohmann::json& request, nlohmann::json& reply,
+             std::vector<UniqueFd>& fds, std::string& why) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (socket.size() >= sizeof addr.sun_path) {
         why = "pool socket " + socket + ": path too long";
-        return std::nullopt;
+        return {};
     }
     std::strcpy(addr.sun_path, socket.c_str());
     UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
     if (!s || ::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
         why = "no pool daemon at " + socket + ": " + std::strerror(errno);
-        return std::nullopt;
+        return {};
     }
-    nlohmann::json reply;
-    std::vector<UniqueFd> fds;
-    detail::send_message(s.get(), nlohmann::json{{"op", "lease"}, {"pool", pool}, {"id", id}, {"key", detail::lease_key(c)}});
+    detail::send_message(s.get(), request);
     if (!detail::recv_message(s.get(), reply, &fds)) {
         why = "pool daemon closed the connection";
-        return std::nullopt;
+        return {};
     }
     if (reply.contains("error")) {
         why = reply["error"].get<std::string>();
-        return std::nullopt;
+        return {};
     }
+    return s;
+}
+
+void release_on(int s, const std::string& sandbox) {
+    nlohmann::json reply;
+    detail::send_message(s, nlohmann::json{{"op", "release"}});
+    if (!detail::recv_message(s, reply) || reply.contains("error"))
+        throw Error("lease: pool daemon did not confirm the release of " + sandbox);
+}
+
+}  // namespace
+
+std::optional<Lease> lease(const std::string& socket, const std::string& pool, const std::string& id,
+                           const oci::Config& c, std::string& why) {
+    nlohmann::json reply;
+    std::vector<UniqueFd> fds;
+    UniqueFd s = ask(socket, nlohmann::json{{"op", "lease"}, {"pool", pool}, {"id", id}, {"key", detail::lease_key(c)}},
+                     reply, fds, why);
+    if (!s) return std::nullopt;
     if (fds.size() != 1 || !reply.contains("pid") || !reply.contains("cgroup"))
         throw Error("pool daemon: malformed lease reply");
     Lease l;
@@ -60,10 +80,32 @@ std::optional<Lease> lease(const std::string& socket, const std::string& pool, c
     }
     if (::syscall(SYS_pidfd_send_signal, fds[0].get(), 0, nullptr, 0) < 0)
         throw Error("lease: sandbox " + l.sandbox + " died while its namespaces were opened");
-    detail::send_message(s.get(), nlohmann::json{{"op", "release"}});
-    if (!detail::recv_message(s.get(), reply) || reply.contains("error"))
-        throw Error("lease: pool daemon did not confirm the release of " + l.sandbox);
+    release_on(s.get(), l.sandbox);
     return l;
+}
+
+std::optional<VmLease> lease_vm(const std::string& socket, const std::string& pool, const std::string& id,
+                                const nlohmann::json& key, std::string& why) {
+    nlohmann::json reply;
+    std::vector<UniqueFd> fds;
+    UniqueFd s = ask(socket,
+                     nlohmann::json{{"op", "lease"}, {"pool", pool}, {"id", id}, {"isolation", "vm"}, {"key", key}},
+                     reply, fds, why);
+    if (!s) return std::nullopt;
+    if (fds.size() != 1 || !reply.contains("cgroup") || !reply.contains("vmDir"))
+        throw Error("pool daemon: malformed lease reply");
+    VmLease l;
+    l.sandbox = reply.value("sandbox", "");
+    l.cgroup = reply["cgroup"].get<std::string>();
+    l.vm_dir = reply["vmDir"].get<std::string>();
+    l.peer = std::move(fds[0]);
+    l.daemon = std::move(s);
+    return l;
+}
+
+void release_vm(VmLease& l) {
+    release_on(l.daemon.get(), l.sandbox);
+    l.daemon.reset();
 }
 
 }  // namespace tarn::pool

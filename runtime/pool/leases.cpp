@@ -38,14 +38,23 @@ void Daemon::on_lease(Conn* c, const json& msg) {
     std::string id = msg.value("id", "");
     if (!valid_container_id(id))
         throw Error("lease: container id \"" + id + "\": letters, digits, '-', '_' and '.' only");
-    json want = detail::lease_key(p.tmpl.config);
+    std::string kind = p.kind->name();
+    if (msg.value("isolation", "container") != (kind == "vm" ? "vm" : "container"))
+        throw Error("pool " + name + ": its sandboxes are " + (kind == "vm" ? "VMs" : "processes") +
+                    ", the bundle " + (kind == "vm" ? "is not VM-isolated" : "is VM-isolated"));
+    json want = p.kind->lease_key(p);
     json got = msg.value("key", json::object());
+    auto differs = [&](const std::string& k) {
+        if (kind == "vm")
+            return Error("pool " + name + ": the bundle's VM differs from the pool's in " + k + " (" +
+                         (got.contains(k) ? got[k].dump() : "none") + " against " +
+                         (want.contains(k) ? want[k].dump() : "none") + ")");
+        return Error("pool " + name + ": config differs from the template in linux." + k);
+    };
     for (const auto& [k, v] : want.items())
-        if (!got.contains(k) || got[k] != v)
-            throw Error("pool " + name + ": config differs from the template in linux." + k);
+        if (!got.contains(k) || got[k] != v) throw differs(k);
     for (const auto& [k, v] : got.items())
-        if (!want.contains(k))
-            throw Error("pool " + name + ": config differs from the template in linux." + k);
+        if (!want.contains(k)) throw differs(k);
     if (!p.kind->lendable()) throw Error("pool " + name + ": its sandboxes cannot be lent");
     ++p.arrivals;
     Sandbox* sb = take_idle(p);

@@ -143,6 +143,22 @@ struct Lease {
 std::optional<Lease> lease(const std::string& socket, const std::string& pool, const std::string& id,
                            const oci::Config& c, std::string& why);
 
+// A VM-isolated bundle's lease of a pool VM (docs/pool.md, VM pools on the OCI path):
+// `peer` is a socket to the VM's monitor (runtime::vm::attach_to_pool_vm talks over
+// it), `cgroup` the VM's cgroup (QEMU and its monitor are in it), `vm_dir` its files.
+// Until release_vm(), the VM is the daemon's: closing `daemon` gives it back, and the
+// daemon powers it off.
+struct VmLease {
+    std::string sandbox, cgroup, vm_dir;
+    UniqueFd peer, daemon;
+};
+// `key` is runtime::vm::lease_key of the bundle's VM settings. Nothing, with the
+// reason in `why`, when no daemon answers, the pool's VMs differ or none is idle.
+std::optional<VmLease> lease_vm(const std::string& socket, const std::string& pool, const std::string& id,
+                                const nlohmann::json& key, std::string& why);
+// The VM is the container's now: the daemon records its cgroup as leased.
+void release_vm(VmLease& l);
+
 // ---- commands (the CLI's `tarn pool ...`): each returns the exit code -------
 
 int serve_command(const DaemonOptions& o);

@@ -89,6 +89,7 @@ public:
     }
     void on_event(void* obj) override { on_spawner(static_cast<Spawner*>(obj)); }
     bool lendable() const override { return true; }
+    nlohmann::json lease_key(const Pool& p) const override { return detail::lease_key(p.tmpl.config); }
     void stop() override {
         // The spawners finish the removals queued to them, then see EOF and exit.
         for (auto& sp : spawners_) {

@@ -126,6 +126,10 @@ public:
     virtual void on_event(void* obj) = 0;
     // Whether `tarn create` can borrow this kind's sandboxes (Sandbox::lend).
     virtual bool lendable() const = 0;
+    // What a borrowing bundle's config must match (the borrower sends its own): for a
+    // process sandbox, the parts of the template's config made ahead (namespaces, id
+    // maps, sysctl, resources); for a VM, the VM itself (vm::lease_key).
+    virtual nlohmann::json lease_key(const Pool& p) const = 0;
     // Teardown: the removals asked for are finished; nothing of the kind is left running.
     virtual void stop() = 0;
 };

@@ -74,10 +74,8 @@ public:
         if (vm_.pidfd && !reaped_) ns::detail::pidfd_send_signal(vm_.pidfd.get(), sig);
     }
     void destroy() override;
-    void lend(nlohmann::json&, std::vector<int>&) override {
-        throw Error("a VM sandbox cannot be lent to `tarn create`");
-    }
-    void hand_over() override {}
+    void lend(nlohmann::json& reply, std::vector<int>& fds) override;
+    void hand_over() override;
 
     void started(runtime::vm::PooledVm vm) { vm_ = std::move(vm); }
     // Starting it failed at once: the loop hears of it as of any failed boot, through
@@ -97,6 +95,7 @@ private:
     bool reaped_ = false, destroyed_ = false;
     std::string failed_;
     UniqueFd failed_fd_;
+    UniqueFd borrower_end_;  // a lease's socket to the monitor, until it is sent
 };
 
 struct Cleaner : Watched {
@@ -121,12 +120,19 @@ public:
         for (auto& [c, owned] : cleaners_) c->id = d_.watch_for(this, c->pidfd.get(), static_cast<Watched*>(c));
     }
     void on_event(void* obj) override;
-    bool lendable() const override { return false; }
+    bool lendable() const override { return true; }
+    nlohmann::json lease_key(const Pool& p) const override { return runtime::vm::lease_key(vms_.at(&p).settings); }
     void stop() override;
+    // A lent VM's monitor is the borrower's container, still the daemon's child: it is
+    // reaped when it exits, and neither waited for nor killed when the daemon stops.
+    void adopt_lent(pid_t pid, UniqueFd pidfd);
 
     // Removes what a VM leaves once its monitor is gone (its cgroup, its files), in a
     // process of its own: QEMU takes a moment to exit, which the loop does not wait for.
     void clean(const std::string& cgroup, const std::string& dir);
+    // Removes <dir>, but for the directories of VMs lent to containers that live on
+    // (their cgroups are in the leases file).
+    void remove_unleased();
     void forget(VmSandbox* sb) { booting_.erase(sb); }
 
 private:
@@ -142,7 +148,7 @@ private:
     runtime::GlobalOptions global_;
     std::map<const Pool*, PoolVm> vms_;
     std::set<VmSandbox*> booting_;
-    std::map<Cleaner*, std::unique_ptr<Cleaner>> cleaners_;
+    std::map<Cleaner*, std::unique_ptr<Cleaner>> cleaners_, lent_;
     bool serving_ = false;
 };
 
@@ -186,6 +192,30 @@ std::optional<ExitStatus> VmSandbox::exit_status() {
     return st;
 }
 
+void VmSandbox::lend(nlohmann::json& reply, std::vector<int>& fds) {
+    // The borrower talks to the monitor directly over a socket pair: the monitor gets
+    // one end with the lease, the borrower the other with the daemon's reply.
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) throw_errno("socketpair");
+    UniqueFd monitor_end(sv[0]);
+    borrower_end_.reset(sv[1]);
+    ns::send_with_fds(vm_.ctl.get(), R"({"op":"lease"})", std::array<int, 1>{monitor_end.get()},
+                      "lend the VM's monitor");
+    reply["cgroup"] = cgroup_;
+    reply["pid"] = vm_.pid;
+    reply["vmDir"] = dir_;
+    fds.push_back(borrower_end_.get());
+}
+
+void VmSandbox::hand_over() {
+    // Its monitor, QEMU and directory are the container's now (tarn delete removes
+    // what is left of them); the daemon only reaps the monitor.
+    destroyed_ = true;
+    borrower_end_.reset();
+    kind_.forget(this);
+    kind_.adopt_lent(vm_.pid, std::move(vm_.pidfd));
+}
+
 void VmSandbox::destroy() {
     if (destroyed_) return;
     destroyed_ = true;
@@ -205,9 +235,9 @@ void VmSandbox::destroy() {
 // ---- the kind --------------------------------------------------------------
 
 void VmSandboxes::start() {
-    // What a previous daemon left: its VMs' files (their processes went with it).
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
+    // What a previous daemon left: its VMs' files (their processes went with it),
+    // except those lent to containers.
+    remove_unleased();
     if (::mkdir(dir_.c_str(), 0700) < 0 && errno != EEXIST) throw_errno("mkdir " + dir_);
     for (auto& [n, p] : d_.pools()) {
         if (p->kind != this) continue;
@@ -366,6 +396,7 @@ void VmSandboxes::on_event(void* obj) {
     siginfo_t si{};
     ::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c->pidfd.get()), &si, WEXITED | WNOHANG);
     cleaners_.erase(c);
+    lent_.erase(c);
 }
 
 void VmSandboxes::clean(const std::string& cgroup, const std::string& dir) {
@@ -405,6 +436,31 @@ void VmSandboxes::clean(const std::string& cgroup, const std::string& dir) {
     cleaners_[c.get()] = std::move(c);
 }
 
+void VmSandboxes::remove_unleased() {
+    std::set<std::string> keep;
+    for (const std::string& cg : d_.leased()) keep.insert(cg.substr(cg.find_last_of('/') + 1));
+    std::error_code ec;
+    bool kept = false;
+    for (std::filesystem::directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec)) {
+        if (keep.count(it->path().filename().string())) {
+            kept = true;
+            continue;
+        }
+        std::error_code ec2;
+        std::filesystem::remove_all(it->path(), ec2);
+        if (ec2) log_warn("pool: remove " + it->path().string() + ": " + ec2.message());
+    }
+    if (!kept) ::rmdir(dir_.c_str());
+}
+
+void VmSandboxes::adopt_lent(pid_t pid, UniqueFd pidfd) {
+    auto c = std::make_unique<Cleaner>();
+    c->pid = pid;
+    c->pidfd = std::move(pidfd);
+    if (serving_ && !d_.stopping()) c->id = d_.watch_for(this, c->pidfd.get(), static_cast<Watched*>(c.get()));
+    lent_[c.get()] = std::move(c);
+}
+
 void VmSandboxes::stop() {
     // VMs still booting go too; then every removal is finished.
     for (VmSandbox* sb : std::set<VmSandbox*>(booting_)) {
@@ -417,10 +473,11 @@ void VmSandboxes::stop() {
         }
     }
     cleaners_.clear();
-    // The pools' snapshots, and what cleaners could not remove.
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-    if (ec) log_warn("pool: remove " + dir_ + ": " + ec.message());
+    for (auto& [c, owned] : lent_) d_.unwatch(c->pidfd.get(), c->id);
+    lent_.clear();
+    // The pools' snapshots, and what cleaners could not remove; lent VMs' directories
+    // stay with their containers.
+    remove_unleased();
 }
 
 }  // namespace

@@ -47,6 +47,8 @@ constexpr const char* kSerial = "/dev/ttyS0";
 constexpr const char* kRootfs = "/run/tarn/rootfs";
 constexpr std::string_view kShares = "/run/tarn/shares/";
 constexpr const char* kFifo = "/run/tarn/exec.fifo";
+// A leased pool VM's staging share: the bundle's root at root/, share N at bindN/.
+constexpr const char* kStaging = "/run/tarn/staging";
 
 // Reads a pool template's executable into the guest's page cache (below).
 void warm_executable(const oci::Process& p);
@@ -256,6 +258,9 @@ private:
     // A parked container (created with "park"): the request's args, env, cwd and
     // limits, and the workload starts with its stdio on pipes the agent relays.
     void claim(const json& msg);
+    // A pool VM lent to `tarn create`: the template's parked container goes (killed,
+    // its guest cgroup and root unmounted), so the bundle's own can be created.
+    void discard();
     // A VM restored from a snapshot starts with the snapshot's random state, which
     // every VM restored from it shares: the host's fresh seed is mixed in (credited)
     // and the kernel's generator reseeded before anything in the guest draws on it.
@@ -398,6 +403,16 @@ void Agent::create_parked(const std::string& id, oci::Config cfg, int cgroup_fd,
     send(created);
 }
 
+void Agent::discard() {
+    if (!parked_) throw Error("discard: no parked container in this guest");
+    parked_.reset();  // killed and reaped
+    cgroup_->destroy();
+    cgroup_.reset();
+    config_.reset();
+    init_pid_ = -1;
+    if (::umount2(kRootfs, MNT_DETACH) < 0) throw_errno(std::string("unmount the template's root ") + kRootfs);
+}
+
 void Agent::reseed(const std::string& seed) {
     if (seed.size() < 32) throw Error("reseed: the seed must be at least 32 bytes");
     UniqueFd fd(::open("/dev/urandom", O_WRONLY | O_CLOEXEC));
@@ -510,6 +525,35 @@ void Agent::mount_shares(const json& msg, bool root_readonly) {
     if (root == "virtiofs") {
         modules_.load("virtiofs");
         mount_tag("rootfs", kRootfs, "virtiofs", flags, nullptr);
+    } else if (root == "staging") {
+        // A leased pool VM: the host attached the bundle's root and bind sources to
+        // the staging share; they are bound where a cold VM mounts its shares.
+        modules_.load("9pnet_virtio");
+        modules_.load("9p");
+        mount_tag("staging", kStaging, "9p", 0, k9p);
+        auto bind = [](const std::string& from, const std::string& to, bool readonly) {
+            if (::mount(from.c_str(), to.c_str(), nullptr, MS_BIND | MS_REC, nullptr) < 0)
+                throw_errno("bind " + from + " on " + to);
+            if (readonly && ::mount(nullptr, to.c_str(), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) < 0)
+                throw_errno("remount " + to + " read-only");
+        };
+        if (::mkdir(kRootfs, 0755) < 0 && errno != EEXIST) throw_errno(std::string("mkdir ") + kRootfs);
+        bind(std::string(kStaging) + "/root", kRootfs, root_readonly);
+        // Over the template's shares, if it had any.
+        std::string shares(kShares.substr(0, kShares.size() - 1));
+        if (::mkdir(shares.c_str(), 0700) < 0 && errno != EEXIST) throw_errno("mkdir " + shares);
+        if (::mount("tmpfs", shares.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, "mode=0700") < 0)
+            throw_errno("mount tmpfs on " + shares);
+        if (!msg.contains("shares") || !msg["shares"].is_array()) return;
+        for (const json& sh : msg["shares"]) {
+            std::string tag = sh.value("tag", ""), path = sh.value("path", "");
+            if (tag.empty() || tag.find('/') != std::string::npos || tag[0] == '.' ||
+                path.compare(0, kShares.size(), kShares) != 0 || path.find("/..") != std::string::npos)
+                throw Error("create: shares: bad share " + sh.dump());
+            if (::mkdir(path.c_str(), 0755) < 0) throw_errno("mkdir " + path);
+            bind(std::string(kStaging) + "/" + tag, path, sh.value("readonly", false));
+        }
+        return;
     } else if (root == "9p") {
         modules_.load("9pnet_virtio");
         modules_.load("9p");
@@ -520,7 +564,7 @@ void Agent::mount_shares(const json& msg, bool root_readonly) {
         std::string opts = std::string(k9p) + (msg.value("park", false) ? ",cache=loose" : "");
         mount_tag("rootfs", kRootfs, "9p", flags, opts.c_str());
     } else {
-        throw Error("create: root: expected \"virtiofs\" or \"9p\", got \"" + root + "\"");
+        throw Error("create: root: expected \"virtiofs\", \"9p\" or \"staging\", got \"" + root + "\"");
     }
     if (!msg.contains("shares") || !msg["shares"].is_array() || msg["shares"].empty()) return;
     modules_.load("9pnet_virtio");
@@ -578,6 +622,9 @@ void Agent::request(const json& msg) {
             start();
         } else if (op == "claim") {
             claim(msg);
+        } else if (op == "discard") {
+            discard();
+            send({{"t", "discarded"}});
         } else if (op == "prepare") {
             // Before a snapshot: what every VM restored from it would load anyway.
             if (msg.value("root", "") == "9p" || msg.value("shares", false)) {

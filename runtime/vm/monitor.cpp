@@ -25,6 +25,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <deque>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <set>
@@ -121,6 +122,14 @@ private:
     // A pool's VM, parked: waits for the claim on ctl_ (exits if the VM or the
     // caller goes first), hands it to the agent and returns once the workload runs.
     void await_claim();
+    // A pool's VM lent to `tarn create` (docs/pool.md, VM pools on the OCI path): the
+    // borrower's trees go onto the staging share, the parked container is discarded,
+    // and the guest's channel goes to the borrower; from then on this monitor only
+    // keeps QEMU, until the borrower's end of `peer` closes or QEMU exits.
+    [[noreturn]] void serve_lease(UniqueFd peer);
+    // The attach request on `peer`: mounts the trees; returns when the guest is ready
+    // for the borrower's create.
+    void attach(int peer);
     // Starts QEMU (and virtiofsd) and waits for the agent's "ready".
     json boot();
     // QMP: the greeting asks for capabilities; STOP means the guest halted; replies
@@ -152,6 +161,7 @@ private:
     bool from_client(ExecClient& c);
     void to_client(const json& msg);
     std::string console_tail() const;
+    std::string qemu_log_path() const { return l_.adopted ? l_.adopted->qemu_log : l_.state_dir + "/qemu.log"; }
     // The first lines QEMU wrote to its log (its error, before any register dump).
     std::string qemu_log_reason() const;
     // Why virtiofsd is gone (it exited, with the last line of its log); reaps it.
@@ -251,7 +261,7 @@ std::string Monitor::virtiofsd_gone() {
 std::string Monitor::qemu_log_reason() const {
     std::string text;
     try {
-        text = read_file(l_.state_dir + "/qemu.log");
+        text = read_file(qemu_log_path());
     } catch (const Error&) {
         return "";
     }
@@ -316,6 +326,9 @@ void Monitor::stop_qemu() {
         while (::waitpid(qemu_pid_, nullptr, 0) < 0 && errno == EINTR) {
         }
         qemu_pid_ = -1;
+    } else if (l_.adopted && qemu_pidfd_) {
+        // A leased VM's QEMU is the pool monitor's child, which reaps it.
+        ns::detail::pidfd_send_signal(qemu_pidfd_.get(), SIGKILL);
     }
     stop_virtiofsd();
 }
@@ -353,7 +366,10 @@ void Monitor::prepare_shares() {
     for (const Share& sh : l_.shares) devices_.dirs.push_back(sh.source);
     bool files = std::any_of(l_.shares.begin(), l_.shares.end(), [](const Share& sh) { return sh.file; });
     bool readonly_virtiofs = l_.rootfs_readonly && !settings_.virtiofsd.empty();
-    if (!files && !readonly_virtiofs && !l_.overlay) return;
+    // A pool's VM (and its snapshot, which must have the same devices) has a staging
+    // share, lent with the VM to `tarn create`.
+    bool staging = l_.pooled || !l_.snapshot_out.empty();
+    if (!files && !readonly_virtiofs && !l_.overlay && !staging) return;
 
     // A namespace of our own: what is mounted here is seen by QEMU and virtiofsd (our
     // children) and by nobody on the host, and is gone with the last of us, so a
@@ -377,6 +393,12 @@ void Monitor::prepare_shares() {
         if (::mount(sh.source.c_str(), target.c_str(), nullptr, MS_BIND, nullptr) < 0)
             throw_errno("bind " + sh.source + " for the guest");
         devices_.dirs[i] = sub;
+    }
+    if (staging) {
+        // Empty until a lease attaches a bundle's trees below it, in this namespace
+        // only: the host never sees them here.
+        devices_.staging = dir + "/staging";
+        if (::mkdir(devices_.staging.c_str(), 0700) < 0) throw_errno("mkdir " + devices_.staging);
     }
     if (l_.overlay) {
         // The template's root stays untouched: the guest writes to a tmpfs layer in
@@ -505,7 +527,7 @@ json Monitor::await(const std::string& want, Clock::time_point deadline, const s
         if (p[0].revents & (POLLIN | POLLHUP)) read_serial();
         if ((p[1].revents & POLLIN) && inbox_.empty()) {
             int status = 0;
-            ::waitpid(qemu_pid_, &status, 0);
+            if (qemu_pid_ > 0) ::waitpid(qemu_pid_, &status, 0);
             qemu_pid_ = -1;
             std::string why = qemu_log_reason();
             if (why.empty()) why = console_tail();
@@ -598,7 +620,17 @@ json Monitor::boot() {
 json Monitor::boot_and_create() {
     json ready;
     try {
-        ready = boot();
+        if (l_.adopted) {
+            // A leased pool VM: up already, its channel handed to us.
+            serial_ = std::move(l_.adopted->serial);
+            qmp_ = std::move(l_.adopted->qmp);
+            qemu_pidfd_ = std::move(l_.adopted->qemu_pidfd);
+            qmp_greeted_ = true;
+            t_spawn_ = Clock::now();
+            ready = {{"boot_ms", 0.0}, {"init_ms", 0.0}, {"leased", true}};
+        } else {
+            ready = boot();
+        }
     } catch (const Error& e) {
         if (!settings_.kvm || !settings_.kvm_fallback) throw;
         // auto chose KVM and it failed the guest (QEMU aborted, the guest stopped on a
@@ -625,12 +657,8 @@ json Monitor::boot_and_create() {
     json shares = json::array();
     for (const Share& sh : l_.shares)
         shares.push_back({{"tag", sh.tag}, {"path", sh.guest_path}, {"readonly", sh.readonly}});
-    send({{"op", "create"},
-          {"id", l_.id},
-          {"config", l_.config},
-          {"root", s.virtiofsd.empty() ? "9p" : "virtiofs"},
-          {"shares", shares},
-          {"park", l_.pooled}});
+    std::string root = l_.adopted ? "staging" : s.virtiofsd.empty() ? "9p" : "virtiofs";
+    send({{"op", "create"}, {"id", l_.id}, {"config", l_.config}, {"root", root}, {"shares", shares}, {"park", l_.pooled}});
     json created = await("created", Clock::now() + std::chrono::seconds(60),
                          "the guest agent did not create the container within 60 s");
     t_created_ = Clock::now();
@@ -645,12 +673,13 @@ json Monitor::boot_and_create() {
     double guest_boot = ready.value("boot_ms", 0.0), agent_init = ready.value("init_ms", 0.0);
     return {{"accel", s.kvm ? "kvm" : "tcg"},
             {"restored", ready.value("restored", false)},
+            {"leased", ready.value("leased", false)},
             {"qemu_start_ms", std::max(0.0, host_boot - guest_boot - agent_init)},
             {"kernel_boot_ms", guest_boot},
             {"agent_init_ms", agent_init},
             {"create_ms", ms_between(t_ready_, t_created_)},
             {"start_ms", started_ ? ms_between(t_created_, t_started_) : 0.0},
-            {"root", s.virtiofsd.empty() ? "9p" : "virtiofs"},
+            {"root", root},
             {"mounts_ms", created.value("mounts_ms", 0.0)},
             {"guest_setup", created.value("timings", "")}};
 }
@@ -792,6 +821,8 @@ void Monitor::await_claim() {
             (void)!::send(ctl_, m.data(), m.size(), MSG_NOSIGNAL);
             gone();
         };
+        if (!r.truncated && req.is_object() && req.value("op", "") == "lease" && fds.size() == 1)
+            serve_lease(std::move(fds[0]));
         if (r.truncated || !req.is_object() || fds.size() != 3) refuse("a malformed claim");
         for (int i = 0; i < 3; ++i)
             if (::dup2(fds[static_cast<size_t>(i)].get(), i) < 0) refuse("take the claim's stdio: " + Error::errno_text(errno));
@@ -810,6 +841,107 @@ void Monitor::await_claim() {
         if (::send(ctl_, "started", 7, MSG_NOSIGNAL) < 0) gone();
         return;
     }
+}
+
+namespace {
+// A share's tag as guest_config() makes them: "bind" and a number.
+bool valid_tag(const std::string& tag) {
+    return tag.size() > 4 && tag.size() < 12 && tag.compare(0, 4, "bind") == 0 &&
+           std::all_of(tag.begin() + 4, tag.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+bool valid_name(const std::string& name) {
+    return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos && name.size() < 256;
+}
+}  // namespace
+
+void Monitor::attach(int peer) {
+    pollfd p[2] = {{peer, POLLIN, 0}, {qemu_pidfd_.get(), POLLIN, 0}};
+    int ready;
+    while ((ready = ::poll(p, 2, 60000)) < 0 && errno == EINTR) {
+    }
+    if (ready <= 0 || !(p[0].revents & POLLIN)) throw Error("the borrower sent nothing");
+    if (guest_stopped_ || (p[1].revents & POLLIN)) throw Error("the VM is gone");
+    std::string buf(64 * 1024, '\0');
+    std::vector<UniqueFd> fds;
+    ns::Received r = ns::recv_with_fds(peer, std::span<char>(buf.data(), buf.size()), &fds, "receive the attach request");
+    json req = r.truncated ? json() : json::parse(buf.substr(0, r.bytes), nullptr, false);
+    if (!req.is_object() || req.value("op", "") != "attach" || !req.contains("shares") || !req["shares"].is_array() ||
+        fds.size() != req["shares"].size() + 1)
+        throw Error("a malformed attach request");
+    // Each tree goes onto a mount point made for it in the staging directory; the
+    // guest finds the root at staging/root and share N at staging/bindN.
+    auto put = [&](int tree, const std::string& target, const std::string& what) {
+        if (::move_mount(tree, "", AT_FDCWD, target.c_str(), MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            throw_errno("attach " + what + " to the VM's staging share");
+    };
+    const std::string& staging = devices_.staging;
+    std::string root = staging + "/root";
+    if (::mkdir(root.c_str(), 0755) < 0) throw_errno("mkdir " + root);
+    put(fds[0].get(), root, "the root");
+    for (size_t i = 0; i < req["shares"].size(); ++i) {
+        const json& sh = req["shares"][i];
+        std::string tag = sh.value("tag", ""), file = sh.value("file", "");
+        if (!valid_tag(tag) || (!file.empty() && !valid_name(file))) throw Error("attach: bad share " + sh.dump());
+        std::string dir = staging + "/" + tag;
+        if (::mkdir(dir.c_str(), 0755) < 0) throw_errno("mkdir " + dir);
+        std::string target = dir;
+        if (!file.empty()) {
+            // As for a cold VM's file share: a directory holding nothing but the file.
+            target = dir + "/" + file;
+            UniqueFd f(::open(target.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
+            if (!f) throw_errno("create " + target);
+        }
+        put(fds[i + 1].get(), target, "share " + tag);
+    }
+    send({{"op", "discard"}});
+    await("discarded", Clock::now() + std::chrono::seconds(30),
+          "the guest agent did not discard the parked container within 30 s");
+}
+
+void Monitor::serve_lease(UniqueFd peer) {
+    // The VM is the borrower's container now: it outlives the pool daemon, and goes
+    // when the borrower's end of `peer` closes (the container's monitor exited or was
+    // killed, or `tarn create` failed) or when QEMU exits.
+    ::prctl(PR_SET_PDEATHSIG, 0, 0, 0, 0);
+    auto t_lease = Clock::now();
+    try {
+        attach(peer.get());
+        json ok = {{"ok", true}, {"qemuLog", l_.state_dir + "/qemu.log"}};
+        std::array<int, 3> fds{serial_.get(), qmp_.get(), qemu_pidfd_.get()};
+        ns::send_with_fds(peer.get(), ok.dump(), fds, "hand the VM to its borrower");
+    } catch (const std::exception& e) {
+        std::string m = json{{"error", e.what()}}.dump();
+        (void)!::send(peer.get(), m.data(), m.size(), MSG_NOSIGNAL);
+        stop_qemu();
+        ::_exit(1);
+    }
+    log_debug("vm " + l_.id + ": lent, " + ms(ms_between(t_lease, Clock::now())) + " after the lease");
+    // Nothing here reads the guest any more.
+    serial_.reset();
+    qmp_.reset();
+    ::close(ctl_);
+    for (;;) {
+        pollfd p[2] = {{peer.get(), POLLIN, 0}, {qemu_pidfd_.get(), POLLIN, 0}};
+        if (::poll(p, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        if (p[1].revents & POLLIN) break;
+        if (p[0].revents & (POLLHUP | POLLERR)) break;
+        if (p[0].revents & POLLIN) {
+            char b[64];
+            if (::recv(peer.get(), b, sizeof b, MSG_DONTWAIT) == 0) break;
+        }
+    }
+    stop_qemu();
+    // The borrower's trees are below shares/ in this namespace only: once they are
+    // detached, the directory is what the host sees, empty, and can go. Were the
+    // detach to fail, a removal would reach into the borrower's rootfs: it stays.
+    if (::umount2((l_.state_dir + "/shares").c_str(), MNT_DETACH) == 0) {
+        std::error_code ec;
+        std::filesystem::remove_all(l_.state_dir, ec);
+    }
+    ::_exit(0);
 }
 
 void Monitor::accept_client() {
@@ -900,7 +1032,7 @@ void Monitor::finish() {
         ::_exit(exit_code_);
     }
     // After "exit" the agent powers the guest off; give it a moment, then pull the plug.
-    if (qemu_pid_ > 0) {
+    if (qemu_pid_ > 0 || (l_.adopted && qemu_pidfd_)) {
         pollfd p{qemu_pidfd_.get(), POLLIN, 0};
         ::poll(&p, 1, 2000);
     }
@@ -917,7 +1049,11 @@ void Monitor::run() {
     sigfillset(&all);
     ::sigprocmask(SIG_BLOCK, &all, nullptr);
     ::setsid();  // a terminal's ^C reaches `run`, which forwards it once, not us too
-    close_other_fds({0, 1, 2, ctl_, log_file_fd()});
+    std::set<int> keep = {0, 1, 2, ctl_, log_file_fd()};
+    if (l_.adopted)
+        for (const UniqueFd* fd : {&l_.adopted->serial, &l_.adopted->qmp, &l_.adopted->qemu_pidfd, &l_.adopted->lifeline})
+            keep.insert(fd->get());
+    close_other_fds(keep);
     terminal_ = l_.terminal >= 0;
     if (terminal_) {
         // The host pty's slave is our stdio. As its controlling process we get SIGWINCH
@@ -938,7 +1074,7 @@ void Monitor::run() {
             fifo_.reset(::open(l_.exec_fifo.c_str(), O_RDWR | O_CLOEXEC | O_NONBLOCK));
             if (!fifo_) throw_errno("open " + l_.exec_fifo);
         }
-        prepare_shares();
+        if (!l_.adopted) prepare_shares();
         if (!l_.snapshot_out.empty()) {
             snapshot();
             stop_qemu();
@@ -1033,7 +1169,7 @@ void Monitor::run() {
         }
         if ((p[1].revents & POLLIN) && inbox_.empty() && !(p[0].revents & POLLIN)) {
             int status = 0;
-            ::waitpid(qemu_pid_, &status, 0);
+            if (qemu_pid_ > 0) ::waitpid(qemu_pid_, &status, 0);
             qemu_pid_ = -1;
             std::string why = qemu_log_reason();
             if (why.empty()) why = console_tail();

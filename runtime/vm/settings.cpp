@@ -388,7 +388,14 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
     for (size_t i = 0; i < d.shares.size(); ++i)
         ninep(d.shares[i].tag, i < d.dirs.size() ? d.dirs[i] : d.shares[i].source, d.shares[i].readonly,
               true);
+    // The staging share holds whatever a lease attaches: mounts of other file systems.
+    if (!d.staging.empty()) ninep("staging", d.staging, false, true);
     return a;
+}
+
+nlohmann::json lease_key(const Settings& s) {
+    return {{"qemu", s.qemu},     {"kernel", s.kernel},         {"initrd", s.initrd},
+            {"accel", s.kvm ? "kvm" : "tcg"}, {"memoryMib", s.memory_mib}, {"cpus", s.cpus}};
 }
 
 }  // namespace tarn::runtime::vm

@@ -11,6 +11,7 @@
 
 #include <array>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -164,6 +165,10 @@ struct Devices {
     std::vector<Share> shares;
     std::vector<std::string> dirs;
     bool incoming = false;  // wait for a snapshot to restore (-incoming defer)
+    // A pool VM's staging share (tag "staging"): an empty directory private to its
+    // monitor, into which a lease attaches the borrowing bundle's rootfs and bind
+    // sources (docs/pool.md, VM pools on the OCI path). Empty: none.
+    std::string staging;
 };
 
 // `id` names the QEMU process (-name tarn-vm:ID) for ps and for tests.
@@ -195,6 +200,16 @@ struct Launch {
     // starts from that file instead of booting, and the agent is reseeded. Both need
     // the same command line, hence the 9p root (vhost-user-fs cannot migrate).
     std::string snapshot_out, restore_from;
+    // A leased pool VM (docs/pool.md, VM pools on the OCI path): the guest is up and
+    // its QEMU is the pool monitor's child. This monitor adopts the guest's channel
+    // and stands for the container; QEMU is not started, and the root and the bind
+    // sources are already attached to the VM's staging share.
+    struct Adopted {
+        UniqueFd serial, qmp, qemu_pidfd;  // the agent's line, QMP, QEMU (not our child)
+        UniqueFd lifeline;                 // held for the VM's life: its close powers the VM off
+        std::string qemu_log;              // QEMU's log, in the pool VM's directory
+    };
+    std::shared_ptr<Adopted> adopted;
 };
 
 // process.terminal in a VM: the workload's pty is in the guest, and the caller gets the
@@ -234,6 +249,21 @@ bool claim_pooled(int ctl, const nlohmann::json& request, const std::array<int, 
 // tells a VM that died under the claim (another VM can serve it) from a request the
 // guest refused.
 std::string pooled_outcome(int ctl, bool& lost);
+
+// What a pool VM fixes at boot and a borrowing bundle must match: QEMU, kernel,
+// initrd, accelerator, memory and vCPUs. The container in the guest is made from the
+// bundle's own config, so nothing else of it has to match the template's.
+nlohmann::json lease_key(const Settings& s);
+
+// The borrower's side of a pool VM's lease (the pool daemon passed it `peer`, a
+// socket to the VM's monitor): the bundle's rootfs and bind sources are cloned as
+// detached mount trees (read-only where the config says so) and sent to the monitor,
+// which attaches them to the VM's staging share and has the agent discard the
+// template's parked container. Fills the Adopted part of a Launch (lifeline = peer).
+// Throws naming what failed; the monitor then powers the VM off.
+std::shared_ptr<Launch::Adopted> attach_to_pool_vm(UniqueFd peer, const std::string& rootfs, bool rootfs_readonly,
+                                                    const std::vector<Share>& shares,
+                                                    const std::vector<MountPoint>& mount_points);
 
 // The monitor's socket, in the state dir: `exec` talks to the guest through it.
 inline constexpr std::string_view kMonitorSocket = "monitor.sock";

@@ -265,4 +265,117 @@ TEST_F(VmPool, ATemplateWhoseKernelIsMissingFailsTheDaemonNamingIt) {
     EXPECT_TRUE(qemus().empty());
 }
 
+// The OCI path (what containerd's shim runs): `tarn run`/`create` of a VM-isolated
+// bundle annotated with the pool borrows a booted VM. The bundle keeps its own root
+// (containerd mounts one per container) and bind mounts, attached to the VM's staging
+// share at create; the container's monitor is the caller's child, and delete leaves
+// nothing of the VM.
+class VmPoolOci : public VmPool {
+protected:
+    void SetUp() override {
+        VmPool::SetUp();
+        if (IsSkipped()) return;
+        // A root of its own, unlike the template's: the shared busybox tree, copied.
+        std::string link = own.dir() + "/rootfs";
+        shared = sh("readlink -f " + link).out;
+        while (!shared.empty() && shared.back() == '\n') shared.pop_back();
+        ASSERT_EQ(sh("rm " + link + " && cp -a " + shared + " " + link + " && echo own-root > " + link + "/own-marker").code,
+                  0);
+        rootfs = link;
+        own.config["root"] = {{"path", "rootfs"}, {"readonly", false}};
+        for (const char* k : {"tarn.isolation", "tarn.vm.accel", "tarn.vm.kernel", "tarn.vm.initrd"})
+            own.config["annotations"][k] = tmpl.config["annotations"][k];
+        own.config["annotations"]["tarn.pool"] = "v";
+        own.config["annotations"]["tarn.pool.socket"] = sock;
+        // A read-only bind of a host directory, as CRI binds /etc/hosts and volumes.
+        std::string data = own.scratch("data");
+        write_text(data + "/in", "from-the-host\n");
+        own.config["mounts"].push_back(
+            {{"destination", "/data"}, {"type", "bind"}, {"source", data}, {"options", {"rbind", "ro"}}});
+    }
+    // The pool VM named in create's debug log ("from pool v (VM v-...)").
+    static std::string lent_vm(const std::string& log) {
+        size_t at = log.find("from pool v (VM ");
+        if (at == std::string::npos) return "";
+        at += 16;
+        return log.substr(at, log.find(')', at) - at);
+    }
+    bool vm_gone(const std::string& name) const {
+        return processes_matching("tarn-vm:" + name + " ").empty() && !path_exists(sock + ".vm/" + name);
+    }
+    Bundle own;
+    std::string rootfs, shared;
+};
+
+TEST_F(VmPoolOci, RunBorrowsAVmThatRunsTheBundlesOwnRootAndBinds) {
+    serve(1, 2);
+    ASSERT_TRUE(idle(1)) << read_text(log_path);
+    std::string guest_kernel = read_text(vm_dir() + "/kernel-version");
+    own.cmd("cat /own-marker /data/in; uname -r; echo written > /written; "
+            "echo x > /data/x 2>/dev/null && echo data-writable; exit 3");
+    Result r = own.tarn({"--debug", "run", "oci1"});
+    ASSERT_EQ(r.code, 3) << r.out << r.err << read_text(log_path);
+    std::string vm = lent_vm(r.err);
+    ASSERT_FALSE(vm.empty()) << "not from the pool:\n" << r.err;
+    EXPECT_NE(r.out.find("own-root\nfrom-the-host\n"), std::string::npos) << r.out;
+    // The guest's kernel, not the host's.
+    EXPECT_EQ(r.out.find(sh("uname -r").out), std::string::npos) << r.out;
+    EXPECT_EQ(r.out.find("data-writable"), std::string::npos) << "a read-only bind was writable";
+    // The bundle's own root got the write; the template's did not.
+    EXPECT_EQ(read_text(rootfs + "/written"), "written\n");
+    EXPECT_FALSE(path_exists(shared + "/written"));
+    json st = status();
+    EXPECT_EQ(st.value("leases", 0u), 1u) << st.dump();
+    // The lent VM is gone with the container: its QEMU, its directory.
+    EXPECT_TRUE(eventually([&] { return vm_gone(vm); }, 10000ms)) << vm;
+    // The pool refills and serves claims as before.
+    ASSERT_TRUE(idle(1)) << read_text(log_path);
+    Result c = run("echo claim");
+    EXPECT_EQ(c.code, 0) << c.err;
+    EXPECT_EQ(c.out, "claim\n");
+}
+
+TEST_F(VmPoolOci, CreateStartKillDeleteOfABorrowedVm) {
+    serve(1, 2);
+    ASSERT_TRUE(idle(1)) << read_text(log_path);
+    own.cmd("echo started > /started; exec sleep 300");
+    Result r = own.tarn({"--debug", "create", "--bundle", own.dir(), "oci2"});
+    ASSERT_EQ(r.code, 0) << r.err << read_text(log_path);
+    std::string vm = lent_vm(r.err);
+    ASSERT_FALSE(vm.empty()) << "not from the pool:\n" << r.err;
+    json state = json::parse(own.tarn({"state", "oci2"}).out);
+    EXPECT_EQ(state.value("status", ""), "created");
+    EXPECT_FALSE(path_exists(rootfs + "/started")) << "the workload ran before start";
+    // The daemon no longer holds the VM: stopping it leaves the container running.
+    ASSERT_EQ(pool({"stop"}).code, 0);
+    EXPECT_EQ(daemon->wait(30000ms), 0) << read_text(log_path);
+    daemon.reset();
+    ASSERT_EQ(own.tarn({"start", "oci2"}).code, 0);
+    EXPECT_TRUE(eventually([&] { return path_exists(rootfs + "/started"); }, 10000ms));
+    state = json::parse(own.tarn({"state", "oci2"}).out);
+    EXPECT_EQ(state.value("status", ""), "running");
+    // The container's pid is its monitor, the caller's child's descendant: kill reaches it.
+    ASSERT_EQ(own.tarn({"kill", "oci2", "KILL"}).code, 0);
+    EXPECT_TRUE(eventually([&] { return json::parse(own.tarn({"state", "oci2"}).out).value("status", "") == "stopped"; },
+                           10000ms));
+    ASSERT_EQ(own.tarn({"delete", "oci2"}).code, 0);
+    EXPECT_TRUE(eventually([&] { return vm_gone(vm); }, 10000ms)) << vm;
+    EXPECT_FALSE(tarn::cgroups::open(cgparent + "/v/" + vm, tarn::cgroups::detect())->exists());
+}
+
+TEST_F(VmPoolOci, ABundleWhoseVmDiffersStartsColdSayingWhy) {
+    serve(1, 2);
+    ASSERT_TRUE(idle(1)) << read_text(log_path);
+    // More memory than the pool's VMs have: a VM of its own, booted.
+    own.config["linux"]["resources"]["memory"]["limit"] = 200 << 20;
+    own.cmd("echo cold");
+    Result r = own.tarn({"--debug", "run", "oci3"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "cold\n");
+    EXPECT_NE(r.err.find("cold start, not from pool v: pool v: the bundle's VM differs from the pool's in memoryMib"),
+              std::string::npos)
+        << r.err;
+    EXPECT_EQ(status().value("leases", 0u), 0u);
+}
+
 }  // namespace
