@@ -795,11 +795,25 @@ c["root"] = {"path": sys.argv[3], "readonly": False}
 c.pop("annotations", None)
 json.dump(c, open(sys.argv[2], "w"))
 PY
-    printf '{"socket": "%s", "cgroupParent": "%s", "pools": [{"name": "e2e", "bundle": "%s", "minIdle": 2, "maxTotal": 4}]}\n' \
-        "$POOLSOCK" "$POOLCG" "$S/pool-tmpl" >"$S/pool.json"
+    VMPOOL=
+    if [ -n "${VM:-}" ]; then
+        # A VM pool too, from the same template asking for a VM as the bundles will.
+        mkdir -p "$S/pool-tmpl-vm"
+        /usr/bin/python3 - "$S/pool-tmpl/config.json" "$S/pool-tmpl-vm/config.json" "$E2E_VM_DIR" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+d = sys.argv[3]
+c["annotations"] = {"tarn.isolation": "vm", "tarn.vm.kernel": d + "/vmlinux", "tarn.vm.initrd": d + "/initrd.cpio"}
+json.dump(c, open(sys.argv[2], "w"))
+PY
+        VMPOOL=$(printf ', {"name": "e2evm", "bundle": "%s", "minIdle": 1, "maxTotal": 2}' "$S/pool-tmpl-vm")
+    fi
+    printf '{"socket": "%s", "cgroupParent": "%s", "pools": [{"name": "e2e", "bundle": "%s", "minIdle": 2, "maxTotal": 4}%s]}\n' \
+        "$POOLSOCK" "$POOLCG" "$S/pool-tmpl" "$VMPOOL" >"$S/pool.json"
     "$TARN" pool serve --config "$S/pool.json" >"$S/pool.log" 2>&1 &
     POOLPID=$!
-    for _ in $(seq 100); do "$TARN" pool status --socket "$POOLSOCK" >/dev/null 2>&1 && break; sleep 0.1; done
+    # A VM pool's daemon serves once its template's snapshot is made and a VM is up.
+    for _ in $(seq 600); do "$TARN" pool status --socket "$POOLSOCK" >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 ctr_ task kill -s SIGKILL "$P" >/dev/null 2>&1
 wait_status default "$P" STOPPED 50
@@ -823,8 +837,46 @@ if [ -n "${POOLPID:-}" ] && "$TARN" pool status --socket "$POOLSOCK" >/dev/null 
         'import json,sys; print(json.load(sys.stdin)["pools"][0]["leases"])')
     check "h: a bundle whose resources differ from the template starts cold, as without the pool" \
         "$([ "$RC" = 0 ] && [ "$OUT" = cold ] && [ "$leases" = 1 ]; echo $?)" "exit $RC, leases $leases, output:" "$OUT"
+    if [ -n "$VMPOOL" ]; then
+        # The OCI path of a VM pool: the shim's `tarn create` borrows a booted VM, which
+        # runs the bundle on containerd's rootfs; exec and kill work as for any VM task.
+        pool_field() {
+            "$TARN" pool status --json --socket "$POOLSOCK" | /usr/bin/python3 -c \
+                'import json,sys; print([p for p in json.load(sys.stdin)["pools"] if p["name"] == sys.argv[1]][0][sys.argv[2]])' \
+                "$1" "$2"
+        }
+        wait_idle() { for _ in $(seq 300); do [ "$(pool_field e2evm idle)" -ge 1 ] && return 0; sleep 0.1; done; return 1; }
+        wait_idle
+        id=h-warm-vm-$TAG
+        run ctr_ run --rm "${RB[@]}" "${VM[@]}" --annotation tarn.pool=e2evm --annotation "tarn.pool.socket=$POOLSOCK" \
+            --rootfs "$ROOTFS" "$id" /bin/sh -c 'uname -r; exit 7'
+        leases=$(pool_field e2evm leases)
+        check "h: ctr run --annotation tarn.pool=e2evm of a VM bundle borrows a pool VM (guest kernel, exit code 7, 1 lease)" \
+            "$([ "$RC" = 7 ] && [ -n "$OUT" ] && [ "$OUT" != "$(uname -r)" ] && [ "$leases" = 1 ]; echo $?)" \
+            "exit $RC, leases $leases, output (host kernel $(uname -r)):" "$OUT" "pool daemon log:" "$(tail -n 5 "$S/pool.log")"
+        wait_idle
+        id=h-warm-vm-exec-$TAG
+        run ctr_ run -d "${RB[@]}" "${VM[@]}" --annotation tarn.pool=e2evm --annotation "tarn.pool.socket=$POOLSOCK" \
+            --rootfs "$ROOTFS" "$id" /bin/sleep 600
+        run ctr_ task exec --exec-id e1 "$id" /bin/sh -c 'uname -r; exit 8'
+        leases=$(pool_field e2evm leases)
+        check "h: ctr task exec in a task on a borrowed VM runs in the guest (exit code 8, 2 leases)" \
+            "$([ "$RC" = 8 ] && [ -n "$OUT" ] && [ "$OUT" != "$(uname -r)" ] && [ "$leases" = 2 ]; echo $?)" \
+            "exit $RC, leases $leases, output:" "$OUT"
+        run ctr_ task kill -s SIGKILL "$id"
+        wait_status default "$id" STOPPED 100
+        run ctr_ task rm "$id"
+        rc_rm=$RC
+        run ctr_ container rm "$id"
+        check "h: ctr task kill + rm of a task on a borrowed VM" "$([ "$rc_rm" = 0 ] && [ "$RC" = 0 ]; echo $?)" \
+            "task rm exit $rc_rm, container rm: exit $RC $OUT"
+    fi
     "$TARN" pool stop --now --socket "$POOLSOCK" >/dev/null 2>&1
     wait "$POOLPID" 2>/dev/null
+    if [ -n "$VMPOOL" ]; then
+        check "h: no QEMU of the VM pool is left" "$(pgrep -f "tarn-vm:e2evm-" >/dev/null; [ $? = 1 ]; echo $?)" \
+            "$(pgrep -af "tarn-vm:e2evm-")"
+    fi
     left=$(for r in $(cgroup_roots); do [ -d "$r$POOLCG" ] && echo "$r$POOLCG"; done)
     check "h: after the containers and the daemon, no pool cgroup is left" "$([ -z "$left" ]; echo $?)" "$left"
 else
