@@ -18,7 +18,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -37,6 +39,38 @@ using runtime::log_warn;
 // monitor's death (their parent-death signal) before it gives up on removing it.
 constexpr int kCleanerWaitMs = 10000;
 
+// The template's memory file holds the whole guest memory, most of it pages the guest
+// zeroed (init_on_free): they become holes, so the file (and the page cache every VM
+// restored from it shares) holds only what the guest had in use.
+void punch_zero_pages(const std::string& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDWR | O_CLOEXEC));
+    if (!fd) throw_errno("open " + path);
+    constexpr size_t kPage = 4096, kChunk = 1 << 20;
+    std::vector<char> buf(kChunk);
+    static const std::vector<char> zero(kPage, 0);
+    off_t off = 0, hole = -1;
+    auto punch = [&](off_t end) {
+        if (hole >= 0 && ::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, hole, end - hole) < 0)
+            throw_errno("punch the zero pages out of " + path);
+        hole = -1;
+    };
+    for (;;) {
+        ssize_t n = ::pread(fd.get(), buf.data(), buf.size(), off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw_errno("read " + path);
+        if (n == 0) break;
+        for (size_t i = 0; i < static_cast<size_t>(n); i += kPage) {
+            size_t len = std::min(kPage, static_cast<size_t>(n) - i);
+            bool zeros = std::memcmp(buf.data() + i, zero.data(), len) == 0;
+            off_t at = off + static_cast<off_t>(i);
+            if (zeros && hole < 0) hole = at;
+            if (!zeros) punch(at);
+        }
+        off += n;
+    }
+    punch(off);
+}
+
 // What the daemon watches for this kind: a VM booting, or a cleaner exiting.
 struct Watched {
     enum class What { booting, cleaner } what;
@@ -49,6 +83,7 @@ struct PoolVm {
     std::string rootfs;  // real path
     bool readonly = false;
     std::string snapshot;  // restore each VM from this; empty: boot each one
+    std::string memory;    // ... with its memory mapped from this file, copy-on-write
 };
 
 class VmSandboxes;
@@ -295,6 +330,7 @@ runtime::vm::Launch VmSandboxes::launch(const PoolVm& pv, const std::string& nam
     l.rootfs_readonly = pv.readonly;
     l.overlay = !pv.readonly;
     l.settings = pv.settings;
+    l.memory_file = pv.memory;
     return l;
 }
 
@@ -306,28 +342,40 @@ void VmSandboxes::make_snapshot(Pool& p, PoolVm& pv) {
     if (::mkdir(dir.c_str(), 0700) < 0) throw_errno("mkdir " + dir);
     auto t0 = Clock::now();
     std::string out = dir_ + "/" + p.spec.name + ".snapshot";
+    std::string memory = dir_ + "/" + p.spec.name + ".memory";
     std::string cgroup = p.rp->path() + "/" + name;
     try {
         std::unique_ptr<cgroups::Manager> cg = p.rp->create_sandbox(name);
         runtime::vm::Launch l = launch(pv, name, dir);
         l.snapshot_out = out;
+        l.memory_file = memory;
         l.place_in_cgroup = [&](pid_t pid) { cg->add_process(pid); };
         ns::Spawned sp = runtime::vm::spawn(l);
         while (::waitpid(sp.pid, nullptr, 0) < 0 && errno == EINTR) {
         }
+        try {
+            punch_zero_pages(memory);
+        } catch (const Error& e) {
+            // The VMs still share the file's pages; the page cache holds the zeros too.
+            log_warn("pool " + p.spec.name + ": " + e.what());
+        }
         pv.snapshot = out;
+        pv.memory = memory;
     } catch (...) {
         // Nothing of the attempt stays: its cgroup, its directory, a partial file.
         clean(cgroup, dir);
         ::unlink(out.c_str());
+        ::unlink(memory.c_str());
         ::unlink((out + ".tmp").c_str());
         throw;
     }
     clean(cgroup, dir);
-    struct stat st {};
+    struct stat st {}, mem {};
     ::stat(pv.snapshot.c_str(), &st);
+    ::stat(pv.memory.c_str(), &mem);
     log_debug("pool " + p.spec.name + ": snapshot of the template's guest in " +
-              std::to_string(static_cast<long>(ms_since(t0))) + " ms, " + std::to_string(st.st_size >> 20) + " MiB");
+              std::to_string(static_cast<long>(ms_since(t0))) + " ms: devices " + std::to_string(st.st_size >> 10) +
+              " KiB, memory " + std::to_string((static_cast<long long>(mem.st_blocks) * 512) >> 20) + " MiB in use");
 }
 
 std::unique_ptr<Sandbox> VmSandboxes::make(Pool& p, const std::string& name) {

@@ -142,6 +142,7 @@ private:
     void await_migration(Clock::time_point deadline, const std::string& what);
     // l_.snapshot_out: boots, prepares the agent, saves the paused VM.
     void snapshot();
+    static json ignore_shared();
     // After QEMU started with -incoming: loads l_.restore_from, resumes the guest and
     // reseeds its random generator; returns what boot() would.
     json restore(Clock::time_point deadline);
@@ -575,6 +576,10 @@ json Monitor::boot() {
 
     if (!settings_.virtiofsd.empty()) start_virtiofsd();
     devices_.incoming = !l_.restore_from.empty();
+    if (settings_.virtiofsd.empty()) {
+        devices_.memory_file = l_.memory_file;
+        devices_.memory_shared = !l_.snapshot_out.empty();
+    }
     qmp_greeted_ = expect_stop_ = false;
     qmp_replies_.clear();
     std::vector<std::string> args = qemu_argv(settings_, l_.id, devices_);
@@ -737,6 +742,10 @@ const std::string& shell_safe(const std::string& path) {
 }
 }  // namespace
 
+json Monitor::ignore_shared() {
+    return {{"capabilities", json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}};
+}
+
 void Monitor::snapshot() {
     const Settings& s = settings_;
     boot();
@@ -747,6 +756,8 @@ void Monitor::snapshot() {
     expect_stop_ = true;
     qmp("stop", nullptr, deadline, "pause the guest for its snapshot");
     std::string tmp = shell_safe(l_.snapshot_out) + ".tmp";
+    // The guest's memory stays in its file; the snapshot holds the devices' state.
+    if (!devices_.memory_file.empty()) qmp("migrate-set-capabilities", ignore_shared(), deadline, "x-ignore-shared");
     qmp("migrate", {{"uri", "exec:cat > " + tmp}}, deadline, "save the snapshot " + l_.snapshot_out);
     await_migration(deadline, "save the snapshot " + l_.snapshot_out);
     if (::rename(tmp.c_str(), l_.snapshot_out.c_str()) < 0) throw_errno("rename " + tmp);
@@ -756,6 +767,9 @@ void Monitor::snapshot() {
 
 json Monitor::restore(Clock::time_point deadline) {
     std::string what = "restore the snapshot " + l_.restore_from;
+    // The memory comes from the template's file, mapped copy-on-write: only the
+    // devices' state is read, and the pages the guest never writes stay shared.
+    if (!devices_.memory_file.empty()) qmp("migrate-set-capabilities", ignore_shared(), deadline, what);
     qmp("migrate-incoming", {{"uri", "exec:cat " + shell_safe(l_.restore_from)}}, deadline, what);
     await_migration(deadline, what);
     qmp("cont", nullptr, deadline, what + ": resume");

@@ -314,7 +314,8 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
     std::string memory = std::to_string(s.memory_mib);
     // vhost-user: virtiofsd maps the guest's memory, so it must be a shareable memfd,
     // not anonymous memory.
-    std::string machine = virtiofs ? "microvm,memory-backend=mem" : "microvm";
+    bool file_memory = !d.memory_file.empty();
+    std::string machine = virtiofs || file_memory ? "microvm,memory-backend=mem" : "microvm";
     // Emulated SMP runs its vCPUs round-robin in one thread. With a thread per vCPU,
     // QEMU 7.2 now and then livelocks a Linux guest while the kernel patches its own
     // code across CPUs (module loads, static keys, SMP bring-up): both vCPUs spin and
@@ -373,6 +374,9 @@ std::vector<std::string> qemu_argv(const Settings& s, const std::string& id, con
                                (remap ? ",multidevs=remap" : "") + (readonly ? ",readonly=on" : ""),
                            "-device", "virtio-9p-device,fsdev=" + tag + ",mount_tag=" + tag});
     };
+    if (file_memory && !virtiofs)
+        a.insert(a.end(), {"-object", "memory-backend-file,id=mem,size=" + memory + "M,mem-path=" + escaped(d.memory_file) +
+                                          ",share=" + (d.memory_shared ? "on" : "off")});
     if (virtiofs) {
         // virtiofsd's libvhost-user speaks virtio 1.0 only, and microvm's virtio-mmio
         // transports are legacy (version 1) unless told otherwise.

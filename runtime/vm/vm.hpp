@@ -169,6 +169,11 @@ struct Devices {
     // monitor, into which a lease attaches the borrowing bundle's rootfs and bind
     // sources (docs/pool.md, VM pools on the OCI path). Empty: none.
     std::string staging;
+    // The guest's memory as a file (a pool's template memory): written through
+    // (shared) by the snapshot's QEMU, mapped copy-on-write (private) by each VM
+    // restored from it. Empty: anonymous memory.
+    std::string memory_file;
+    bool memory_shared = false;
 };
 
 // `id` names the QEMU process (-name tarn-vm:ID) for ps and for tests.
@@ -200,6 +205,10 @@ struct Launch {
     // starts from that file instead of booting, and the agent is reseeded. Both need
     // the same command line, hence the 9p root (vhost-user-fs cannot migrate).
     std::string snapshot_out, restore_from;
+    // With either: the template guest's memory lives in this file, not in the
+    // snapshot (QEMU's x-ignore-shared), and restored VMs share its pages until they
+    // write them (docs/pool.md, Idle cost).
+    std::string memory_file;
     // A leased pool VM (docs/pool.md, VM pools on the OCI path): the guest is up and
     // its QEMU is the pool monitor's child. This monitor adopts the guest's channel
     // and stands for the container; QEMU is not started, and the root and the bind
