@@ -250,6 +250,63 @@ TEST(VmConfig, VirtiofsRootSharesGuestMemoryAndBindsAre9p) {
         << line;
 }
 
+TEST(VmConfig, PoolVmsHaveAStagingShareAndTheTemplatesMemoryFile) {
+    vm::Settings s;
+    s.qemu = "/usr/bin/qemu-system-x86_64";
+    s.memory_mib = 128;
+    vm::Devices d;
+    d.rootfs = "/p/v-1/shares/overlay/root";
+    d.staging = "/p/v-1/shares/staging";
+    d.memory_file = "/p/v.memory";
+    d.memory_shared = true;  // the snapshot guest writes through
+    auto joined = [&] {
+        std::string line;
+        for (const auto& x : vm::qemu_argv(s, "v-1", d)) line += x + " ";
+        return line;
+    };
+    std::string line = joined();
+    EXPECT_NE(line.find("-M microvm,memory-backend=mem "), std::string::npos) << line;
+    EXPECT_NE(line.find("-object memory-backend-file,id=mem,size=128M,mem-path=/p/v.memory,share=on "),
+              std::string::npos)
+        << line;
+    // Whatever a lease attaches below the staging directory is another file system.
+    EXPECT_NE(line.find("local,id=staging,path=/p/v-1/shares/staging,security_model=none,multidevs=remap -device "
+                        "virtio-9p-device,fsdev=staging,mount_tag=staging"),
+              std::string::npos)
+        << line;
+    // A restored VM maps it copy-on-write.
+    d.memory_shared = false;
+    line = joined();
+    EXPECT_NE(line.find("mem-path=/p/v.memory,share=off "), std::string::npos) << line;
+    // No file: anonymous memory, no backend.
+    d.memory_file.clear();
+    line = joined();
+    EXPECT_EQ(line.find("memory-backend"), std::string::npos) << line;
+}
+
+TEST(VmConfig, TheLeaseKeyIsWhatAVmFixesAtBoot) {
+    vm::Settings s;
+    s.qemu = "/usr/bin/qemu-system-x86_64";
+    s.kernel = "/k/vmlinux";
+    s.initrd = "/k/initrd.cpio";
+    s.memory_mib = 256;
+    s.cpus = 1;
+    nlohmann::json k = vm::lease_key(s);
+    EXPECT_EQ(k, (nlohmann::json{{"qemu", "/usr/bin/qemu-system-x86_64"},
+                                 {"kernel", "/k/vmlinux"},
+                                 {"initrd", "/k/initrd.cpio"},
+                                 {"accel", "tcg"},
+                                 {"memoryMib", 256},
+                                 {"cpus", 1}}));
+    // What a pool's snapshot guest adds to its command line is not the bundle's business.
+    vm::Settings snap = s;
+    snap.extra_append = "init_on_free=1";
+    snap.virtiofsd.clear();
+    EXPECT_EQ(vm::lease_key(snap), k);
+    s.memory_mib = 384;
+    EXPECT_NE(vm::lease_key(s), k);
+}
+
 TEST(VmSelect, FlagThenAnnotation) {
     tarn::runtime::GlobalOptions g;
     g.vm_config = "/nonexistent/tarn-vm.json-unused";
