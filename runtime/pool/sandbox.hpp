@@ -126,6 +126,8 @@ public:
     virtual void on_event(void* obj) = 0;
     // Whether `tarn create` can borrow this kind's sandboxes (Sandbox::lend).
     virtual bool lendable() const = 0;
+    // The daemon's timer ticked (every 100 ms), after each pool's sizing decision.
+    virtual void tick() {}
     // Teardown: the removals asked for are finished; nothing of the kind is left running.
     virtual void stop() = 0;
 };
