@@ -300,8 +300,8 @@ public:
     // a create (on a v1 host an rmdir and a mkdir in every hierarchy): when it is
     // vacant (Manager::vacant), the limits a request or anything else may have changed
     // go back to `resources` (memory and pids: unlimited where they set none) and the
-    // counters that can be reset are. False when it is not vacant or a write fails:
-    // the caller removes it instead.
+    // counters that can be reset are. False when it is not vacant, an Error when a
+    // write fails: either way the caller removes it instead.
     bool recycle_sandbox(const std::string& name, const oci::Resources& resources);
     // Removes every sandbox's cgroup, then the pool's own.
     void destroy();

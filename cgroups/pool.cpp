@@ -100,12 +100,8 @@ bool ResourcePool::recycle_sandbox(const std::string& name, const oci::Resources
     reset.memory->check_before_update = false;  // usage left by the last sandbox is no reason to fail
     reset.pids = resources.pids.value_or(oci::Pids{});
     if (reset.pids->limit.value_or(0) == 0) reset.pids->limit = -1;
-    try {
-        sb->apply(reset);
-        sb->reset_counters();
-    } catch (const Error&) {
-        return false;
-    }
+    sb->apply(reset);
+    sb->reset_counters();
     return true;
 }
 

@@ -167,12 +167,17 @@ void spawner_main(int sock, const std::vector<const Template*>& templates) {
                 try {
                     if (t) {
                         cgroups::ResourcePool& rp = pools.of(*t);
+                        cg = rp.open_sandbox(base_name(path));
                         if (op == "recycle") reused = rp.recycle_sandbox(base_name(path), resources(*t));
-                        if (!reused) cg = rp.open_sandbox(base_name(path));
                     }
                 } catch (const Error& e) {
-                    std::cerr << "tarn: pool: " << e.what() << "\n";
+                    // The cgroup is removed instead; said once, as it would likely
+                    // recur for every sandbox.
+                    static bool said = false;
+                    if (!said) std::cerr << "tarn: pool: recycling a sandbox cgroup: " << e.what() << "\n";
+                    said = true;
                 }
+                if (reused) cg.reset();
                 if (!reused && !destroy(path, mode, false, std::move(cg))) retry[path] = 200;
                 if (op == "recycle") {
                     // Not answered while the daemon stops (its end is closed): it removes
