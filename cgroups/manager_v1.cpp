@@ -273,7 +273,8 @@ public:
         // pids.current counts a task until it is reaped; cgroup.procs stops listing it
         // once it exits. Both are hierarchical.
         const Hierarchy* p = find("pids");
-        if (auto current = p ? read_if_exists(p->mount + path_, "pids.current") : std::optional<std::string>()) {
+        if (auto current =
+                p ? read_if_exists(p->mount + path_, "pids.current") : std::optional<std::string>()) {
             if (split_words(*current) != std::vector<std::string>{"0"}) return false;
         } else if (!read_procs(primary, true).empty()) {
             return false;
@@ -282,7 +283,8 @@ public:
     }
 
     void reset_counters() override {
-        auto reset = [&](const char* controller, std::initializer_list<const char*> files, const char* value) {
+        auto reset = [&](const char* controller, std::initializer_list<const char*> files,
+                         const char* value) {
             const Hierarchy* h = find(controller);
             if (!h) return;
             std::string dir = h->mount + path_;

@@ -18,8 +18,9 @@ namespace {
 std::string unescape(const std::string& s) {
     std::string out;
     for (size_t i = 0; i < s.size(); ++i) {
-        bool octal = s[i] == '\\' && i + 3 < s.size() &&
-                     std::all_of(s.begin() + i + 1, s.begin() + i + 4, [](char c) { return c >= '0' && c <= '7'; });
+        bool octal =
+            s[i] == '\\' && i + 3 < s.size() &&
+            std::all_of(s.begin() + i + 1, s.begin() + i + 4, [](char c) { return c >= '0' && c <= '7'; });
         if (octal) {
             out += static_cast<char>((s[i + 1] - '0') * 64 + (s[i + 2] - '0') * 8 + (s[i + 3] - '0'));
             i += 3;
@@ -33,7 +34,8 @@ std::string unescape(const std::string& s) {
 // `path` is `dir` or below it.
 bool at_or_below(const std::string& path, const std::string& dir) {
     if (dir == "/") return true;
-    return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
+    return path == dir ||
+           (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
 }
 
 bool has_option(const oci::Mount& m, std::string_view o) {
@@ -72,16 +74,19 @@ std::string cgroup_reuse_refusal(const oci::Config& c, const std::string& mounti
     if (!c.process || !c.process->capabilities)
         return "process.capabilities is absent: the workload keeps every capability";
     const auto& bounding = c.process->capabilities->bounding;
-    auto has = [&](std::string_view cap) { return std::find(bounding.begin(), bounding.end(), cap) != bounding.end(); };
+    auto has = [&](std::string_view cap) {
+        return std::find(bounding.begin(), bounding.end(), cap) != bounding.end();
+    };
     // With CAP_SYS_ADMIN it can mount a cgroup filesystem, or remount the template's
     // read-write. With CAP_SETFCAP, in a user namespace of its own (which needs no
     // privilege) it can map host root, whose files a cgroup's are, and there mount its
     // own cgroup's hierarchies (Linux 5.12 made mapping host root need CAP_SETFCAP).
     if (has("CAP_SYS_ADMIN"))
-        return "process.capabilities.bounding has CAP_SYS_ADMIN: the workload could mount its cgroup read-write";
+        return "process.capabilities.bounding has CAP_SYS_ADMIN: the workload could mount its cgroup "
+               "read-write";
     if (has("CAP_SETFCAP"))
-        return "process.capabilities.bounding has CAP_SETFCAP: in a user namespace of its own the workload could "
-               "write its cgroup";
+        return "process.capabilities.bounding has CAP_SETFCAP: in a user namespace of its own the workload "
+               "could write its cgroup";
     for (size_t i = 0; i < c.mounts.size(); ++i) {
         const oci::Mount& m = c.mounts[i];
         std::string where = "mounts[" + std::to_string(i) + "] (" + m.destination + ")";

@@ -73,8 +73,9 @@ DaemonOptions parse_config(const json& j, const std::string& what) {
     for (size_t i = 0; i < j["pools"].size(); ++i) {
         std::string where = what + ".pools[" + std::to_string(i) + "]";
         const json& p = object_at(j["pools"][i], where);
-        only_keys(p, where, {"name", "bundle", "minIdle", "maxTotal", "maxIdle", "sizing", "headroom", "rateWindowMs",
-                             "decayMs", "budget", "isolation", "vmRefill", "reuseCgroups"});
+        only_keys(p, where,
+                  {"name", "bundle", "minIdle", "maxTotal", "maxIdle", "sizing", "headroom", "rateWindowMs",
+                   "decayMs", "budget", "isolation", "vmRefill", "reuseCgroups"});
         PoolSpec s;
         s.name = string_at(p, "name", where, true);
         if (!valid_name(s.name)) throw Error(where + ".name: \"" + s.name + "\": letters, digits, '-', '_' and '.' only");

@@ -4,9 +4,9 @@
 // sync socket.
 #include <fcntl.h>
 #include <limits.h>
-#include <stdlib.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -154,7 +154,8 @@ bool ProcessSandbox::claim(const Request& r) {
         if (!b.readonly && reusable_) {
             if (!mountinfo) mountinfo = read_file("/proc/self/mountinfo");
             char real[PATH_MAX];
-            if (reaches_cgroupfs(::realpath(b.source.c_str(), real) ? real : b.source, *mountinfo)) reusable_ = false;
+            if (reaches_cgroupfs(::realpath(b.source.c_str(), real) ? real : b.source, *mountinfo))
+                reusable_ = false;
         }
         UniqueFd t(
             ::open_tree(AT_FDCWD, b.source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
@@ -346,8 +347,8 @@ void ProcessSandboxes::on_spawner(Spawner* sp) {
 void ProcessSandboxes::retire(Pool& p, const std::string& cgroup, pid_t spawner, bool reusable) {
     // While the daemon stops, teardown removes what is left of its pools.
     bool recycle = reusable && p.tmpl.no_cgroup_reuse.empty() && !d_.stopping();
-    Spawner* sp =
-        tell_spawner(json{{"op", recycle ? "recycle" : "destroy"}, {"pool", p.spec.name}, {"cgroup", cgroup}}, spawner);
+    Spawner* sp = tell_spawner(
+        json{{"op", recycle ? "recycle" : "destroy"}, {"pool", p.spec.name}, {"cgroup", cgroup}}, spawner);
     if (recycle && sp) sp->recycling.insert(cgroup);
 }
 
@@ -371,8 +372,8 @@ void ProcessSandboxes::tick() {
     for (auto& [n, p] : d_.pools()) {
         if (p->kind != this) continue;
         auto ttl = std::chrono::milliseconds(p->spec.decay_ms);
-        for (unsigned i = 0; i < kTrimPerTick && !p->spare_cgroups.empty() &&
-                             now - p->spare_cgroups.front().since > ttl;
+        for (unsigned i = 0;
+             i < kTrimPerTick && !p->spare_cgroups.empty() && now - p->spare_cgroups.front().since > ttl;
              ++i) {
             tell_spawner(json{{"op", "destroy"}, {"pool", n}, {"cgroup", p->spare_cgroups.front().path}}, 0);
             p->spare_cgroups.pop_front();

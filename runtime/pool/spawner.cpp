@@ -40,7 +40,8 @@ class Pools {
 public:
     cgroups::ResourcePool& of(const Template& t) {
         auto it = pools_.find(t.pool);
-        if (it == pools_.end()) it = pools_.emplace(t.pool, cgroups::ResourcePool::open(t.cgroup, t.mode)).first;
+        if (it == pools_.end())
+            it = pools_.emplace(t.pool, cgroups::ResourcePool::open(t.cgroup, t.mode)).first;
         return it->second;
     }
 
@@ -183,7 +184,9 @@ void spawner_main(int sock, const std::vector<const Template*>& templates) {
                     // Not answered while the daemon stops (its end is closed): it removes
                     // what is left of its pools itself.
                     try {
-                        send_message(sock, json{{"recycled", path}, {"pool", msg.value("pool", "")}, {"reused", reused}});
+                        send_message(
+                            sock,
+                            json{{"recycled", path}, {"pool", msg.value("pool", "")}, {"reused", reused}});
                     } catch (const Error&) {
                     }
                 }

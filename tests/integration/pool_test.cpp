@@ -361,8 +361,8 @@ TEST_F(PoolTest, AUsedSandboxCgroupIsResetForTheNextSandbox) {
     serve(cfg);
     bool v2 = cgroups::detect() == cgroups::Mode::unified;
     // Limits of its own, and 24 MiB written to its root (its overlay's tmpfs).
-    auto first = run_bg("head -c 25165824 /dev/zero > /tmp/fill; echo > /shared/up; " + wait_for("go"), "first",
-                        {"--memory", "48m", "--pids", "9"});
+    auto first = run_bg("head -c 25165824 /dev/zero > /tmp/fill; echo > /shared/up; " + wait_for("go"),
+                        "first", {"--memory", "48m", "--pids", "9"});
     ASSERT_TRUE(wait_file("up")) << first->output();
     auto [dir, pid] = running_workload(cgparent + "/p");
     ASSERT_GT(pid, 1);
@@ -400,7 +400,8 @@ TEST_F(PoolTest, AUsedSandboxCgroupIsResetForTheNextSandbox) {
             for (std::string line; std::getline(host, line);)
                 EXPECT_EQ(line.substr(line.find(':', line.find(':') + 1) + 1), cg) << line;
             std::istringstream inside(read_text(shared_file("cg")));
-            for (std::string line; std::getline(inside, line);) EXPECT_EQ(line.substr(line.rfind(':') + 1), "/") << line;
+            for (std::string line; std::getline(inside, line);)
+                EXPECT_EQ(line.substr(line.rfind(':') + 1), "/") << line;
             // Nothing of the earlier sandbox is left in it: every process there is
             // in the new workload's pid namespace.
             std::string ns = read_link("/proc/" + std::to_string(p) + "/ns/pid");
@@ -455,11 +456,13 @@ TEST_F(PoolTest, ATemplateWhoseWorkloadCouldWriteItsCgroupGetsNewOnes) {
     json cfg = config(1, 2);
     cfg["pools"][0]["sizing"] = "fixed";
     serve(cfg);
-    EXPECT_NE(status()["cgroups"]["noReuse"].get<std::string>().find("CAP_SETFCAP"), std::string::npos) << status();
+    EXPECT_NE(status()["cgroups"]["noReuse"].get<std::string>().find("CAP_SETFCAP"), std::string::npos)
+        << status();
     for (int i = 0; i < 3; ++i) EXPECT_EQ(run("true").code, 0);
     EXPECT_EQ(status()["cgroups"]["reused"], 0);
-    EXPECT_TRUE(eventually([&] { return sandbox_dirs(cgparent + "/p").size() == status()["total"].get<size_t>(); }))
-        << status();
+    EXPECT_TRUE(eventually([&] {
+        return sandbox_dirs(cgparent + "/p").size() == status()["total"].get<size_t>();
+    })) << status();
 }
 
 TEST_F(PoolTest, PerSandboxLimitsApplyToThatSandbox) {
@@ -748,7 +751,8 @@ TEST_F(PoolTest, AClientThatDisconnectsMidRunTakesItsWorkloadWithIt) {
     EXPECT_TRUE(eventually([&] { return !alive(pid); })) << "workload " << pid << " survived its client";
     // Its cgroup is removed, or reset for another sandbox.
     EXPECT_TRUE(eventually([&] {
-        return !path_exists(dir) || read_text(dir + "/cgroup.procs").find(std::to_string(pid)) == std::string::npos;
+        return !path_exists(dir) ||
+               read_text(dir + "/cgroup.procs").find(std::to_string(pid)) == std::string::npos;
     })) << dir;
     EXPECT_EQ(status()["allocated"], 0);
 }

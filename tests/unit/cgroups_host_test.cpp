@@ -498,7 +498,9 @@ TEST_F(CgroupHost, ARecycledSandboxCgroupHasTheTemplatesLimitsAndFreshCounters) 
     sb->add_process(child.pid());
     child.go();
     // Exited but not reaped: still counted, so not vacant.
-    ASSERT_TRUE(eventually([&] { return read_file("/proc/" + std::to_string(child.pid()) + "/stat").find(") Z") != std::string::npos; }));
+    ASSERT_TRUE(eventually([&] {
+        return read_file("/proc/" + std::to_string(child.pid()) + "/stat").find(") Z") != std::string::npos;
+    }));
     EXPECT_TRUE(sb->pids().empty());
     EXPECT_FALSE(sb->vacant());
     EXPECT_FALSE(pool.recycle_sandbox("s", tmpl));

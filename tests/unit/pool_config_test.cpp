@@ -87,7 +87,8 @@ TEST(PoolConfig, VmPoolFields) {
 TEST(PoolConfig, CgroupReuseIsOnUnlessTurnedOff) {
     EXPECT_TRUE(parse_config(one_pool(), "pool.json").pools[0].reuse_cgroups);
     EXPECT_FALSE(parse_config(one_pool({{"reuseCgroups", false}}), "pool.json").pools[0].reuse_cgroups);
-    EXPECT_EQ(error_of(one_pool({{"reuseCgroups", "no"}})), "pool.json.pools[0].reuseCgroups: expected true or false");
+    EXPECT_EQ(error_of(one_pool({{"reuseCgroups", "no"}})),
+              "pool.json.pools[0].reuseCgroups: expected true or false");
 }
 
 TEST(PoolConfig, SizingAndMetrics) {
