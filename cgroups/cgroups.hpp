@@ -186,6 +186,24 @@ public:
     virtual Stats stats() const = 0;
     virtual uint64_t oom_kill_count() const = 0;
 
+    // The manager of child cgroup "<path>/<name>", built from what this one found of
+    // the host (the mounted hierarchies) instead of probing it again: every hierarchy
+    // has the same children. Null where the manager cannot (the systemd driver).
+    virtual std::unique_ptr<Manager> child(const std::string& name) const;
+
+    // Whether a cgroup that held one workload can hold another as it is: nothing in it
+    // or below it, exiting and unreaped tasks included (the pids controller counts a
+    // task until it is reaped; where it is missing, the process lists), no child
+    // cgroup, not frozen, and no OOM kill ever counted in it (that count cannot be
+    // reset, and the next user would read it as its own). False where the manager
+    // cannot tell.
+    virtual bool vacant() const;
+    // Sets back to zero the usage peaks and failure counts the kernel lets be reset:
+    // on v1 memory's maximum usage and failcnt (memory+swap, kernel and TCP memory
+    // where present), cpuacct's usage and blkio's statistics. cgroup v2 resets none
+    // of its counters; this does nothing there.
+    virtual void reset_counters();
+
     // v2 on something that is not a cgroup2 mount: the device rules of the last apply()
     // plus the default allow rules, which no filter enforces. Otherwise empty.
     const std::vector<oci::DeviceCgroupRule>& pending_device_rules() const { return pending_devices_; }
@@ -278,6 +296,13 @@ public:
     std::unique_ptr<Manager> open_sandbox(const std::string& name) const;
     // Names of the child cgroups that exist now.
     std::vector<std::string> sandboxes() const;
+    // Readies the cgroup of a used sandbox for another one, in place of a removal and
+    // a create (on a v1 host an rmdir and a mkdir in every hierarchy): when it is
+    // vacant (Manager::vacant), the limits a request or anything else may have changed
+    // go back to `resources` (memory and pids: unlimited where they set none) and the
+    // counters that can be reset are. False when it is not vacant, an Error when a
+    // write fails: either way the caller removes it instead.
+    bool recycle_sandbox(const std::string& name, const oci::Resources& resources);
     // Removes every sandbox's cgroup, then the pool's own.
     void destroy();
 

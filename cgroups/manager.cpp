@@ -11,6 +11,16 @@ bool Manager::exists() const {
     return false;
 }
 
+std::unique_ptr<Manager> Manager::child(const std::string&) const {
+    return nullptr;
+}
+
+bool Manager::vacant() const {
+    return false;
+}
+
+void Manager::reset_counters() {}
+
 std::unique_ptr<Manager> open(const std::string& path, Mode mode, const std::string& root) {
     if (path.empty() || path.front() != '/' || path == "/")
         throw Error("cgroup path \"" + path +

@@ -69,6 +69,17 @@ public:
             unified_root_ = root_ + "/unified";
     }
 
+    // The child cgroup `path` of `parent`, in the hierarchies the parent found.
+    V1Manager(const V1Manager& parent, std::string path)
+        : Manager(parent.mode_, std::move(path)),
+          root_(parent.root_),
+          hierarchies_(parent.hierarchies_),
+          unified_root_(parent.unified_root_) {}
+
+    std::unique_ptr<Manager> child(const std::string& name) const override {
+        return std::make_unique<V1Manager>(*this, path_ + "/" + name);
+    }
+
     std::vector<std::string> directories() const override {
         std::vector<std::string> out;
         for (const auto& h : hierarchies_) out.push_back(h.mount + path_);
@@ -130,7 +141,9 @@ public:
         for (const auto& h : hierarchies_)
             for (const auto& c : h.controllers) layout.dirs[c] = h.mount + path_;
         layout.dirs.erase("systemd");
-        if (has_unified()) layout.unified = probe_v2(unified_dir());
+        // Only these go to the cgroup2 side (translate_v1): the others need no listing of it.
+        bool to_unified = !r.hugepage_limits.empty() || !r.rdma.empty() || !r.unified.empty();
+        if (to_unified && has_unified()) layout.unified = probe_v2(unified_dir());
 
         std::vector<Write> writes;
         try {
@@ -252,6 +265,42 @@ public:
         for (const auto& h : hierarchies_)
             for (const auto& c : h.controllers) dirs[c] = h.mount + path_;
         return read_stats_v1(dirs, has_unified() ? unified_dir() : "");
+    }
+
+    bool vacant() const override {
+        std::string primary = primary_dir();
+        if (!is_dir(primary) || frozen()) return false;
+        // pids.current counts a task until it is reaped; cgroup.procs stops listing it
+        // once it exits. Both are hierarchical.
+        const Hierarchy* p = find("pids");
+        if (auto current =
+                p ? read_if_exists(p->mount + path_, "pids.current") : std::optional<std::string>()) {
+            if (split_words(*current) != std::vector<std::string>{"0"}) return false;
+        } else if (!read_procs(primary, true).empty()) {
+            return false;
+        }
+        return list_subdirs(primary).empty() && oom_kill_count() == 0;
+    }
+
+    void reset_counters() override {
+        auto reset = [&](const char* controller, std::initializer_list<const char*> files,
+                         const char* value) {
+            const Hierarchy* h = find(controller);
+            if (!h) return;
+            std::string dir = h->mount + path_;
+            for (const char* f : files) {
+                // Swap, kernel and TCP memory files exist only where the kernel has them.
+                int err = write_errno(dir, f, value);
+                if (err && err != ENOENT) throw Error("cgroup " + dir + ": reset " + f, err);
+            }
+        };
+        reset("memory",
+              {"memory.max_usage_in_bytes", "memory.failcnt", "memory.memsw.max_usage_in_bytes",
+               "memory.memsw.failcnt", "memory.kmem.max_usage_in_bytes", "memory.kmem.failcnt",
+               "memory.kmem.tcp.max_usage_in_bytes", "memory.kmem.tcp.failcnt"},
+              "0");
+        reset("cpuacct", {"cpuacct.usage"}, "0");
+        reset("blkio", {"blkio.reset_stats"}, "1");
     }
 
     uint64_t oom_kill_count() const override {

@@ -187,6 +187,22 @@ public:
     void destroy() override { remove_tree(dir_); }
     Stats stats() const override { return read_stats_v2(dir_); }
 
+    std::unique_ptr<Manager> child(const std::string& name) const override {
+        return std::make_unique<V2Manager>(path_ + "/" + name, root_);
+    }
+
+    bool vacant() const override {
+        if (!is_dir(dir_) || frozen_v2(dir_)) return false;
+        // pids.current counts a task until it is reaped; cgroup.procs stops listing it
+        // once it exits.
+        if (auto current = read_if_exists(dir_, "pids.current")) {
+            if (split_words(*current) != std::vector<std::string>{"0"}) return false;
+        } else if (!read_procs(dir_, true).empty()) {
+            return false;
+        }
+        return list_subdirs(dir_).empty() && oom_kill_count() == 0;
+    }
+
     uint64_t oom_kill_count() const override {
         auto events = read_if_exists(dir_, "memory.events");
         if (!events) return 0;

@@ -85,7 +85,24 @@ std::unique_ptr<Manager> ResourcePool::create_sandbox(const std::string& name,
 
 std::unique_ptr<Manager> ResourcePool::open_sandbox(const std::string& name) const {
     check_name(name);
+    if (auto sb = mgr_->child(name)) return sb;
     return cgroups::open(mgr_->path() + "/" + name, mgr_->mode(), root_);
+}
+
+bool ResourcePool::recycle_sandbox(const std::string& name, const oci::Resources& resources) {
+    auto sb = open_sandbox(name);
+    if (!sb->vacant()) return false;
+    // What a sandbox's claim sets (memory, pids) goes back to the template's value, or
+    // to no limit; nothing else of a sandbox's cgroup is written after it is made.
+    oci::Resources reset;
+    reset.memory = resources.memory.value_or(oci::Memory{});
+    if (reset.memory->limit.value_or(0) == 0) reset.memory->limit = -1;
+    reset.memory->check_before_update = false;  // usage left by the last sandbox is no reason to fail
+    reset.pids = resources.pids.value_or(oci::Pids{});
+    if (reset.pids->limit.value_or(0) == 0) reset.pids->limit = -1;
+    sb->apply(reset);
+    sb->reset_counters();
+    return true;
 }
 
 std::vector<std::string> ResourcePool::sandboxes() const {

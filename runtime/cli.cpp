@@ -328,6 +328,9 @@ int main(int argc, char** argv) {
             ->capture_default_str();
         pool_serve->add_option("--decay-ms", serve_spec.decay_ms, "adaptive: time constant of the idle target's shrink")
             ->capture_default_str();
+        pool_serve->add_flag(
+            "!--no-reuse-cgroups", serve_spec.reuse_cgroups,
+            "remove every used sandbox's cgroup instead of resetting it for the next sandbox");
         pool_serve->add_option("--metrics", serve_metrics,
                                "serve Prometheus metrics on unix:PATH or IPV4:PORT (default: off)");
     }

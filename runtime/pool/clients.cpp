@@ -268,6 +268,10 @@ json Daemon::pool_status(Pool& p) const {
               {"leases", p.leases},
               {"failures", p.failures},
               {"lost", p.lost},
+              {"cgroups",
+               {{"reused", p.reused_cgroups},
+                {"spare", p.spare_cgroups.size()},
+                {"noReuse", p.tmpl.no_cgroup_reuse}}},
               {"refillPerSec", static_cast<double>(recent) / window},
               {"claimLatencyMs", lat},
               {"budget", budget}};

@@ -73,8 +73,9 @@ DaemonOptions parse_config(const json& j, const std::string& what) {
     for (size_t i = 0; i < j["pools"].size(); ++i) {
         std::string where = what + ".pools[" + std::to_string(i) + "]";
         const json& p = object_at(j["pools"][i], where);
-        only_keys(p, where, {"name", "bundle", "minIdle", "maxTotal", "maxIdle", "sizing", "headroom", "rateWindowMs",
-                             "decayMs", "budget", "isolation", "vmRefill"});
+        only_keys(p, where,
+                  {"name", "bundle", "minIdle", "maxTotal", "maxIdle", "sizing", "headroom", "rateWindowMs",
+                   "decayMs", "budget", "isolation", "vmRefill", "reuseCgroups"});
         PoolSpec s;
         s.name = string_at(p, "name", where, true);
         if (!valid_name(s.name)) throw Error(where + ".name: \"" + s.name + "\": letters, digits, '-', '_' and '.' only");
@@ -104,6 +105,10 @@ DaemonOptions parse_config(const json& j, const std::string& what) {
             if (r != "restore" && r != "boot")
                 throw Error(where + ".vmRefill: \"" + r + "\": expected \"restore\" or \"boot\"");
             s.vm_refill = r;
+        }
+        if (p.contains("reuseCgroups")) {
+            if (!p["reuseCgroups"].is_boolean()) throw Error(where + ".reuseCgroups: expected true or false");
+            s.reuse_cgroups = p["reuseCgroups"].get<bool>();
         }
         if (auto v = int_at<unsigned>(p, "rateWindowMs", where, 1)) s.rate_window_ms = *v;
         if (auto v = int_at<unsigned>(p, "decayMs", where, 1)) s.decay_ms = *v;

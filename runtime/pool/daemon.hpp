@@ -69,6 +69,14 @@ struct Pool {
     unsigned starting = 0, running = 0;
     uint64_t seq = 0, hits = 0, misses = 0, claims = 0, failures = 0, made = 0, leases = 0;
     uint64_t lost = 0;              // ready sandboxes whose init died before any use (OOM killer, kill)
+    // Cgroups of used sandboxes, vacant and reset, for the next ones (its kind keeps
+    // them; oldest first), and how many sandboxes were made in one.
+    struct Spare {
+        std::string path;
+        Clock::time_point since;
+    };
+    std::deque<Spare> spare_cgroups;
+    uint64_t reused_cgroups = 0;
     std::vector<double> latencies;  // claim latency (ms), a ring of the last kLatencies
     size_t lat_next = 0;
     std::deque<Clock::time_point> made_recent;  // sandboxes made in the last kRateWindow

@@ -19,14 +19,29 @@ struct Template {
     bool overlay = true;   // a writable root gets a private overlay per sandbox
     std::string cgroup;    // the pool's cgroup path; sandboxes are its children
     cgroups::Mode mode = cgroups::Mode::unified;
+    // Why a used sandbox's cgroup is not kept for another sandbox of the pool (the
+    // pool's reuseCgroups is off, or cgroup_reuse_refusal says why); empty: it is.
+    std::string no_cgroup_reuse;
 };
+
+// Why the cgroups of this template's sandboxes must not be reused: its workload could
+// write to its own cgroup (docs/pool.md, Cgroups of used sandboxes), which the next
+// sandbox would inherit. Empty when it cannot. `mountinfo`: the daemon's
+// /proc/self/mountinfo, for the template's bind sources.
+std::string cgroup_reuse_refusal(const oci::Config& c, const std::string& mountinfo);
+// Whether a recursive bind of host path `source` (resolved) shows a cgroup
+// filesystem: the source is on one, or one is mounted at or below it.
+bool reaches_cgroupfs(const std::string& source, const std::string& mountinfo);
 
 // A spawner: a process forked from the daemon that makes sandboxes (cgroup, clone
 // with CLONE_PARENT so the daemon is their parent, the whole setup handshake) and
 // removes used sandboxes' cgroups, so none of that blocks the daemon's loop.
 // Requests on `sock`: {"op":"make","pool":P,"sandbox":S} answered by
 // {"made":S,"pid":N,"phases":"..."} with the init's sync socket and pidfd, or
-// {"failed":S,"pid":N,"error":"..."}; {"op":"destroy","cgroup":PATH} and
+// {"failed":S,"pid":N,"error":"..."}; with "cgroup":PATH, the sandbox is made in that
+// used cgroup instead of a new one. {"op":"recycle","pool":P,"cgroup":PATH} readies a
+// used sandbox's cgroup for another sandbox, or removes it when it cannot be, and is
+// answered {"recycled":PATH,"reused":B}. {"op":"destroy","pool":P,"cgroup":PATH} and
 // {"op":"forget","cgroup":PATH} (a leased sandbox: drop what is held for it) are
 // unanswered. Every sandbox goes to the spawner that made it.
 // Exits when the daemon's end closes.

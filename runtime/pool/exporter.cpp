@@ -101,6 +101,8 @@ std::string Daemon::render_metrics() const {
          [](const Pool& p) { return p.made; });
     each("tarn_pool_sandboxes_lost_total", "Ready sandboxes whose init died before any use.", "counter",
          [](const Pool& p) { return p.lost; });
+    each("tarn_pool_cgroups_reused_total", "Sandboxes made in the reset cgroup of a used one.", "counter",
+         [](const Pool& p) { return p.reused_cgroups; });
     each("tarn_pool_setup_failures_total", "Sandboxes whose setup failed.", "counter",
          [](const Pool& p) { return p.failures; });
     each("tarn_pool_leases_total", "Sandboxes lent to `tarn create` (the OCI path).", "counter",

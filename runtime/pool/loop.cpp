@@ -76,6 +76,8 @@ void Daemon::load_pool(const PoolSpec& spec) {
             m.source = bundle + "/" + m.source;
     t.cgroup = o_.cgroup_parent + "/" + spec.name;
     t.mode = mode_;
+    t.no_cgroup_reuse = spec.reuse_cgroups ? cgroup_reuse_refusal(t.config, read_file("/proc/self/mountinfo"))
+                                           : "reuseCgroups is off";
     p->rp.emplace(cgroups::ResourcePool::create(t.cgroup, spec.budget, mode_));
     p->limits = sizing::Limits{.mode = spec.sizing,
                                .min_idle = spec.min_idle,
@@ -156,6 +158,8 @@ void Daemon::on_timer() {
                         std::to_string(p->spec.max_total) + " in use)");
         }
     }
+    if (!stopping_)
+        for (auto& k : kinds_) k->tick();
     std::vector<Scrape*> slow;
     for (auto& [s, owned] : scrapes_)
         if (now >= s->deadline) slow.push_back(s);
@@ -212,7 +216,9 @@ void Daemon::setup() {
     SandboxKind* processes = nullptr;
     SandboxKind* vms = nullptr;
     for (auto& [n, p] : pools_) {
-        SandboxKind*& k = vm_isolated(p->spec, o_.global, p->tmpl.config) ? vms : processes;
+        bool vm = vm_isolated(p->spec, o_.global, p->tmpl.config);
+        SandboxKind*& k = vm ? vms : processes;
+        if (vm) p->tmpl.no_cgroup_reuse = "a VM's cgroup is removed with it";
         if (!k) {
             kinds_.push_back(&k == &vms ? vm_sandboxes(*this, o_.socket + ".vm", o_.global)
                                         : process_sandboxes(*this, o_.max_starting));
@@ -220,6 +226,9 @@ void Daemon::setup() {
         }
         p->kind = k;
     }
+    for (auto& [n, p] : pools_)
+        if (!p->tmpl.no_cgroup_reuse.empty())
+            log_debug("pool " + n + ": every used sandbox's cgroup is removed: " + p->tmpl.no_cgroup_reuse);
     for (auto& k : kinds_) k->start();
     ep_.reset(::epoll_create1(EPOLL_CLOEXEC));
     if (!ep_) throw_errno("epoll_create1");

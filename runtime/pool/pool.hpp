@@ -52,6 +52,10 @@ struct PoolSpec {
     // How a VM pool makes its VMs: "restore" (the default) from a snapshot of the
     // template's guest booted once, or "boot" each one.
     std::string vm_refill = "restore";
+    // A used process sandbox's cgroup, once vacant, is reset and kept for the next
+    // sandbox instead of being removed (docs/pool.md, Cgroups of used sandboxes),
+    // where the template lets no workload write to its own cgroup.
+    bool reuse_cgroups = true;
 };
 
 // Checks the sizing fields against each other. Messages start with `where` and

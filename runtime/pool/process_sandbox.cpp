@@ -3,8 +3,10 @@
 // ones, so none of that kernel work blocks the daemon's loop — and claimed over its
 // sync socket.
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -32,14 +34,15 @@ struct Spawner {
     uint64_t id = 0;
     unsigned jobs = 0;              // sandboxes asked for and not yet answered
     std::set<std::string> pending;  // their names
+    std::set<std::string> recycling;  // cgroups it was asked to recycle, not yet answered
 };
 
 class ProcessSandboxes;
 
 class ProcessSandbox final : public Sandbox {
 public:
-    ProcessSandbox(ProcessSandboxes& kind, std::string cgroup, pid_t spawner)
-        : kind_(kind), cgroup_(std::move(cgroup)), spawner_(spawner) {}
+    ProcessSandbox(ProcessSandboxes& kind, std::string cgroup, pid_t spawner, bool reused)
+        : kind_(kind), cgroup_(std::move(cgroup)), spawner_(spawner), reused_(reused) {}
 
     int control_fd() const override { return init_ ? init_->fd() : -1; }
     int exit_fd() const override { return init_ ? init_->pidfd() : -1; }
@@ -55,6 +58,8 @@ public:
     void signal(int sig) override { init_->signal(sig); }
     void destroy() override;
     void lend(nlohmann::json& reply, std::vector<int>& fds) override {
+        // The borrower joins the cgroup with processes of its own: never recycled.
+        reusable_ = false;
         reply["cgroup"] = cgroup_;
         reply["pid"] = init_->pid();
         fds.push_back(init_->pidfd());
@@ -62,11 +67,16 @@ public:
     void hand_over() override;
 
     void adopt(std::unique_ptr<ns::ParkedInit> init) { init_ = std::move(init); }
+    bool reused() const { return reused_; }
 
 private:
     ProcessSandboxes& kind_;
     std::string cgroup_;
     pid_t spawner_;                         // the spawner that made it (and removes it)
+    bool reused_;                           // made in a used sandbox's cgroup
+    // Its cgroup may serve another sandbox once it is used (the template allows it);
+    // false once something other than the workload could have written to it.
+    bool reusable_ = true;
     std::unique_ptr<ns::ParkedInit> init_;  // null while a spawner makes it
 };
 
@@ -90,6 +100,7 @@ public:
     void on_event(void* obj) override { on_spawner(static_cast<Spawner*>(obj)); }
     bool lendable() const override { return true; }
     nlohmann::json lease_key(const Pool& p) const override { return detail::lease_key(p.tmpl.config); }
+    void tick() override;
     void stop() override {
         // The spawners finish the removals queued to them, then see EOF and exit.
         for (auto& sp : spawners_) {
@@ -99,7 +110,12 @@ public:
         }
     }
 
-    void tell_spawner(const std::string& path, pid_t spawner, const std::string& op = "destroy");
+    // A used sandbox's cgroup: recycled for another sandbox where that is allowed,
+    // removed otherwise.
+    void retire(Pool& p, const std::string& cgroup, pid_t spawner, bool reusable);
+    // Sends `msg` (about a sandbox's cgroup) to `spawner`, or to another one when that
+    // one is gone; the spawner that took it, or null.
+    Spawner* tell_spawner(const json& msg, pid_t spawner);
 
 private:
     // Forks one spawner (at setup, or to replace one that died).
@@ -107,8 +123,11 @@ private:
     void on_spawner(Spawner* sp);
     // EOF or a failed send: its sandboxes in the making are lost, and another takes its place.
     void spawner_died(Spawner* sp);
-    // Tells `sp` to remove every sandbox cgroup that is neither a sandbox of ours nor leased.
+    // Tells `sp` to remove every sandbox cgroup that is neither a sandbox's, a spare,
+    // being recycled by a live spawner, nor leased.
     void sweep_orphans(Spawner* sp);
+    // A spawner recycled `path` of `pool`: kept as a spare, or removed.
+    void recycled(Spawner* sp, const std::string& pool, const std::string& path, bool reused);
 
     Daemon& d_;
     unsigned count_;
@@ -124,12 +143,21 @@ bool ProcessSandbox::claim(const Request& r) {
     oci::Resources lim;
     if (r.memory) lim.memory = oci::Memory{.limit = *r.memory};
     if (r.pids) lim.pids = oci::Pids{*r.pids};
-    if (lim.memory || lim.pids) cgroups::open(cgroup_, pool->tmpl.mode)->apply(lim);
+    if (lim.memory || lim.pids) pool->rp->open_sandbox(cgroup_.substr(cgroup_.rfind('/') + 1))->apply(lim);
     // Bind sources are opened here, in the host's mount namespace, as detached
     // trees the sandbox attaches inside its root.
     std::vector<UniqueFd> trees;
     ns::Claim cl;
+    std::optional<std::string> mountinfo;
     for (const Request::Bind& b : r.binds) {
+        // A writable view of a cgroup filesystem lets the workload change its cgroup
+        // (a read-only bind is read-only all the way down: MOUNT_ATTR_RDONLY, recursive).
+        if (!b.readonly && reusable_) {
+            if (!mountinfo) mountinfo = read_file("/proc/self/mountinfo");
+            char real[PATH_MAX];
+            if (reaches_cgroupfs(::realpath(b.source.c_str(), real) ? real : b.source, *mountinfo))
+                reusable_ = false;
+        }
         UniqueFd t(
             ::open_tree(AT_FDCWD, b.source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE));
         if (!t) throw_errno("bind source " + b.source);
@@ -174,12 +202,12 @@ void ProcessSandbox::destroy() {
     init_.reset();  // kills and reaps it unless released
     // A lease only becomes a container's at "release" (hand_over), which never comes
     // here: a sandbox destroyed while leased is still the pool's to remove.
-    kind_.tell_spawner(cgroup_, spawner_);
+    kind_.retire(*pool, cgroup_, spawner_, reusable_);
 }
 
 void ProcessSandbox::hand_over() {
     init_.reset();  // killed and reaped: the caller holds the namespaces now
-    kind_.tell_spawner(cgroup_, spawner_, "forget");
+    kind_.tell_spawner(json{{"op", "forget"}, {"cgroup", cgroup_}}, spawner_);
 }
 
 // ---- the spawners ----------------------------------------------------------
@@ -220,9 +248,15 @@ std::unique_ptr<Sandbox> ProcessSandboxes::make(Pool& p, const std::string& name
     Spawner* sp = spawners_[next_spawner_++ % spawners_.size()].get();
     for (auto& cand : spawners_)
         if (cand->jobs < sp->jobs) sp = cand.get();
-    auto sb = std::make_unique<ProcessSandbox>(*this, p.tmpl.cgroup + "/" + name, sp->pid);
+    // The spare used last is the likeliest to be in the caches still.
+    bool reuse = !p.spare_cgroups.empty();
+    std::string cgroup = reuse ? p.spare_cgroups.back().path : p.tmpl.cgroup + "/" + name;
+    auto sb = std::make_unique<ProcessSandbox>(*this, cgroup, sp->pid, reuse);
     try {
-        detail::send_message(sp->sock.get(), json{{"op", "make"}, {"pool", p.spec.name}, {"sandbox", name}});
+        json msg{{"op", "make"}, {"pool", p.spec.name}, {"sandbox", name}};
+        if (reuse) msg["cgroup"] = cgroup;
+        detail::send_message(sp->sock.get(), msg);
+        if (reuse) p.spare_cgroups.pop_back();
     } catch (const Error& e) {
         // Dead before the loop read its EOF.
         log_error("pool: spawner " + std::to_string(sp->pid) + ": " + e.what());
@@ -283,6 +317,10 @@ void ProcessSandboxes::on_spawner(Spawner* sp) {
         spawner_died(sp);
         return;
     }
+    if (msg.contains("recycled")) {
+        recycled(sp, msg.value("pool", ""), msg.value("recycled", ""), msg.value("reused", false));
+        return;
+    }
     std::string name = msg.contains("made") ? msg.value("made", "") : msg.value("failed", "");
     --sp->jobs;
     sp->pending.erase(name);
@@ -303,10 +341,48 @@ void ProcessSandboxes::on_spawner(Spawner* sp) {
         return;
     }
     sb->adopt(ns::ParkedInit::adopt(std::move(fds[0]), std::move(fds[1]), pid));
+    if (sb->reused()) ++sb->pool->reused_cgroups;
     d_.made(sb, msg.value("phases", ""));
 }
 
-void ProcessSandboxes::tell_spawner(const std::string& path, pid_t spawner, const std::string& op) {
+void ProcessSandboxes::retire(Pool& p, const std::string& cgroup, pid_t spawner, bool reusable) {
+    // While the daemon stops, teardown removes what is left of its pools.
+    bool recycle = reusable && p.tmpl.no_cgroup_reuse.empty() && !d_.stopping();
+    Spawner* sp = tell_spawner(
+        json{{"op", recycle ? "recycle" : "destroy"}, {"pool", p.spec.name}, {"cgroup", cgroup}}, spawner);
+    if (recycle && sp) sp->recycling.insert(cgroup);
+}
+
+void ProcessSandboxes::recycled(Spawner* sp, const std::string& pool, const std::string& path, bool reused) {
+    sp->recycling.erase(path);
+    auto it = d_.pools().find(pool);
+    if (!reused || it == d_.pools().end() || d_.stopping()) return;
+    Pool& p = *it->second;
+    // Sandboxes and spares together stay within maxTotal cgroups.
+    if (p.total() + p.spare_cgroups.size() >= p.spec.max_total) {
+        tell_spawner(json{{"op", "destroy"}, {"pool", pool}, {"cgroup", path}}, sp->pid);
+        return;
+    }
+    p.spare_cgroups.push_back(Pool::Spare{path, Clock::now()});
+}
+
+void ProcessSandboxes::tick() {
+    // Spares no sandbox took for as long as the idle target takes to shrink are not
+    // needed any more: a few go per tick, oldest first.
+    auto now = Clock::now();
+    for (auto& [n, p] : d_.pools()) {
+        if (p->kind != this) continue;
+        auto ttl = std::chrono::milliseconds(p->spec.decay_ms);
+        for (unsigned i = 0;
+             i < kTrimPerTick && !p->spare_cgroups.empty() && now - p->spare_cgroups.front().since > ttl;
+             ++i) {
+            tell_spawner(json{{"op", "destroy"}, {"pool", n}, {"cgroup", p->spare_cgroups.front().path}}, 0);
+            p->spare_cgroups.pop_front();
+        }
+    }
+}
+
+Spawner* ProcessSandboxes::tell_spawner(const json& msg, pid_t spawner) {
     // rmdir on every hierarchy (and the mount tree's teardown) is the job of the
     // spawner that made the sandbox, off the daemon's loop; another one's when that
     // one is gone (or dead before the loop read its EOF).
@@ -318,14 +394,16 @@ void ProcessSandboxes::tell_spawner(const std::string& path, pid_t spawner, cons
     std::string why = "no spawner";
     for (Spawner* sp : order) {
         try {
-            detail::send_message(sp->sock.get(), json{{"op", op}, {"cgroup", path}});
-            return;
+            detail::send_message(sp->sock.get(), msg);
+            return sp;
         } catch (const Error& e) {
             why = e.what();
         }
     }
     // A spawner that replaces a dead one sweeps it (sweep_orphans), or teardown does.
-    log_debug("pool: cgroup " + path + ": " + op + " waits for a spawner: " + why);
+    log_debug("pool: cgroup " + msg.value("cgroup", "") + ": " + msg.value("op", "") +
+              " waits for a spawner: " + why);
+    return nullptr;
 }
 
 void ProcessSandboxes::sweep_orphans(Spawner* sp) {
@@ -338,11 +416,16 @@ void ProcessSandboxes::sweep_orphans(Spawner* sp) {
             log_warn(std::string("pool: ") + e.what());
             continue;
         }
+        // A sandbox's cgroup is not always named after it: it may have been another's.
+        std::set<std::string> known;
+        for (auto& [sn, sb] : p->sandboxes) known.insert(sb->cgroup());
+        for (const Pool::Spare& s : p->spare_cgroups) known.insert(s.path);
+        for (auto& live : spawners_) known.insert(live->recycling.begin(), live->recycling.end());
         for (const std::string& name : names) {
-            std::string path = p->rp->open_sandbox(name)->path();
-            if (p->sandboxes.count(name) || d_.leased(path)) continue;
+            std::string path = p->rp->path() + "/" + name;
+            if (known.count(path) || d_.leased(path)) continue;
             log_debug("pool " + n + ": removing " + path + ", which a dead spawner left");
-            tell_spawner(path, sp->pid);
+            tell_spawner(json{{"op", "destroy"}, {"pool", n}, {"cgroup", path}}, sp->pid);
         }
     }
 }

@@ -130,6 +130,8 @@ public:
     // process sandbox, the parts of the template's config made ahead (namespaces, id
     // maps, sysctl, resources); for a VM, the VM itself (vm::lease_key).
     virtual nlohmann::json lease_key(const Pool& p) const = 0;
+    // The daemon's timer ticked (every 100 ms), after each pool's sizing decision.
+    virtual void tick() {}
     // Teardown: the removals asked for are finished; nothing of the kind is left running.
     virtual void stop() = 0;
 };

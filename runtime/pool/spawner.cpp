@@ -25,15 +25,38 @@ using nlohmann::json;
 // would sit between a workload's exit and its exit report. Keyed by cgroup path.
 std::map<std::string, UniqueFd> held_mount_ns;
 
-void make(int sock, const Template& t, std::map<std::string, cgroups::ResourcePool>& pools, const std::string& name) {
+const oci::Resources& resources(const Template& t) {
+    static const oci::Resources none;
+    return t.config.linux && t.config.linux->resources ? *t.config.linux->resources : none;
+}
+
+std::string base_name(const std::string& path) {
+    return path.substr(path.rfind('/') + 1);
+}
+
+// The pools' cgroups, opened once: a sandbox's manager is then built from its pool's
+// (ResourcePool::open_sandbox), without probing every hierarchy again.
+class Pools {
+public:
+    cgroups::ResourcePool& of(const Template& t) {
+        auto it = pools_.find(t.pool);
+        if (it == pools_.end())
+            it = pools_.emplace(t.pool, cgroups::ResourcePool::open(t.cgroup, t.mode)).first;
+        return it->second;
+    }
+
+private:
+    std::map<std::string, cgroups::ResourcePool> pools_;
+};
+
+// Makes sandbox `name` in a new cgroup, or in `reuse`, a used one the daemon had
+// recycled (already vacant, with the template's limits).
+void make(int sock, const Template& t, Pools& pools, const std::string& name, const std::string& reuse) {
     std::unique_ptr<cgroups::Manager> cg;
     pid_t pid = -1;
     try {
-        auto it = pools.find(t.pool);
-        if (it == pools.end()) it = pools.emplace(t.pool, cgroups::ResourcePool::open(t.cgroup, t.mode)).first;
-        const oci::Resources none;
-        const oci::Resources& res = t.config.linux && t.config.linux->resources ? *t.config.linux->resources : none;
-        cg = it->second.create_sandbox(name, res);
+        cgroups::ResourcePool& rp = pools.of(t);
+        cg = reuse.empty() ? rp.create_sandbox(name, resources(t)) : rp.open_sandbox(base_name(reuse));
         // The init enters its cgroup without an attach (Manager::open_entry): on a v1
         // host the attach would wait for an RCU grace period holding the kernel's
         // cgroup lock, which made that wait most of a sandbox's making.
@@ -83,8 +106,9 @@ void make(int sock, const Template& t, std::map<std::string, cgroups::ResourcePo
 // One attempt: the pid namespace died with its init, anything still inside is a
 // leftover and is killed; a cgroup whose last task is still exiting refuses rmdir
 // (EBUSY) for a moment. Returns false to be tried again later.
-bool destroy(const std::string& path, cgroups::Mode mode, bool last_try) {
-    auto cg = cgroups::open(path, mode);
+bool destroy(const std::string& path, cgroups::Mode mode, bool last_try,
+             std::unique_ptr<cgroups::Manager> cg = nullptr) {
+    if (!cg) cg = cgroups::open(path, mode);
     try {
         if (!cg->pids().empty()) cg->kill_all(SIGKILL);
         cg->destroy();
@@ -108,7 +132,7 @@ void spawner_main(int sock, const std::vector<const Template*>& templates) {
         ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         std::map<std::string, const Template*> by_name;
         for (const Template* t : templates) by_name[t->pool] = t;
-        std::map<std::string, cgroups::ResourcePool> pools;
+        Pools pools;
         cgroups::Mode mode = templates.empty() ? cgroups::Mode::unified : templates[0]->mode;
         // Cgroups whose rmdir was refused, with the attempts left: retried between
         // requests, never by sleeping in the middle of one (making sandboxes waits
@@ -132,14 +156,40 @@ void spawner_main(int sock, const std::vector<const Template*>& templates) {
             }
             if (!recv_message(sock, msg)) break;
             std::string op = msg.value("op", "");
+            auto tmpl = by_name.find(msg.value("pool", ""));
+            const Template* t = tmpl == by_name.end() ? nullptr : tmpl->second;
             if (op == "make") {
-                auto it = by_name.find(msg.value("pool", ""));
-                if (it == by_name.end()) continue;
-                make(sock, *it->second, pools, msg.value("sandbox", ""));
-            } else if (op == "destroy") {
+                if (t) make(sock, *t, pools, msg.value("sandbox", ""), msg.value("cgroup", ""));
+            } else if (op == "destroy" || op == "recycle") {
                 std::string path = msg.value("cgroup", "");
                 held_mount_ns.erase(path);  // the mount tree goes here, off the daemon's loop
-                if (!destroy(path, mode, false)) retry[path] = 200;
+                std::unique_ptr<cgroups::Manager> cg;
+                bool reused = false;
+                try {
+                    if (t) {
+                        cgroups::ResourcePool& rp = pools.of(*t);
+                        cg = rp.open_sandbox(base_name(path));
+                        if (op == "recycle") reused = rp.recycle_sandbox(base_name(path), resources(*t));
+                    }
+                } catch (const Error& e) {
+                    // The cgroup is removed instead; said once, as it would likely
+                    // recur for every sandbox.
+                    static bool said = false;
+                    if (!said) std::cerr << "tarn: pool: recycling a sandbox cgroup: " << e.what() << "\n";
+                    said = true;
+                }
+                if (reused) cg.reset();
+                if (!reused && !destroy(path, mode, false, std::move(cg))) retry[path] = 200;
+                if (op == "recycle") {
+                    // Not answered while the daemon stops (its end is closed): it removes
+                    // what is left of its pools itself.
+                    try {
+                        send_message(
+                            sock,
+                            json{{"recycled", path}, {"pool", msg.value("pool", "")}, {"reused", reused}});
+                    } catch (const Error&) {
+                    }
+                }
             } else if (op == "forget") {
                 held_mount_ns.erase(msg.value("cgroup", ""));
             }

@@ -165,6 +165,12 @@ protected:
     }
 };
 
+// Sandbox cgroups a pool accounts for: its sandboxes' and the spare ones it keeps
+// for the next sandboxes.
+size_t cgroups_in_use(const json& st) {
+    return st["total"].get<size_t>() + st["cgroups"]["spare"].get<size_t>();
+}
+
 // Waits in the workload until the test creates /shared/<name>.
 std::string wait_for(const std::string& name) {
     return "while [ ! -e /shared/" + name + " ]; do sleep 0.02; done";
@@ -299,7 +305,11 @@ TEST_F(PoolTest, TwoSandboxesSeeNeitherEachOtherNorTheDaemon) {
 }
 
 TEST_F(PoolTest, ASandboxIsNeverHandedOutTwiceAndGoesAfterUse) {
-    serve(1, 2);
+    // Without cgroup reuse, every used sandbox's cgroup is removed (the reuse:
+    // AUsedSandboxCgroupIsResetForTheNextSandbox).
+    json cfg = config(1, 2);
+    cfg["pools"][0]["reuseCgroups"] = false;
+    serve(cfg);
     std::set<std::string> seen;
     for (int i = 0; i < 4; ++i) {
         Result r = tarn::test::tarn({"--debug", "pool", "run", "--socket", sock, "p", "--", "true"}, tmpl.root());
@@ -316,6 +326,143 @@ TEST_F(PoolTest, ASandboxIsNeverHandedOutTwiceAndGoesAfterUse) {
     EXPECT_GE(st["made"].get<int>(), 4);
     EXPECT_EQ(st["allocated"], 0);
     EXPECT_LE(st["total"].get<int>(), 2);
+}
+
+// Where a symlink points (a namespace's "pid:[4026...]"); empty when it cannot be read.
+std::string read_link(const std::string& path) {
+    char buf[256] = {};
+    ssize_t n = ::readlink(path.c_str(), buf, sizeof buf - 1);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+// Directories named `path` in any hierarchy (every v1 one and the cgroup2 one).
+std::vector<std::string> cgroup_dirs_named(const std::string& path) {
+    std::vector<std::string> out;
+    if (cgroups::detect() == cgroups::Mode::unified) {
+        if (path_exists("/sys/fs/cgroup" + path)) out.push_back("/sys/fs/cgroup" + path);
+        return out;
+    }
+    if (DIR* d = ::opendir("/sys/fs/cgroup")) {
+        while (dirent* e = ::readdir(d)) {
+            std::string dir = std::string("/sys/fs/cgroup/") + e->d_name + path;
+            if (e->d_name[0] != '.' && path_exists(dir)) out.push_back(dir);
+        }
+        ::closedir(d);
+    }
+    return out;
+}
+
+// A used sandbox's cgroup, once vacant, serves a sandbox made later: with the
+// template's limits, not the last claim's, and its peaks from zero; the new
+// workload is alone in it and sees it as its root. Stopping removes it.
+TEST_F(PoolTest, AUsedSandboxCgroupIsResetForTheNextSandbox) {
+    json cfg = config(1, 2);
+    cfg["pools"][0]["sizing"] = "fixed";
+    serve(cfg);
+    bool v2 = cgroups::detect() == cgroups::Mode::unified;
+    // Limits of its own, and 24 MiB written to its root (its overlay's tmpfs).
+    auto first = run_bg("head -c 25165824 /dev/zero > /tmp/fill; echo > /shared/up; " + wait_for("go"),
+                        "first", {"--memory", "48m", "--pids", "9"});
+    ASSERT_TRUE(wait_file("up")) << first->output();
+    auto [dir, pid] = running_workload(cgparent + "/p");
+    ASSERT_GT(pid, 1);
+    std::string cg = dir.substr(host_cgroup_dir("", "pids").size());
+    std::string mem = host_cgroup_dir(cg, "memory");
+    if (!v2) {
+        EXPECT_GE(std::stoull(read_text(mem + "/memory.max_usage_in_bytes")), 24ull << 20);
+    }
+    write_text(shared_file("go"), "");
+    EXPECT_EQ(first->wait(), 0) << first->output();
+    // Recycled: the pool's only spare cgroup (its idle sandbox was made meanwhile).
+    ASSERT_TRUE(eventually([&] { return status()["cgroups"]["spare"] == 1; })) << status();
+
+    // The next claim takes the idle sandbox, and the one made for the claim after it
+    // is made in that cgroup.
+    bool found = false;
+    for (int i = 0; i < 2 && !found; ++i) {
+        ::unlink(shared_file("up").c_str());
+        ::unlink(shared_file("go").c_str());
+        auto c = run_bg("cat /proc/self/cgroup > /shared/cg; echo > /shared/up; " + wait_for("go"),
+                        "probe" + std::to_string(i));
+        ASSERT_TRUE(wait_file("up")) << c->output();
+        auto [d, p] = running_workload(cgparent + "/p");
+        if (d == dir) {
+            found = true;
+            EXPECT_EQ(read_text(dir + "/pids.max"), "max\n");
+            if (v2) {
+                EXPECT_EQ(read_text(mem + "/memory.max"), "max\n");
+            } else {
+                EXPECT_GT(std::stoull(read_text(mem + "/memory.limit_in_bytes")), 1ull << 60);
+                EXPECT_LT(std::stoull(read_text(mem + "/memory.max_usage_in_bytes")), 16ull << 20);
+                EXPECT_EQ(read_text(mem + "/memory.failcnt"), "0\n");
+            }
+            std::istringstream host(read_text("/proc/" + std::to_string(p) + "/cgroup"));
+            for (std::string line; std::getline(host, line);)
+                EXPECT_EQ(line.substr(line.find(':', line.find(':') + 1) + 1), cg) << line;
+            std::istringstream inside(read_text(shared_file("cg")));
+            for (std::string line; std::getline(inside, line);)
+                EXPECT_EQ(line.substr(line.rfind(':') + 1), "/") << line;
+            // Nothing of the earlier sandbox is left in it: every process there is
+            // in the new workload's pid namespace.
+            std::string ns = read_link("/proc/" + std::to_string(p) + "/ns/pid");
+            std::istringstream procs(read_text(dir + "/cgroup.procs"));
+            for (std::string q; std::getline(procs, q);) {
+                std::string other = read_link("/proc/" + q + "/ns/pid");
+                EXPECT_TRUE(other.empty() || other == ns) << "process " << q << " in " << other;
+            }
+        }
+        write_text(shared_file("go"), "");
+        EXPECT_EQ(c->wait(), 0) << c->output();
+    }
+    EXPECT_TRUE(found) << "no sandbox was made in " << dir << ": " << status();
+    EXPECT_GE(status()["cgroups"]["reused"].get<int>(), 1);
+    EXPECT_EQ(status()["cgroups"]["noReuse"], "");
+
+    pool({"stop"});
+    EXPECT_EQ(daemon->wait(), 0) << read_text(log_path);
+    EXPECT_EQ(cgroup_dirs_named(cgparent), std::vector<std::string>{});
+}
+
+// A claim whose workload could write to its own cgroup (a writable bind of the cgroup
+// filesystem) leaves its cgroup to no one; a read-only bind of it does not matter.
+TEST_F(PoolTest, ACgroupItsWorkloadCouldWriteIsRemovedNotReused) {
+    json cfg = config(1, 2);
+    cfg["pools"][0]["sizing"] = "fixed";
+    serve(cfg);
+    auto claim = [&](const std::string& bind) {
+        ::unlink(shared_file("up").c_str());
+        ::unlink(shared_file("go").c_str());
+        auto c = run_bg("echo > /shared/up; " + wait_for("go"), "bind", {"--bind", bind});
+        EXPECT_TRUE(wait_file("up")) << c->output();
+        std::string dir = running_workload(cgparent + "/p").first;
+        write_text(shared_file("go"), "");
+        EXPECT_EQ(c->wait(), 0) << c->output();
+        return dir;
+    };
+    std::string rw = claim("/sys/fs/cgroup:/hostcg");
+    ASSERT_FALSE(rw.empty());
+    EXPECT_TRUE(eventually([&] { return !path_exists(rw); })) << rw << " was kept";
+    std::string ro = claim("/sys/fs/cgroup:/hostcg:ro");
+    ASSERT_FALSE(ro.empty());
+    EXPECT_TRUE(eventually([&] { return status()["cgroups"]["spare"] == 1; })) << status();
+    EXPECT_TRUE(path_exists(ro));
+}
+
+// A template whose workload could write to its cgroup never has its cgroups reused:
+// with CAP_SETFCAP, in a user namespace of its own, it maps host root and mounts them.
+TEST_F(PoolTest, ATemplateWhoseWorkloadCouldWriteItsCgroupGetsNewOnes) {
+    for (const char* set : {"bounding", "effective", "permitted"})
+        tmpl.config["process"]["capabilities"][set].push_back("CAP_SETFCAP");
+    json cfg = config(1, 2);
+    cfg["pools"][0]["sizing"] = "fixed";
+    serve(cfg);
+    EXPECT_NE(status()["cgroups"]["noReuse"].get<std::string>().find("CAP_SETFCAP"), std::string::npos)
+        << status();
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(run("true").code, 0);
+    EXPECT_EQ(status()["cgroups"]["reused"], 0);
+    EXPECT_TRUE(eventually([&] {
+        return sandbox_dirs(cgparent + "/p").size() == status()["total"].get<size_t>();
+    })) << status();
 }
 
 TEST_F(PoolTest, PerSandboxLimitsApplyToThatSandbox) {
@@ -412,9 +559,11 @@ TEST_F(PoolTest, AnIdleSandboxThatDiedIsNeverHandedOut) {
     EXPECT_EQ(client->output(), "ran\n");
     EXPECT_NE(read_text(log_path).find("went away"), std::string::npos) << read_text(log_path);
     EXPECT_EQ(status()["lost"].get<int>(), 2);
-    // The dead sandboxes are gone and the pool is back to its idle count.
+    // The dead sandboxes are gone and the pool is back to its idle count; their
+    // cgroups were removed or serve new sandboxes.
     EXPECT_TRUE(eventually([&] { return status()["idle"].get<int>() == 2; }, 20000ms));
-    for (const std::string& dir : old_dirs) EXPECT_TRUE(eventually([&] { return !path_exists(dir); })) << dir;
+    EXPECT_TRUE(eventually([&] { return sandbox_dirs(cgparent + "/p").size() == cgroups_in_use(status()); }))
+        << sandbox_dirs(cgparent + "/p").size() << " cgroups for " << status();
 }
 
 // The daemon's spawners: its children named tarn-spawner in its own pid namespace
@@ -482,10 +631,8 @@ TEST_F(PoolTest, SpawnersThatDieAreReplaced) {
     EXPECT_NE(read_text(log_path).find("replaces it"), std::string::npos) << read_text(log_path);
     // The dead were reaped, and the sandboxes they took with them left no cgroup.
     for (pid_t pid : first) EXPECT_FALSE(path_exists("/proc/" + std::to_string(pid))) << pid;
-    EXPECT_TRUE(eventually([&] {
-        return sandbox_dirs(cgparent + "/p").size() == status()["total"].get<size_t>();
-    })) << sandbox_dirs(cgparent + "/p").size()
-        << " cgroups for " << status()["total"] << " sandboxes";
+    EXPECT_TRUE(eventually([&] { return sandbox_dirs(cgparent + "/p").size() == cgroups_in_use(status()); }))
+        << sandbox_dirs(cgparent + "/p").size() << " cgroups for " << status();
 }
 
 TEST_F(PoolTest, AFullPoolMakesAClaimWaitOrFailAsTheCallerChooses) {
@@ -601,7 +748,12 @@ TEST_F(PoolTest, AClientThatDisconnectsMidRunTakesItsWorkloadWithIt) {
     ASSERT_GT(pid, 1);
     c->kill(SIGKILL);
     c->wait();
-    EXPECT_TRUE(eventually([&] { return !path_exists(dir); })) << dir << " still there";
+    EXPECT_TRUE(eventually([&] { return !alive(pid); })) << "workload " << pid << " survived its client";
+    // Its cgroup is removed, or reset for another sandbox.
+    EXPECT_TRUE(eventually([&] {
+        return !path_exists(dir) ||
+               read_text(dir + "/cgroup.procs").find(std::to_string(pid)) == std::string::npos;
+    })) << dir;
     EXPECT_EQ(status()["allocated"], 0);
 }
 

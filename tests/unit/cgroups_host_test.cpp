@@ -472,3 +472,84 @@ TEST_F(CgroupHost, ResourcePoolNestsSandboxesAndDestroysThemFirst) {
     pool.destroy();
     for (const auto& d : extra_->directories()) EXPECT_FALSE(is_dir(d)) << d;
 }
+
+// The warm pool's reuse of a used sandbox's cgroup: only when nothing is left in it
+// (an unreaped task included) and it never saw an OOM kill; the limits a claim set
+// go back to the template's and the peaks to zero.
+TEST_F(CgroupHost, ARecycledSandboxCgroupHasTheTemplatesLimitsAndFreshCounters) {
+    mgr_.reset();
+    auto pool = ResourcePool::create(path_, PoolBudget{}, mode_);
+    extra_ = cgroups::open(path_, mode_);
+    mgr_ = cgroups::open(path_ + "/s", mode_);
+    oci::Resources tmpl;
+    tmpl.pids = oci::Pids{50};
+    auto sb = pool.create_sandbox("s", tmpl);
+    EXPECT_TRUE(sb->vacant());
+    sb->apply(limits(64 << 20, 7));  // what a claim with --memory and --pids writes
+    EXPECT_EQ(cgfile("pids", path_ + "/s", "pids.max"), "7");
+
+    Child child([] {
+        const size_t size = 16 << 20;
+        void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return 2;
+        for (size_t i = 0; i < size; i += 4096) static_cast<volatile char*>(p)[i] = 1;
+        return 0;
+    });
+    sb->add_process(child.pid());
+    child.go();
+    // Exited but not reaped: still counted, so not vacant.
+    ASSERT_TRUE(eventually([&] {
+        return read_file("/proc/" + std::to_string(child.pid()) + "/stat").find(") Z") != std::string::npos;
+    }));
+    EXPECT_TRUE(sb->pids().empty());
+    EXPECT_FALSE(sb->vacant());
+    EXPECT_FALSE(pool.recycle_sandbox("s", tmpl));
+    EXPECT_EQ(cgfile("pids", path_ + "/s", "pids.max"), "7");
+    EXPECT_EQ(child.wait(), 0);
+    uint64_t peak = std::stoull(cgfile("memory", path_ + "/s", "memory.max_usage_in_bytes"));
+    EXPECT_GE(peak, 16u << 20);
+
+    ASSERT_TRUE(pool.recycle_sandbox("s", tmpl));
+    EXPECT_EQ(cgfile("pids", path_ + "/s", "pids.max"), "50");
+    EXPECT_GT(std::stoull(cgfile("memory", path_ + "/s", "memory.limit_in_bytes")), uint64_t{1} << 60);
+    EXPECT_LT(std::stoull(cgfile("memory", path_ + "/s", "memory.max_usage_in_bytes")), peak / 2);
+    EXPECT_EQ(cgfile("memory", path_ + "/s", "memory.failcnt"), "0");
+    EXPECT_EQ(cgfile("cpuacct", path_ + "/s", "cpuacct.usage"), "0");
+
+    // A cgroup below it, or a freeze, keeps it from being reused.
+    auto below = cgroups::open(path_ + "/s/x", mode_);
+    below->create();
+    EXPECT_FALSE(sb->vacant());
+    below->destroy();
+    EXPECT_TRUE(sb->vacant());
+    sb->freeze();
+    EXPECT_FALSE(sb->vacant());
+    sb->thaw();
+    EXPECT_TRUE(sb->vacant());
+}
+
+// An OOM kill stays counted in the cgroup: reused, the next sandbox would be taken
+// for killed by the budget (the pool's make failure reads that count).
+TEST_F(CgroupHost, ASandboxCgroupThatSawAnOomKillIsNeverRecycled) {
+    mgr_.reset();
+    auto pool = ResourcePool::create(path_, PoolBudget{}, mode_);
+    extra_ = cgroups::open(path_, mode_);
+    mgr_ = cgroups::open(path_ + "/s", mode_);
+    oci::Resources r = limits(16 << 20, 32);
+    auto sb = pool.create_sandbox("s", r);
+    Child child([] {
+        const size_t size = 64 << 20;
+        void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (p == MAP_FAILED) return 2;
+        for (size_t i = 0; i < size; i += 4096) static_cast<volatile char*>(p)[i] = 1;
+        return 0;
+    });
+    sb->add_process(child.pid());
+    child.go();
+    int status = child.wait();
+    ASSERT_TRUE(WIFSIGNALED(status));
+    EXPECT_EQ(sb->oom_kill_count(), 1u);
+    EXPECT_TRUE(sb->pids().empty());
+    EXPECT_FALSE(sb->vacant());
+    EXPECT_FALSE(pool.recycle_sandbox("s", r));
+}

@@ -84,6 +84,13 @@ TEST(PoolConfig, VmPoolFields) {
               "pool.json.pools[0].vmRefill: \"clone\": expected \"restore\" or \"boot\"");
 }
 
+TEST(PoolConfig, CgroupReuseIsOnUnlessTurnedOff) {
+    EXPECT_TRUE(parse_config(one_pool(), "pool.json").pools[0].reuse_cgroups);
+    EXPECT_FALSE(parse_config(one_pool({{"reuseCgroups", false}}), "pool.json").pools[0].reuse_cgroups);
+    EXPECT_EQ(error_of(one_pool({{"reuseCgroups", "no"}})),
+              "pool.json.pools[0].reuseCgroups: expected true or false");
+}
+
 TEST(PoolConfig, SizingAndMetrics) {
     DaemonOptions o = parse_config(one_pool(), "pool.json");
     // Adaptive unless asked otherwise: it never keeps fewer idle than minIdle.
