@@ -147,6 +147,10 @@ private:
     // Removes what the daemon made: sandboxes, their kinds' helpers, pool cgroups, the socket.
     void teardown();
     void reap_leftovers();
+    // One daemon per cgroup parent: reap_leftovers() would kill another live
+    // daemon's sandboxes. An flock on the parent's directory, held for life.
+    void lock_cgroup_parent();
+    UniqueFd cgroup_lock_;
     void load_pool(const PoolSpec& spec);
     void listen();
     uint64_t watch(int fd, Kind kind, void* obj, uint32_t events = EPOLLIN, SandboxKind* maker = nullptr);

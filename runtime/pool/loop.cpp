@@ -2,9 +2,11 @@
 // each), one epoll loop over every fd the daemon watches, the timer's tick, stopping
 // and teardown. Sandbox setup never blocks the loop: it happens in the spawners, so
 // claims are served while other sandboxes are being made.
+#include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -25,6 +27,30 @@ using runtime::log_error;
 using runtime::log_warn;
 
 // ---- set-up ----------------------------------------------------------------
+
+void Daemon::lock_cgroup_parent() {
+    auto top = cgroups::open(o_.cgroup_parent, mode_);
+    try {
+        top->create();
+    } catch (const Error& e) {
+        // Nothing to lock (no cgroup delegated to this user): the pools say why soon.
+        log_debug("pool: cgroup parent " + o_.cgroup_parent + ": " + e.what());
+        return;
+    }
+    for (const std::string& dir : top->directories()) {
+        UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (!fd) continue;
+        if (::flock(fd.get(), LOCK_EX | LOCK_NB) < 0) {
+            if (errno == EWOULDBLOCK)
+                throw Error("cgroup parent " + o_.cgroup_parent +
+                            ": another pool daemon serves it (it holds the lock on " + dir +
+                            "); give this one its own \"cgroupParent\" in its configuration file");
+            throw_errno("lock " + dir);
+        }
+        cgroup_lock_ = std::move(fd);
+        return;
+    }
+}
 
 void Daemon::reap_leftovers() {
     // Everything under cgroup_parent belongs to the daemon — sandboxes a crashed
@@ -208,6 +234,7 @@ void Daemon::setup() {
         metrics_fd_ = metrics::listen(metrics_addr_);
         metrics_bound_ = metrics::bound_address(metrics_fd_.get(), metrics_addr_);
     }
+    lock_cgroup_parent();
     load_leases();
     reap_leftovers();
     for (const PoolSpec& s : o_.pools) load_pool(s);

@@ -176,6 +176,28 @@ std::string wait_for(const std::string& name) {
     return "while [ ! -e /shared/" + name + " ]; do sleep 0.02; done";
 }
 
+// A daemon starting kills whatever is below its cgroup parent (a crashed daemon's
+// leftovers): a second daemon on another socket but the same parent must refuse to
+// start rather than kill the first one's sandboxes.
+TEST_F(PoolTest, ASecondDaemonOnTheSameCgroupParentRefusesAndLeavesTheFirstAlone) {
+    serve(2, 4);
+    ASSERT_TRUE(eventually([&] { return status().value("idle", 0u) >= 2; }, 20000ms));
+    json cfg = config(1, 2);
+    cfg["socket"] = tmpl.dir() + "/second.sock";
+    write_text(tmpl.dir() + "/second.json", cfg.dump());
+    Result r = tarn::test::tarn({"pool", "serve", "--config", tmpl.dir() + "/second.json"}, tmpl.root());
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("cgroup parent " + cgparent + ": another pool daemon serves it"), std::string::npos) << r.err;
+    EXPECT_FALSE(path_exists(tmpl.dir() + "/second.sock"));
+    // The first daemon's sandboxes were not touched: none lost, and it serves.
+    json st = status();
+    EXPECT_EQ(st.value("lost", 0u), 0u) << st.dump();
+    Result c = run("echo still");
+    EXPECT_EQ(c.code, 0) << c.err;
+    EXPECT_EQ(c.out, "still\n");
+    EXPECT_EQ(status().value("lost", 0u), 0u);
+}
+
 TEST_F(PoolTest, RunsACommandWithItsStdioEnvCwdAndExitCode) {
     serve();
     Result r = run("cat; echo \"$GREETING from $(pwd) as pid $$\"; echo oops >&2; exit 3",
