@@ -29,8 +29,9 @@
 #   LOADS           percentages of capacity (default "25 50 75 100")
 #   MODES           which of "adaptive fixed cold" to run (default all three)
 #   FIXED_MIN_IDLE  the fixed pool's size (default 4); MAX_TOTAL (default 64)
-#   MAX_STARTING    the daemon's spawners, sandboxes made at once (default 2, as the
-#                   daemon's own default): with the make time, what bounds the refill
+#   MAX_STARTING    the daemon's spawners, sandboxes made at once (default two per
+#                   CPU from 2 to 8, as the daemon's own default): with the make time,
+#                   what bounds the refill
 #   MAX_INFLIGHT    open-loop workers, i.e. requests in flight at most (default 32)
 #   TIMELINE_RUNS   sequential claims whose timeline is shown (default 5)
 #   SMOKE=1         short everything (a few seconds a step) and mark the results
@@ -57,7 +58,7 @@ loads=${LOADS:-25 50 75 100}
 modes=${MODES:-adaptive fixed cold}
 fixed_idle=${FIXED_MIN_IDLE:-4}
 max_total=${MAX_TOTAL:-64}
-max_starting=${MAX_STARTING:-2}
+max_starting=${MAX_STARTING:-$(cpus=$(nproc); n=$((cpus * 2)); [ $n -lt 2 ] && n=2; [ $n -gt 8 ] && n=8; echo $n)}
 inflight=${MAX_INFLIGHT:-32}
 timeline_runs=${TIMELINE_RUNS:-5}
 

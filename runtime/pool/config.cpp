@@ -1,3 +1,6 @@
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <set>
 
@@ -5,6 +8,12 @@
 #include "runtime/pool/pool.hpp"
 
 namespace tarn::pool {
+
+unsigned default_max_starting() {
+    long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    return static_cast<unsigned>(std::clamp<long>(2 * cpus, 2, 8));
+}
+
 namespace {
 
 using nlohmann::json;

@@ -62,11 +62,16 @@ struct PoolSpec {
 // name fields as `name` spells them: "maxIdle" in a file, "--max-idle" on the command line.
 void check_sizing(const PoolSpec& s, const std::string& where, const std::function<std::string(const char*)>& name);
 
+// Spawners (sandboxes in the making at once) unless configured: two per CPU, from 2
+// to 8. A make is mostly kernel work that waits on little, so one spawner per CPU
+// leaves CPUs idle while others sleep between steps; more than a few only queue.
+unsigned default_max_starting();
+
 struct DaemonOptions {
     std::string socket = kDefaultSocket;
     std::string cgroup_parent = "/tarn-pool";  // a pool's cgroup is <parent>/<name>
     std::vector<PoolSpec> pools;
-    unsigned max_starting = 2;  // sandboxes in setup at once (all pools)
+    unsigned max_starting = default_max_starting();  // sandboxes in setup at once (all pools)
     // Where to serve Prometheus metrics: "unix:PATH" or "IPV4:PORT"; empty: nowhere.
     std::string metrics;
     // The daemon's own global flags: --isolation and the --vm-* settings apply to

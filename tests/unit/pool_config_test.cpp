@@ -26,7 +26,9 @@ TEST(PoolConfig, DefaultsAndEveryField) {
     DaemonOptions o = parse_config(one_pool(), "pool.json");
     EXPECT_EQ(o.socket, kDefaultSocket);
     EXPECT_EQ(o.cgroup_parent, "/tarn-pool");
-    EXPECT_EQ(o.max_starting, 2u);
+    EXPECT_EQ(o.max_starting, default_max_starting());
+    EXPECT_GE(o.max_starting, 2u);
+    EXPECT_LE(o.max_starting, 8u);
     ASSERT_EQ(o.pools.size(), 1u);
     EXPECT_EQ(o.pools[0].min_idle, 2u);
     EXPECT_EQ(o.pools[0].max_total, 16u);
