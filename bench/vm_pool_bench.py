@@ -261,7 +261,9 @@ def main():
                    f"{st['claimLatencyMs']['p99']:.1f} ms. The OCI path (`tarn run` of a bundle annotated with "
                    f"the pool, borrowing a VM): **{med['vm pool, OCI path'] / med['vm cold']:.3f}** of a cold VM start.\n")
         out.append("## Making VMs: restore against boot (256 MiB guest, 1 vCPU)\n")
-        out.append("Per VM, with the pool refilling 4 at once (2 in the making at a time): the daemon's make time "
+        spawners = min(8, max(2, 2 * (os.cpu_count() or 1)))
+        out.append(f"Per VM, with the pool refilling 4 at once ({spawners} in the making at a time, the daemon's "
+                   "default): the daemon's make time "
                    "(start → container parked in the guest), the wall time and the CPU (the VMs' cgroups) of the "
                    "refill divided by 4, the CPU an idle VM burns, and its memory.\n")
         out.append("| refill | make (ms) | refill of 4 (s) | VMs/s | CPU per VM (s) | idle CPU per VM | PSS per idle VM (MiB) | cgroup memory (MiB) |")
