@@ -573,6 +573,43 @@ note "tarn run as uid 1000 outside its subtree exit $rc: $(tr '\n' ' ' < "$W/n.o
     [ ! -e "$CG/tarn-test/n2" ]
 verdict $? "(n) rootless outside its subtree: limits are refused, naming the field"
 
+# --- (q) the warm pool on pure v2: per-request limits, and reused sandbox cgroups ----------
+# A used sandbox's cgroup, once vacant, serves a later sandbox (docs/pool.md, Cgroups
+# of used sandboxes): a claim's --memory/--pids must not reach the next workload.
+cleanup
+bundle q /unused '{ "pids": { "limit": 50 } }' '"true"'
+QSOCK=$W/q.sock
+printf '{"socket": "%s", "cgroupParent": "/tarn-pool", "pools": [{"name": "q", "bundle": "%s", "minIdle": 1, "maxTotal": 2, "sizing": "fixed"}]}\n' \
+    "$QSOCK" "$W/q" > "$W/q.json"
+"$TARN" pool serve --config "$W/q.json" > "$W/q.log" 2>&1 &
+qpid=$!
+n=0
+until "$TARN" pool status --socket "$QSOCK" > /dev/null 2>&1 || [ $n -ge 200 ]; do n=$((n + 1)); sleep 0.1; done
+qrun() { timeout 30 "$TARN" pool run --socket "$QSOCK" "$@"; }
+QREAD='cat /proc/self/cgroup /sys/fs/cgroup/memory.max /sys/fs/cgroup/pids.max | tr "\n" " "'
+q1=$(qrun --memory 48m --pids 9 q -- sh -c "$QREAD" 2>&1)
+note "claim with --memory 48m --pids 9: $q1"
+[ "$q1" = "0::/ 50331648 9 " ]
+verdict $? "(q) a pool claim on v2 runs in its own cgroup (its root) with the request's memory.max and pids.max"
+qlast="" qok=0
+for i in 1 2 3 4; do
+    qlast=$(qrun q -- sh -c "$QREAD" 2>&1)
+    [ "$qlast" = "0::/ max 50 " ] || qok=1
+    note "claim $i without limits: $qlast"
+done
+qstatus=$("$TARN" pool status --socket "$QSOCK" --json 2>&1)
+qreused=$(printf '%s' "$qstatus" | sed -n 's/.*"reused": *\([0-9]*\).*/\1/p')
+note "pool status: $(printf '%s' "$qstatus" | cut -c1-300)"
+[ $qok -eq 0 ] && [ "${qreused:-0}" -ge 1 ]
+verdict $? "(q) sandboxes in reused cgroups ($qreused reused) have the template's limits back (memory.max max, pids.max 50)"
+"$TARN" pool stop --socket "$QSOCK" > /dev/null 2>&1
+n=0
+while kill -0 "$qpid" 2>/dev/null && [ $n -lt 100 ]; do n=$((n + 1)); sleep 0.1; done
+show "$W/q.log"
+! kill -0 "$qpid" 2>/dev/null && [ ! -e "$CG/tarn-pool" ] && [ ! -e "$QSOCK" ]
+verdict $? "(q) a stopped pool daemon leaves no cgroup (spares included) and no socket"
+kill -9 "$qpid" 2>/dev/null
+
 cleanup
 [ $skipped -gt 0 ] && echo "$skipped skipped"
 echo "$passed passed, $failed failed"
