@@ -450,10 +450,10 @@ Launched launch_unwrapped(const GlobalOptions& g, const CreateOptions& o, bool p
             // whatever is still in its cgroup goes with the cgroup and its directory.
             adopted.reset();
             try {
-                if (cgroup) {
-                    cgroup->kill_all(SIGKILL);
-                    for (int i = 0; i < 1000 && !cgroup->pids().empty(); ++i) ::usleep(2000);
-                }
+                // Failed before it was opened here: the VM's cgroup is this container's all the same.
+                if (!cgroup) cgroup = cgroups::open(vm_lease->cgroup, mode);
+                cgroup->kill_all(SIGKILL);
+                for (int i = 0; i < 1000 && !cgroup->pids().empty(); ++i) ::usleep(2000);
             } catch (const Error& e2) {
                 log_warn(e2.what());
             }

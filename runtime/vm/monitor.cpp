@@ -528,7 +528,8 @@ json Monitor::await(const std::string& want, Clock::time_point deadline, const s
         if (p[0].revents & (POLLIN | POLLHUP)) read_serial();
         if ((p[1].revents & POLLIN) && inbox_.empty()) {
             int status = 0;
-            if (qemu_pid_ > 0) ::waitpid(qemu_pid_, &status, 0);
+            // A leased VM's QEMU is the pool monitor's child: its status is not ours to see.
+            bool waited = qemu_pid_ > 0 && ::waitpid(qemu_pid_, &status, 0) > 0;
             qemu_pid_ = -1;
             std::string why = qemu_log_reason();
             if (why.empty()) why = console_tail();
@@ -540,10 +541,11 @@ json Monitor::await(const std::string& want, Clock::time_point deadline, const s
                 // Status 0: it ended because QEMU's end of its socket closed.
                 if (gone.find("(status 0)") == std::string::npos) vfs = " (" + gone + ")";
             }
-            throw Error("qemu " + settings_.qemu + " exited (" +
-                        (WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
-                                           : "signal " + std::to_string(WTERMSIG(status))) +
-                        (settings_.kvm ? ", KVM" : "") + ") before the guest " +
+            std::string how = !waited             ? std::string()
+                              : WIFEXITED(status) ? "status " + std::to_string(WEXITSTATUS(status))
+                                                  : "signal " + std::to_string(WTERMSIG(status));
+            if (settings_.kvm) how += how.empty() ? "KVM" : ", KVM";
+            throw Error("qemu " + settings_.qemu + " exited" + (how.empty() ? "" : " (" + how + ")") + " before the guest " +
                         (want == "ready" ? "agent answered" : "reported \"" + want + "\"") +
                         (why.empty() ? std::string() : ": " + why) + vfs);
         }

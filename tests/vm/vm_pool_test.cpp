@@ -363,6 +363,23 @@ TEST_F(VmPoolOci, CreateStartKillDeleteOfABorrowedVm) {
     EXPECT_FALSE(tarn::cgroups::open(cgparent + "/v/" + vm, tarn::cgroups::detect())->exists());
 }
 
+// What a Kubernetes pod with RuntimeDefault sends through containerd (uid 1000,
+// noNewPrivileges false, the default capabilities and seccomp profile), on a
+// borrowed VM: the bundle's own process settings hold in the guest.
+TEST_F(VmPoolOci, ARuntimeDefaultPodConfigHoldsOnABorrowedVm) {
+    serve(1, 2);
+    ASSERT_TRUE(idle(1)) << read_text(log_path);
+    own.config["process"]["noNewPrivileges"] = false;
+    own.config["process"]["user"] = {{"uid", 1000}, {"gid", 1000}};
+    tarn::test::set_capabilities(own.config["process"], tarn::test::docker_default_caps());
+    own.config["linux"]["seccomp"] = tarn::test::runtime_default_profile();
+    own.cmd("grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/self/status; id -u; cat /own-marker");
+    Result r = own.tarn({"--debug", "run", "oci4"});
+    EXPECT_EQ(r.code, 0) << r.err << read_text(log_path);
+    EXPECT_FALSE(lent_vm(r.err).empty()) << "not from the pool:\n" << r.err;
+    EXPECT_EQ(r.out, "CapEff:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t2\n1000\nown-root\n");
+}
+
 TEST_F(VmPoolOci, ABundleWhoseVmDiffersStartsColdSayingWhy) {
     serve(1, 2);
     ASSERT_TRUE(idle(1)) << read_text(log_path);
