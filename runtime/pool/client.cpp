@@ -53,6 +53,7 @@ public:
         double given = std::strtod(v, &end);
         origin_ = end != v && *end == '\0' && given > 1e9 ? given : entered_;
     }
+    bool on() const { return on_; }
     void mark(double& at) {
         if (on_) at = now();
     }
@@ -86,6 +87,9 @@ RunResult Client::run(const RunRequest& r, int signal_fd) {
     UniqueFd s = connect_to(socket_);
     tl.mark(tl.connected);
     json req = {{"op", "run"}, {"pool", r.pool}, {"args", r.args}, {"waitMs", r.wait_ms}};
+    // Nothing here needs the workload's start before its exit but the timeline: the
+    // exit report carries the same fields, and the client is not woken in between.
+    if (!tl.on()) req["started"] = false;
     if (!r.env.empty()) req["env"] = r.env;
     if (!r.cwd.empty()) req["cwd"] = r.cwd;
     if (r.memory) req["memory"] = *r.memory;
@@ -123,6 +127,11 @@ RunResult Client::run(const RunRequest& r, int signal_fd) {
             out.sandbox = m.value("sandbox", "");
             out.claim_ms = m.value("claimMs", 0.0);
         } else if (ev == "exit") {
+            if (m.contains("pid")) {
+                out.pid = m.value("pid", -1);
+                out.sandbox = m.value("sandbox", "");
+                out.claim_ms = m.value("claimMs", 0.0);
+            }
             out.exit_code = m.value("exitCode", 0);
             out.signal = m.value("signal", 0);
             tl.mark(tl.exited);

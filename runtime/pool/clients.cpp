@@ -168,6 +168,8 @@ void Daemon::on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds) {
                                b.value("readonly", false)});
         }
     }
+    if (msg.contains("started") && !msg["started"].is_boolean()) throw Error("started: expected boolean");
+    c->report_started = msg.value("started", true);
     if (fds.size() != 3)
         throw Error("run: expected 3 fds (stdin, stdout, stderr), got " + std::to_string(fds.size()));
     r.cwd = msg.value("cwd", "");

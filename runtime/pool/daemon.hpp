@@ -52,6 +52,11 @@ struct Conn {
     Sandbox* leased = nullptr;  // lent to this connection (OCI path)
     bool waiting = false;       // queued until a sandbox is free
     bool cold = false;          // found no idle sandbox: its claim waited for one to be made
+    // "started" goes out when the workload exec'd; without it (the request's
+    // "started":false) its fields ride on the exit report, and the client sleeps
+    // through the workload's run.
+    bool report_started = true;
+    json started;
     json req;
     Request run;  // req, checked; its stdio are those below
     std::vector<UniqueFd> stdio;
@@ -159,6 +164,9 @@ private:
     bool start_sandbox(Pool& p);
     void refill();
     void on_control(Sandbox* sb);
+    // The claimed workload exec'd: its claim latency, and "started" or what the exit
+    // report will carry instead.
+    void workload_started(Sandbox* sb);
     void on_exit(Sandbox* sb);
     void sandbox_ready(Pool& p, Sandbox* sb);
     void destroy_sandbox(Sandbox* sb);

@@ -47,6 +47,17 @@ bool reaches_cgroupfs(const std::string& source, const std::string& mountinfo);
 // Exits when the daemon's end closes.
 [[noreturn]] void spawner_main(int sock, const std::vector<const Template*>& templates);
 
+// The CPU priority of making sandboxes ahead of requests. Background work must not
+// take a CPU from the workloads it serves or from the daemon reporting their exits:
+// where the daemon may raise it again (CAP_SYS_NICE), a spawner and the sandboxes
+// it makes run SCHED_IDLE, which the scheduler runs only on a CPU nothing else
+// wants; otherwise nice 10. `urgent`: a request waits for the make, which then runs
+// at SCHED_OTHER nice 10 so a CPU busy with workloads cannot starve it. False when
+// the change was refused (errno set).
+bool set_make_priority(pid_t pid, bool urgent);
+// A claimed sandbox's workload: SCHED_OTHER at nice 0.
+bool set_workload_priority(pid_t pid);
+
 // One JSON object per SOCK_SEQPACKET message, with fds as SCM_RIGHTS.
 void send_message(int sock, const nlohmann::json& msg, const std::vector<int>& fds = {});
 // False on EOF. A message over kMaxMessage, or one that is not a JSON object, throws.

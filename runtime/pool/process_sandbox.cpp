@@ -101,6 +101,13 @@ public:
     bool lendable() const override { return true; }
     nlohmann::json lease_key(const Pool& p) const override { return detail::lease_key(p.tmpl.config); }
     void tick() override;
+    void urgency(bool urgent) override {
+        if (urgent == urgent_) return;
+        urgent_ = urgent;
+        for (auto& sp : spawners_)
+            if (!detail::set_make_priority(sp->pid, urgent))
+                log_debug("pool: spawner " + std::to_string(sp->pid) + ": priority: " + Error::errno_text(errno));
+    }
     void stop() override {
         // The spawners finish the removals queued to them, then see EOF and exit.
         for (auto& sp : spawners_) {
@@ -135,6 +142,7 @@ private:
     size_t next_spawner_ = 0;
     std::deque<Clock::time_point> spawner_deaths_;  // within the last kRespawnWindow
     bool serving_ = false;                          // setup is done, the loop runs
+    bool urgent_ = false;                           // a request waits for a make (urgency)
 };
 
 // ---- the sandbox -----------------------------------------------------------
@@ -175,7 +183,7 @@ bool ProcessSandbox::claim(const Request& r) {
     cl.cwd = r.cwd;
     cl.stdio = r.stdio;
     // Made at the spawners' background priority; the workload runs at the normal one.
-    if (::setpriority(PRIO_PROCESS, static_cast<id_t>(init_->pid()), 0) < 0)
+    if (!detail::set_workload_priority(init_->pid()))
         log_debug("pool: sandbox " + name + ": reset priority: " + Error::errno_text(errno));
     try {
         init_->claim(cl);
@@ -236,6 +244,7 @@ Spawner* ProcessSandboxes::start_spawner() {
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
         detail::spawner_main(3, templates);
     }
+    if (urgent_) (void)detail::set_make_priority(pid, true);
     auto sp = std::make_unique<Spawner>();
     sp->pid = pid;
     sp->sock = std::move(mine);

@@ -9,6 +9,10 @@ using runtime::log_debug;
 
 void Daemon::refill() {
     if (stopping_) return;
+    // A request waiting for a make: that kind's makes must not starve behind workloads.
+    std::map<SandboxKind*, bool> urgent;
+    for (auto& [name, pp] : pools_) urgent[pp->kind] |= !pp->waiting.empty();
+    for (auto& [kind, u] : urgent) kind->urgency(u);
     auto now = Clock::now();
     for (auto& [name, pp] : pools_) {
         Pool& p = *pp;

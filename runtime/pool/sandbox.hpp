@@ -132,6 +132,9 @@ public:
     virtual nlohmann::json lease_key(const Pool& p) const = 0;
     // The daemon's timer ticked (every 100 ms), after each pool's sizing decision.
     virtual void tick() {}
+    // Whether some request waits for a sandbox of this kind to be made: its makes
+    // then run at a priority that a CPU busy with workloads cannot starve.
+    virtual void urgency(bool /*urgent*/) {}
     // Teardown: the removals asked for are finished; nothing of the kind is left running.
     virtual void stop() = 0;
 };

@@ -79,7 +79,6 @@ void Daemon::setup_failed(Pool& p, const std::string& msg, bool oom) {
 }
 
 void Daemon::on_control(Sandbox* sb) {
-    Pool& p = *sb->pool;
     if (sb->st == Sandbox::St::idle) {
         // An idle sandbox only speaks if it died.
         lose_sandbox(sb, "while idle");
@@ -90,16 +89,24 @@ void Daemon::on_control(Sandbox* sb) {
     sb->exec_done = true;
     if (reassign(sb)) return;
     unwatch(sb->control_fd(), sb->control_id);
-    if (sb->error.empty() && sb->owner) {
-        sb->owner->stdio.clear();
-        double ms = ms_since(sb->owner->t_req);
-        (sb->owner->cold ? p.cold : p.warm).observe(ms / 1000);
-        if (p.latencies.size() < kLatencies)
-            p.latencies.push_back(ms);
-        else
-            p.latencies[p.lat_next++ % kLatencies] = ms;
-        reply(sb->owner,
-              json{{"event", "started"}, {"pid", sb->pid()}, {"sandbox", sb->name}, {"claimMs", ms}});
+    if (sb->error.empty() && sb->owner) workload_started(sb);
+}
+
+void Daemon::workload_started(Sandbox* sb) {
+    Pool& p = *sb->pool;
+    Conn* c = sb->owner;
+    c->stdio.clear();
+    double ms = ms_since(c->t_req);
+    (c->cold ? p.cold : p.warm).observe(ms / 1000);
+    if (p.latencies.size() < kLatencies)
+        p.latencies.push_back(ms);
+    else
+        p.latencies[p.lat_next++ % kLatencies] = ms;
+    c->started = json{{"pid", sb->pid()}, {"sandbox", sb->name}, {"claimMs", ms}};
+    if (c->report_started) {
+        json m = c->started;
+        m["event"] = "started";
+        reply(c, m);
     }
 }
 
@@ -127,6 +134,7 @@ void Daemon::on_exit(Sandbox* sb) {
         sb->error = sb->claim_outcome();
         sb->exec_done = true;
         if (reassign(sb)) return;
+        if (sb->error.empty() && sb->owner) workload_started(sb);
     }
     if (Conn* c = sb->owner) {
         c->sb = nullptr;
@@ -134,7 +142,9 @@ void Daemon::on_exit(Sandbox* sb) {
         if (!sb->error.empty()) {
             fail(c, sb->error);
         } else {
-            reply(c, json{{"event", "exit"}, {"exitCode", status->code}, {"signal", status->signal}});
+            json exit{{"event", "exit"}, {"exitCode", status->code}, {"signal", status->signal}};
+            if (!c->report_started && c->started.is_object()) exit.update(c->started);
+            reply(c, exit);
         }
     }
     destroy_sandbox(sb);

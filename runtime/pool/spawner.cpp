@@ -1,8 +1,11 @@
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -16,6 +19,13 @@ namespace tarn::pool::detail {
 namespace {
 
 constexpr int kSpawnerNice = 10;
+
+bool can_raise_priority() {
+    __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+    __user_cap_data_struct d[2]{};
+    if (::syscall(SYS_capget, &h, d) < 0) return false;
+    return d[CAP_SYS_NICE / 32].effective & (1U << (CAP_SYS_NICE % 32));
+}
 
 using nlohmann::json;
 
@@ -121,14 +131,26 @@ bool destroy(const std::string& path, cgroups::Mode mode, bool last_try,
 
 }  // namespace
 
+bool set_make_priority(pid_t pid, bool urgent) {
+    static const bool idle_ok = can_raise_priority();
+    sched_param none{};
+    if (!urgent && idle_ok) return ::sched_setscheduler(pid, SCHED_IDLE, &none) == 0;
+    if (idle_ok && ::sched_setscheduler(pid, SCHED_OTHER, &none) < 0) return false;
+    return ::setpriority(PRIO_PROCESS, static_cast<id_t>(pid), kSpawnerNice) == 0;
+}
+
+bool set_workload_priority(pid_t pid) {
+    sched_param none{};
+    if (::sched_getscheduler(pid) == SCHED_IDLE && ::sched_setscheduler(pid, SCHED_OTHER, &none) < 0) return false;
+    return ::setpriority(PRIO_PROCESS, static_cast<id_t>(pid), 0) == 0;
+}
+
 void spawner_main(int sock, const std::vector<const Template*>& templates) {
     try {
         ::prctl(PR_SET_NAME, "tarn-spawner", 0, 0, 0);
-        // Making sandboxes ahead of requests is background work: on a busy host it
-        // must not take the CPU from the workloads it serves (nor from the daemon
-        // reporting their exits). The daemon puts each sandbox back to nice 0 when
-        // it hands it a claim.
-        ::setpriority(PRIO_PROCESS, 0, kSpawnerNice);
+        // Background work (set_make_priority); the daemon puts each sandbox at the
+        // workload's priority when it hands it a claim.
+        (void)set_make_priority(0, false);
         ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         std::map<std::string, const Template*> by_name;
         for (const Template* t : templates) by_name[t->pool] = t;

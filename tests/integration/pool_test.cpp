@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -225,22 +226,90 @@ TEST_F(PoolTest, RuntimeDefaultSeccompWithoutNoNewPrivilegesHoldsInTheClaimedWor
     EXPECT_EQ(r.out, "CapEff:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t2\n1000\n");
 }
 
+// The daemon's spawners: its children named tarn-spawner in its own pid namespace
+// (the sandbox inits it parents have the name too, in namespaces of their own).
+std::vector<pid_t> spawners_of(pid_t daemon) {
+    std::vector<pid_t> out;
+    if (DIR* d = ::opendir("/proc")) {
+        while (dirent* e = ::readdir(d)) {
+            if (!std::isdigit(static_cast<unsigned char>(e->d_name[0]))) continue;
+            std::string stat = read_text(std::string("/proc/") + e->d_name + "/stat");
+            size_t close = stat.rfind(')');
+            if (close == std::string::npos || stat.find("(tarn-spawner)") == std::string::npos) continue;
+            std::istringstream rest(stat.substr(close + 2));
+            std::string state;
+            pid_t ppid = 0;
+            rest >> state >> ppid;
+            // "NSpid:\t<pid>" has one pid per pid namespace the process is in.
+            std::string status = read_text(std::string("/proc/") + e->d_name + "/status");
+            size_t at = status.find("NSpid:");
+            std::istringstream nspid(status.substr(at, status.find('\n', at) - at));
+            std::string word;
+            int levels = -1;
+            while (nspid >> word) ++levels;
+            if (ppid == daemon && levels == 1) out.push_back(std::stoi(e->d_name));
+        }
+        ::closedir(d);
+    }
+    return out;
+}
+
+// Field 41 of /proc/PID/stat: the scheduling policy (0 SCHED_OTHER, 5 SCHED_IDLE).
+int sched_policy(pid_t pid) {
+    std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
+    std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 41 && rest >> field; ++i) {
+    }
+    return std::stoi(field);
+}
+
 TEST_F(PoolTest, SandboxesAreMadeInTheBackgroundButWorkloadsRunAtNormalPriority) {
     serve();
     ASSERT_TRUE(eventually([&] { return status()["idle"] == 2; }, 20000ms));
-    // A parked sandbox carries the spawners' nice value; the claim resets it.
+    // The daemon runs as root here: spawners and the sandboxes they make are
+    // SCHED_IDLE; a claim puts the workload at SCHED_OTHER, nice 0.
     pid_t parked = -1;
     for (const std::string& d : sandbox_dirs(cgparent + "/p")) {
         std::string procs = read_text(d + "/cgroup.procs");
         if (!procs.empty()) parked = std::stoi(procs);
     }
     ASSERT_GT(parked, 0);
-    errno = 0;
-    EXPECT_EQ(::getpriority(PRIO_PROCESS, static_cast<id_t>(parked)), 10);
-    // Field 19 of /proc/self/stat is the nice value.
-    Result r = run("cut -d' ' -f19 /proc/self/stat");
+    EXPECT_EQ(sched_policy(parked), SCHED_IDLE);
+    for (pid_t sp : spawners_of(daemon->pid)) EXPECT_EQ(sched_policy(sp), SCHED_IDLE) << sp;
+    // Fields 19 and 41 of /proc/self/stat: the nice value and the policy.
+    Result r = run("cut -d' ' -f19,41 /proc/self/stat");
     EXPECT_EQ(r.code, 0) << r.err;
-    EXPECT_EQ(r.out, "0\n");
+    EXPECT_EQ(r.out, "0 0\n");
+}
+
+TEST_F(PoolTest, WhileAClaimWaitsForASandboxTheSpawnersAreNotLeftToIdleTime) {
+    // SCHED_IDLE makes run only on a CPU nothing else wants: a claim waiting for one
+    // must not wait behind workloads, so the spawners run at SCHED_OTHER (nice 10)
+    // while any claim waits, and go back once none does.
+    serve(1, 1);
+    auto busy = run_bg("echo > /shared/up; " + wait_for("go"), "busy");
+    ASSERT_TRUE(wait_file("up")) << busy->output();
+    std::vector<pid_t> spawners = spawners_of(daemon->pid);
+    ASSERT_FALSE(spawners.empty());
+    for (pid_t sp : spawners) EXPECT_EQ(sched_policy(sp), SCHED_IDLE) << sp;
+    auto patient = run_bg("echo second", "patient", {"--wait", "20000"});
+    auto boosted = [&] {
+        for (pid_t sp : spawners)
+            if (sched_policy(sp) != SCHED_OTHER || ::getpriority(PRIO_PROCESS, static_cast<id_t>(sp)) != 10)
+                return false;
+        return true;
+    };
+    EXPECT_TRUE(eventually(boosted, 5000ms));
+    write_text(shared_file("go"), "");
+    EXPECT_EQ(busy->wait(), 0) << busy->output();
+    EXPECT_EQ(patient->wait(), 0) << patient->output();
+    EXPECT_EQ(patient->output(), "second\n");
+    EXPECT_TRUE(eventually([&] {
+        for (pid_t sp : spawners)
+            if (sched_policy(sp) != SCHED_IDLE) return false;
+        return true;
+    }));
 }
 
 TEST_F(PoolTest, AWorkloadIsInItsSandboxCgroupInEveryHierarchyAndSeesItAsItsRoot) {
@@ -588,33 +657,6 @@ TEST_F(PoolTest, AnIdleSandboxThatDiedIsNeverHandedOut) {
         << sandbox_dirs(cgparent + "/p").size() << " cgroups for " << status();
 }
 
-// The daemon's spawners: its children named tarn-spawner in its own pid namespace
-// (the sandbox inits it parents have the name too, in namespaces of their own).
-std::vector<pid_t> spawners_of(pid_t daemon) {
-    std::vector<pid_t> out;
-    if (DIR* d = ::opendir("/proc")) {
-        while (dirent* e = ::readdir(d)) {
-            if (!std::isdigit(static_cast<unsigned char>(e->d_name[0]))) continue;
-            std::string stat = read_text(std::string("/proc/") + e->d_name + "/stat");
-            size_t close = stat.rfind(')');
-            if (close == std::string::npos || stat.find("(tarn-spawner)") == std::string::npos) continue;
-            std::istringstream rest(stat.substr(close + 2));
-            std::string state;
-            pid_t ppid = 0;
-            rest >> state >> ppid;
-            // "NSpid:\t<pid>" has one pid per pid namespace the process is in.
-            std::string status = read_text(std::string("/proc/") + e->d_name + "/status");
-            size_t at = status.find("NSpid:");
-            std::istringstream nspid(status.substr(at, status.find('\n', at) - at));
-            std::string word;
-            int levels = -1;
-            while (nspid >> word) ++levels;
-            if (ppid == daemon && levels == 1) out.push_back(std::stoi(e->d_name));
-        }
-        ::closedir(d);
-    }
-    return out;
-}
 
 TEST_F(PoolTest, SpawnersThatDieAreReplaced) {
     // Fixed sizing, for the idle count to return to (the burst below misses).
@@ -760,6 +802,53 @@ TEST_F(PoolTest, BadRequestsGetClearErrorsAndLeakNothing) {
     EXPECT_EQ(st["allocated"], 0);
     EXPECT_EQ(st["total"], st["idle"].get<int>() + st["starting"].get<int>());
     EXPECT_EQ(run("echo still fine").out, "still fine\n");
+}
+
+TEST_F(PoolTest, ARunReportsStartedThenExitOrOnlyAnExitCarryingWhatStartedSays) {
+    serve();
+    // What a client reads for one run request, every message until the exit report.
+    auto events = [&](const json& extra) {
+        std::vector<json> got;
+        UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strcpy(addr.sun_path, sock.c_str());
+        EXPECT_EQ(::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+        timeval tv{20, 0};
+        ::setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+        json req = {{"op", "run"}, {"pool", "p"}, {"args", {"sh", "-c", "exit 5"}}};
+        req.update(extra);
+        tarn::pool::detail::send_message(s.get(), req, {null.get(), null.get(), null.get()});
+        json m;
+        while (tarn::pool::detail::recv_message(s.get(), m)) {
+            got.push_back(m);
+            if (m.contains("error") || m.value("event", "") == "exit") break;
+        }
+        return got;
+    };
+    std::vector<json> both = events(json::object());
+    ASSERT_EQ(both.size(), 2u) << json(both);
+    EXPECT_EQ(both[0]["event"], "started");
+    EXPECT_GT(both[0]["pid"].get<int>(), 1);
+    EXPECT_TRUE(both[0]["sandbox"].is_string());
+    EXPECT_GE(both[0]["claimMs"].get<double>(), 0.0);
+    EXPECT_EQ(both[1]["event"], "exit");
+    EXPECT_EQ(both[1]["exitCode"], 5);
+    EXPECT_FALSE(both[1].contains("pid"));
+
+    std::vector<json> one = events(json{{"started", false}});
+    ASSERT_EQ(one.size(), 1u) << json(one);
+    EXPECT_EQ(one[0]["event"], "exit");
+    EXPECT_EQ(one[0]["exitCode"], 5);
+    EXPECT_EQ(one[0]["signal"], 0);
+    EXPECT_GT(one[0]["pid"].get<int>(), 1);
+    EXPECT_NE(one[0]["sandbox"], both[0]["sandbox"]);
+    EXPECT_GE(one[0]["claimMs"].get<double>(), 0.0);
+
+    std::vector<json> bad = events(json{{"started", "no"}});
+    ASSERT_EQ(bad.size(), 1u);
+    EXPECT_NE(bad[0].value("error", "").find("started: expected boolean"), std::string::npos) << bad[0];
 }
 
 TEST_F(PoolTest, AClientThatDisconnectsMidRunTakesItsWorkloadWithIt) {
