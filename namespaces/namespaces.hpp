@@ -243,8 +243,8 @@ public:
 
 private:
     ParkedInit() = default;
-    enum class State { mounting, readying, parked, claimed };
-    State state_ = State::mounting;
+    enum class State { readying, parked, claimed };
+    State state_ = State::readying;
     UniqueFd sock_;
     UniqueFd pidfd_;
     pid_t pid_ = -1;

@@ -1,6 +1,6 @@
 // ParkedInit: the warm pool's non-blocking spawn. The handshake is spawn_init's
-// (go → mounted → go → ready), driven one message at a time by the daemon's event
-// loop, then a claim instead of exec.fifo.
+// without its hooks' round (go with the host pid → ready), driven by the daemon's
+// event loop, then a claim instead of exec.fifo.
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -73,7 +73,9 @@ ParkedInit::ParkedInit(const oci::Config& config, const InitOptions& opts, const
             PhaseScope s(timings_, Phase::idmaps);
             write_id_maps(pid_, *config.linux);
         }
-        SyncSocket(sock_.get()).send(MsgType::go);
+        // With its host pid: no hooks, so no "mounted" round (init_main).
+        SyncSocket(sock_.get()).send(MsgType::go, {}, nullptr, pid_);
+        state_ = State::readying;
     } catch (...) {
         kill_and_reap(pidfd_.get(), pid_);
         pid_ = -1;
@@ -91,11 +93,6 @@ bool ParkedInit::advance() {
         Packet p;
         if (!sock.recv(p)) throw Error("sandbox init died during setup");
         if (p.type == MsgType::error) throw Error(p.text);
-        if (state_ == State::mounting && p.type == MsgType::mounted) {
-            sock.send(MsgType::go, {}, nullptr, pid_);
-            state_ = State::readying;
-            return false;
-        }
         if (state_ == State::readying && p.type == MsgType::ready) {
             timings_.merge(p.timings);
             state_ = State::parked;

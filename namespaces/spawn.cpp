@@ -252,7 +252,9 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         PhaseScope s(t, Phase::cgroup);
         detail::join_cgroups_self(o.cgroup_self_join);
     }
-    sock.expect(MsgType::go, "runtime went away");
+    // A parked init's runtime sends its host pid now: it has no hooks, so nothing runs
+    // between its mounts and its pivot and the "mounted" round below is skipped.
+    const pid_t first_go = sock.expect(MsgType::go, "runtime went away").value;
     if (userns) {
         // Become the container's root (if mapped) so files created below belong to it.
         if (::setresgid(0, 0, 0) < 0 && errno != EINVAL) throw_errno("setgid 0 in user namespace");
@@ -302,8 +304,11 @@ void init_main(const oci::Config& c, const InitOptions& o, const ChildSteps& ste
         PhaseScope s(t, Phase::hostname);
         detail::set_hostname(c);
     }
-    sock.send(MsgType::mounted);
-    pid_t host_pid = sock.expect(MsgType::go, "runtime went away").value;
+    pid_t host_pid = first_go;
+    if (!o.await_claim) {
+        sock.send(MsgType::mounted);
+        host_pid = sock.expect(MsgType::go, "runtime went away").value;
+    }
     if (steps.create_container) {
         PhaseScope s(t, Phase::hooks);
         steps.create_container(host_pid);
