@@ -48,13 +48,15 @@ bool reaches_cgroupfs(const std::string& source, const std::string& mountinfo);
 [[noreturn]] void spawner_main(int sock, const std::vector<const Template*>& templates);
 
 // The CPU priority of making sandboxes ahead of requests. Background work must not
-// take a CPU from the workloads it serves or from the daemon reporting their exits:
-// where the daemon may raise it again (CAP_SYS_NICE), a spawner and the sandboxes
-// it makes run SCHED_IDLE, which the scheduler runs only on a CPU nothing else
-// wants; otherwise nice 10. `urgent`: a request waits for the make, which then runs
-// at SCHED_OTHER nice 10 so a CPU busy with workloads cannot starve it. False when
-// the change was refused (errno set).
+// take a CPU from the workloads it serves or from the daemon reporting their exits.
+// Where the daemon may raise it again (CAP_SYS_NICE), a spawner runs SCHED_IDLE,
+// which the scheduler runs only on a CPU nothing else wants; otherwise nice 10.
+// `urgent`: a request waits for a make, which then runs at SCHED_OTHER nice 10 so a
+// CPU busy with workloads cannot starve it. False when refused (errno set).
 bool set_make_priority(pid_t pid, bool urgent);
+// A sandbox in the making: SCHED_OTHER at nice 10 whatever its spawner's policy, since
+// it could not follow a change of urgency while it sets up.
+bool set_setup_priority(pid_t pid);
 // A claimed sandbox's workload: SCHED_OTHER at nice 0.
 bool set_workload_priority(pid_t pid);
 

@@ -1,5 +1,7 @@
 // Each pool's idle target, decided by the pure policy in sizing.cpp from what the
 // daemon measures, and the refill that keeps that many sandboxes ready.
+#include <cmath>
+
 #include "runtime/pool/daemon.hpp"
 #include "runtime/runtime.hpp"
 
@@ -9,9 +11,15 @@ using runtime::log_debug;
 
 void Daemon::refill() {
     if (stopping_) return;
-    // A request waiting for a make: that kind's makes must not starve behind workloads.
+    // Refill is background work while a pool holds more ready sandboxes than the
+    // requests expected during one make; below that, or with a request waiting, the
+    // makes must not starve behind workloads (SandboxKind::urgency).
     std::map<SandboxKind*, bool> urgent;
-    for (auto& [name, pp] : pools_) urgent[pp->kind] |= !pp->waiting.empty();
+    for (auto& [name, pp] : pools_) {
+        const Pool& p = *pp;
+        double cover = std::max(1.0, std::ceil(p.sizing_in.rate * p.make_s));
+        urgent[p.kind] |= !p.waiting.empty() || static_cast<double>(p.idle.size()) < cover;
+    }
     for (auto& [kind, u] : urgent) kind->urgency(u);
     auto now = Clock::now();
     for (auto& [name, pp] : pools_) {

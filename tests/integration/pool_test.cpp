@@ -267,15 +267,17 @@ int sched_policy(pid_t pid) {
 TEST_F(PoolTest, SandboxesAreMadeInTheBackgroundButWorkloadsRunAtNormalPriority) {
     serve();
     ASSERT_TRUE(eventually([&] { return status()["idle"] == 2; }, 20000ms));
-    // The daemon runs as root here: spawners and the sandboxes they make are
-    // SCHED_IDLE; a claim puts the workload at SCHED_OTHER, nice 0.
+    // The daemon runs as root here: spawners are SCHED_IDLE, the sandboxes they make
+    // SCHED_OTHER at nice 10; a claim puts the workload at nice 0.
     pid_t parked = -1;
     for (const std::string& d : sandbox_dirs(cgparent + "/p")) {
         std::string procs = read_text(d + "/cgroup.procs");
         if (!procs.empty()) parked = std::stoi(procs);
     }
     ASSERT_GT(parked, 0);
-    EXPECT_EQ(sched_policy(parked), SCHED_IDLE);
+    EXPECT_EQ(sched_policy(parked), SCHED_OTHER);
+    errno = 0;
+    EXPECT_EQ(::getpriority(PRIO_PROCESS, static_cast<id_t>(parked)), 10);
     for (pid_t sp : spawners_of(daemon->pid)) EXPECT_EQ(sched_policy(sp), SCHED_IDLE) << sp;
     // Fields 19 and 41 of /proc/self/stat: the nice value and the policy.
     Result r = run("cut -d' ' -f19,41 /proc/self/stat");
@@ -283,33 +285,33 @@ TEST_F(PoolTest, SandboxesAreMadeInTheBackgroundButWorkloadsRunAtNormalPriority)
     EXPECT_EQ(r.out, "0 0\n");
 }
 
-TEST_F(PoolTest, WhileAClaimWaitsForASandboxTheSpawnersAreNotLeftToIdleTime) {
-    // SCHED_IDLE makes run only on a CPU nothing else wants: a claim waiting for one
-    // must not wait behind workloads, so the spawners run at SCHED_OTHER (nice 10)
-    // while any claim waits, and go back once none does.
+TEST_F(PoolTest, ThePoolRunningLowOrAClaimWaitingTakesTheSpawnersOffIdleTime) {
+    // SCHED_IDLE makes run only on a CPU nothing else wants: once the pool holds fewer
+    // ready sandboxes than one make's worth of requests (here: none), or a claim
+    // waits, the spawners run at SCHED_OTHER (nice 10), and go back once it is full.
     serve(1, 1);
-    auto busy = run_bg("echo > /shared/up; " + wait_for("go"), "busy");
-    ASSERT_TRUE(wait_file("up")) << busy->output();
+    ASSERT_TRUE(eventually([&] { return status()["idle"] == 1; }, 20000ms));
     std::vector<pid_t> spawners = spawners_of(daemon->pid);
     ASSERT_FALSE(spawners.empty());
-    for (pid_t sp : spawners) EXPECT_EQ(sched_policy(sp), SCHED_IDLE) << sp;
-    auto patient = run_bg("echo second", "patient", {"--wait", "20000"});
-    auto boosted = [&] {
-        for (pid_t sp : spawners)
-            if (sched_policy(sp) != SCHED_OTHER || ::getpriority(PRIO_PROCESS, static_cast<id_t>(sp)) != 10)
-                return false;
+    auto all = [&](int policy, int nice) {
+        for (pid_t sp : spawners) {
+            errno = 0;
+            if (sched_policy(sp) != policy || ::getpriority(PRIO_PROCESS, static_cast<id_t>(sp)) != nice) return false;
+        }
         return true;
     };
-    EXPECT_TRUE(eventually(boosted, 5000ms));
+    EXPECT_TRUE(eventually([&] { return all(SCHED_IDLE, 10); }));
+    auto busy = run_bg("echo > /shared/up; " + wait_for("go"), "busy");
+    ASSERT_TRUE(wait_file("up")) << busy->output();
+    EXPECT_TRUE(eventually([&] { return all(SCHED_OTHER, 10); }, 5000ms));
+    auto patient = run_bg("echo second", "patient", {"--wait", "20000"});
+    EXPECT_TRUE(eventually([&] { return status()["waiting"] == 1; }, 5000ms)) << status();
+    EXPECT_TRUE(all(SCHED_OTHER, 10));
     write_text(shared_file("go"), "");
     EXPECT_EQ(busy->wait(), 0) << busy->output();
     EXPECT_EQ(patient->wait(), 0) << patient->output();
     EXPECT_EQ(patient->output(), "second\n");
-    EXPECT_TRUE(eventually([&] {
-        for (pid_t sp : spawners)
-            if (sched_policy(sp) != SCHED_IDLE) return false;
-        return true;
-    }));
+    EXPECT_TRUE(eventually([&] { return status()["idle"] == 1 && all(SCHED_IDLE, 10); }, 10000ms)) << status();
 }
 
 TEST_F(PoolTest, AWorkloadIsInItsSandboxCgroupInEveryHierarchyAndSeesItAsItsRoot) {
