@@ -144,7 +144,7 @@ json summary(std::vector<double> v) {
 // spawn that failed or a non-zero exit).
 class Issuer {
 public:
-    explicit Issuer(const Args& a) : a_(a) {
+    explicit Issuer(const Args& a) : a_(a), client_(a.socket) {
         null_fd_ = ::open("/dev/null", O_RDWR | O_CLOEXEC);
         req_.pool = a.pool;
         req_.args = a.cmd;
@@ -153,7 +153,9 @@ public:
     }
     bool issue(uint64_t n, double& claim_ms) {
         if (a_.mode == "pool") {
-            tarn::pool::RunResult r = tarn::pool::Client(a_.socket).run(req_);
+            // One client for every worker, kept as a platform keeps it: its connections
+            // are reused from one request to the next.
+            tarn::pool::RunResult r = client_.run(req_);
             claim_ms = r.claim_ms;
             return r.exit_code == 0;
         }
@@ -184,6 +186,7 @@ public:
 
 private:
     const Args& a_;
+    tarn::pool::Client client_;
     int null_fd_;
     tarn::pool::RunRequest req_;
 };

@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <memory>
 
 #include "namespaces/steps.hpp"
 #include "namespaces/syscalls.hpp"
@@ -64,14 +63,15 @@ void send_claim(int sock, const Claim& c) {
 }
 
 bool recv_claim(int sock, Claim& claim) {
-    // Uninitialised: only the bytes the claim fills are ever touched.
-    std::unique_ptr<char[]> buf(new char[kMaxClaimBytes]);
+    // Static: an init receives one claim. A heap buffer this large would be an mmap and
+    // a munmap on the claim path; here only the pages the claim fills are touched.
+    static char buf[kMaxClaimBytes];
     std::vector<UniqueFd> fds;
-    Received got = recv_with_fds(sock, {buf.get(), kMaxClaimBytes}, &fds, "claim: receive");
+    Received got = recv_with_fds(sock, {buf, kMaxClaimBytes}, &fds, "claim: receive");
     if (got.bytes == 0 && fds.empty()) return false;
     if (fds.size() < 3 || got.truncated || got.fds_truncated) throw Error("claim: malformed message");
     for (int i = 0; i < 3; ++i) claim.stdio[i] = fds[i].release();
-    Reader r{std::string_view(buf.get(), got.bytes)};
+    Reader r{std::string_view(buf, got.bytes)};
     claim.cwd = r.str();
     for (uint32_t i = 0, k = r.u32(); i < k; ++i) claim.args.push_back(r.str());
     for (uint32_t i = 0, k = r.u32(); i < k; ++i) claim.env.push_back(r.str());

@@ -84,7 +84,16 @@ Client::Client(const std::string& socket) : socket_(socket) {}
 
 RunResult Client::run(const RunRequest& r, int signal_fd) {
     Timeline tl;
-    UniqueFd s = connect_to(socket_);
+    UniqueFd s;
+    {
+        std::lock_guard lock(mu_);
+        if (!idle_.empty()) {
+            s = std::move(idle_.back());
+            idle_.pop_back();
+        }
+    }
+    const bool reused = static_cast<bool>(s);
+    if (!reused) s = connect_to(socket_);
     tl.mark(tl.connected);
     json req = {{"op", "run"}, {"pool", r.pool}, {"args", r.args}, {"waitMs", r.wait_ms}};
     // Nothing here needs the workload's start before its exit but the timeline: the
@@ -104,7 +113,14 @@ RunResult Client::run(const RunRequest& r, int signal_fd) {
                                 {"destination", b.substr(c1 + 1, c2 == std::string::npos ? std::string::npos : c2 - c1 - 1)},
                                 {"readonly", opt == "ro"}});
     }
-    detail::send_message(s.get(), req, {r.stdio[0], r.stdio[1], r.stdio[2]});
+    try {
+        detail::send_message(s.get(), req, {r.stdio[0], r.stdio[1], r.stdio[2]});
+    } catch (const Error& e) {
+        // A kept connection whose daemon has gone (stopped, restarted): a new one.
+        if (!reused || (e.code() != EPIPE && e.code() != ECONNRESET && e.code() != ENOTCONN)) throw;
+        s = connect_to(socket_);
+        detail::send_message(s.get(), req, {r.stdio[0], r.stdio[1], r.stdio[2]});
+    }
     tl.mark(tl.sent);
     RunResult out;
     pollfd pf[2] = {{s.get(), POLLIN, 0}, {signal_fd, POLLIN, 0}};
@@ -136,6 +152,8 @@ RunResult Client::run(const RunRequest& r, int signal_fd) {
             out.signal = m.value("signal", 0);
             tl.mark(tl.exited);
             tl.print(out.claim_ms);
+            std::lock_guard lock(mu_);
+            if (idle_.size() < kIdleConnections) idle_.push_back(std::move(s));
             return out;
         }
     }

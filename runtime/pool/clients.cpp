@@ -135,7 +135,8 @@ std::vector<std::string> string_list(const json& msg, const char* key, bool requ
 }  // namespace
 
 void Daemon::on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds) {
-    if (c->sb || c->waiting) throw Error("one run request per connection");
+    // A connection carries one run at a time; after its exit report, another.
+    if (c->sb || c->waiting || c->leased) throw Error("one run request at a time per connection");
     if (stopping_) throw Error("the pool daemon is stopping");
     std::string name = msg.value("pool", "");
     auto it = pools_.find(name);
@@ -170,6 +171,8 @@ void Daemon::on_run(Conn* c, json& msg, std::vector<UniqueFd>& fds) {
     }
     if (msg.contains("started") && !msg["started"].is_boolean()) throw Error("started: expected boolean");
     c->report_started = msg.value("started", true);
+    c->cold = false;
+    c->started = json();
     if (fds.size() != 3)
         throw Error("run: expected 3 fds (stdin, stdout, stderr), got " + std::to_string(fds.size()));
     r.cwd = msg.value("cwd", "");

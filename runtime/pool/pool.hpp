@@ -18,6 +18,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -119,7 +120,10 @@ class Client {
 public:
     explicit Client(const std::string& socket = kDefaultSocket);
     // Claims a sandbox, runs the request in it and waits for the exit. Signals read
-    // from `signal_fd` (a signalfd, -1: none) are forwarded to the workload.
+    // from `signal_fd` (a signalfd, -1: none) are forwarded to the workload. A
+    // connection whose run ended with its exit report is kept for the next run (up to
+    // kIdleConnections): a Client kept between requests saves a connect per claim.
+    // Safe to call from several threads at once.
     RunResult run(const RunRequest& r, int signal_fd = -1);
     // {"pools":[...]}: one object per pool (docs/pool.md); `pool` empty for all.
     nlohmann::json status(const std::string& pool = {});
@@ -127,8 +131,12 @@ public:
     // (drain) or, with `now`, killed.
     void stop(bool now);
 
+    static constexpr size_t kIdleConnections = 64;
+
 private:
     std::string socket_;
+    std::mutex mu_;
+    std::vector<UniqueFd> idle_;  // connections between runs
 };
 
 // ---- the OCI path -----------------------------------------------------------

@@ -30,6 +30,7 @@
 #include "profiles.hpp"
 #include "oci/oci.hpp"
 #include "runtime/pool/detail.hpp"
+#include "runtime/pool/pool.hpp"
 
 namespace tarn::test {
 namespace {
@@ -851,6 +852,47 @@ TEST_F(PoolTest, ARunReportsStartedThenExitOrOnlyAnExitCarryingWhatStartedSays) 
     std::vector<json> bad = events(json{{"started", "no"}});
     ASSERT_EQ(bad.size(), 1u);
     EXPECT_NE(bad[0].value("error", "").find("started: expected boolean"), std::string::npos) << bad[0];
+}
+
+TEST_F(PoolTest, AConnectionCarriesOneRunAfterAnotherAndAKeptClientSurvivesARestart) {
+    serve();
+    // The protocol: after its exit report, a run connection takes the next run.
+    UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strcpy(addr.sun_path, sock.c_str());
+    ASSERT_EQ(::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    timeval tv{20, 0};
+    ::setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
+    std::set<std::string> sandboxes;
+    for (int code : {3, 4}) {
+        json req = {{"op", "run"}, {"pool", "p"}, {"args", {"sh", "-c", "exit " + std::to_string(code)}}, {"started", false}};
+        tarn::pool::detail::send_message(s.get(), req, {null.get(), null.get(), null.get()});
+        json m;
+        ASSERT_TRUE(tarn::pool::detail::recv_message(s.get(), m));
+        EXPECT_EQ(m.value("event", ""), "exit") << m;
+        EXPECT_EQ(m.value("exitCode", -1), code) << m;
+        sandboxes.insert(m.value("sandbox", ""));
+    }
+    EXPECT_EQ(sandboxes.size(), 2u) << "each run has a sandbox of its own";
+
+    // The client library keeps its connection; one whose daemon restarted since is
+    // replaced, and the run goes through.
+    tarn::pool::Client client(sock);
+    tarn::pool::RunRequest r;
+    r.pool = "p";
+    r.args = {"sh", "-c", "exit 6"};
+    r.stdio = {null.get(), null.get(), null.get()};
+    EXPECT_EQ(client.run(r).exit_code, 6);
+    EXPECT_EQ(client.run(r).exit_code, 6);
+    pool({"stop"});
+    EXPECT_EQ(daemon->wait(), 0) << read_text(log_path);
+    serve();
+    tarn::pool::RunResult again = client.run(r);
+    EXPECT_EQ(again.exit_code, 6);
+    EXPECT_GT(again.pid, 1);
+    EXPECT_FALSE(again.sandbox.empty());
 }
 
 TEST_F(PoolTest, AClientThatDisconnectsMidRunTakesItsWorkloadWithIt) {
