@@ -1,11 +1,9 @@
 #include <fcntl.h>
-#include <linux/capability.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -20,11 +18,17 @@ namespace {
 
 constexpr int kSpawnerNice = 10;
 
+// Whether this process may raise a priority, which SCHED_IDLE → SCHED_OTHER needs:
+// CAP_SYS_NICE in the initial user namespace (or a generous RLIMIT_NICE). Tried
+// rather than read from the capability sets, which a user namespace's root also has.
 bool can_raise_priority() {
-    __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
-    __user_cap_data_struct d[2]{};
-    if (::syscall(SYS_capget, &h, d) < 0) return false;
-    return d[CAP_SYS_NICE / 32].effective & (1U << (CAP_SYS_NICE % 32));
+    errno = 0;
+    int nice = ::getpriority(PRIO_PROCESS, 0);
+    if (nice == -1 && errno != 0) return false;
+    if (nice <= -20) return true;
+    if (::setpriority(PRIO_PROCESS, 0, nice - 1) < 0) return false;
+    (void)::setpriority(PRIO_PROCESS, 0, nice);
+    return true;
 }
 
 using nlohmann::json;

@@ -134,6 +134,21 @@ protected:
 
     void serve(unsigned min_idle = 2, unsigned max_total = 4) { serve(config(min_idle, max_total)); }
 
+    // A raw connection to the daemon's socket, receives timing out after 20 s.
+    UniqueFd connect_daemon() const {
+        UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strcpy(addr.sun_path, sock.c_str());
+        if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) < 0) {
+            ADD_FAILURE() << "connect " << sock << ": " << std::strerror(errno);
+            return {};
+        }
+        timeval tv{20, 0};
+        ::setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        return s;
+    }
+
     Result pool(std::vector<std::string> args, const std::string& input = "") const {
         args.insert(args.begin() + 1, {"--socket", sock});
         args.insert(args.begin(), "pool");
@@ -812,13 +827,7 @@ TEST_F(PoolTest, ARunReportsStartedThenExitOrOnlyAnExitCarryingWhatStartedSays) 
     // What a client reads for one run request, every message until the exit report.
     auto events = [&](const json& extra) {
         std::vector<json> got;
-        UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::strcpy(addr.sun_path, sock.c_str());
-        EXPECT_EQ(::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-        timeval tv{20, 0};
-        ::setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        UniqueFd s = connect_daemon();
         UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
         json req = {{"op", "run"}, {"pool", "p"}, {"args", {"sh", "-c", "exit 5"}}};
         req.update(extra);
@@ -857,13 +866,8 @@ TEST_F(PoolTest, ARunReportsStartedThenExitOrOnlyAnExitCarryingWhatStartedSays) 
 TEST_F(PoolTest, AConnectionCarriesOneRunAfterAnotherAndAKeptClientSurvivesARestart) {
     serve();
     // The protocol: after its exit report, a run connection takes the next run.
-    UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::strcpy(addr.sun_path, sock.c_str());
-    ASSERT_EQ(::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    timeval tv{20, 0};
-    ::setsockopt(s.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    UniqueFd s = connect_daemon();
+    ASSERT_TRUE(s);
     UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
     std::set<std::string> sandboxes;
     for (int code : {3, 4}) {
