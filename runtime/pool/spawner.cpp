@@ -33,11 +33,16 @@ bool can_raise_priority() {
 
 using nlohmann::json;
 
-// Mount namespaces of the sandboxes this spawner made, held open until their
-// sandbox is destroyed: the last process leaving a mount namespace unmounts its
-// whole tree before its parent learns it exited, so without this hold that cost
-// would sit between a workload's exit and its exit report. Keyed by cgroup path.
-std::map<std::string, UniqueFd> held_mount_ns;
+// Namespaces of the sandboxes this spawner made, held open until their sandbox is
+// destroyed, which is after its exit report. The last process leaving a mount
+// namespace unmounts its whole tree before its parent learns it exited; the last
+// leaving a network namespace queues its cleanup to a kworker, whose wake-up can take
+// the CPU from the exiting process. Without this hold both would sit between a
+// workload's exit and its exit report. Keyed by cgroup path.
+struct HeldNamespaces {
+    UniqueFd mnt, net;
+};
+std::map<std::string, HeldNamespaces> held_ns;
 
 const oci::Resources& resources(const Template& t) {
     static const oci::Resources none;
@@ -94,8 +99,9 @@ void make(int sock, const Template& t, Pools& pools, const std::string& name, co
             }
         }
         std::string phases = init.timings().report();
-        UniqueFd mnt(::open(("/proc/" + std::to_string(pid) + "/ns/mnt").c_str(), O_RDONLY | O_CLOEXEC));
-        if (mnt) held_mount_ns[cg->path()] = std::move(mnt);
+        std::string ns_dir = "/proc/" + std::to_string(pid) + "/ns/";
+        held_ns[cg->path()] = {UniqueFd(::open((ns_dir + "mnt").c_str(), O_RDONLY | O_CLOEXEC)),
+                               UniqueFd(::open((ns_dir + "net").c_str(), O_RDONLY | O_CLOEXEC))};
         auto [s, p] = init.take_fds();
         send_message(sock, json{{"made", name}, {"pid", pid}, {"phases", phases}}, {s.get(), p.get()});
     } catch (const std::exception& e) {
@@ -195,7 +201,7 @@ void spawner_main(int sock, const std::vector<const Template*>& templates) {
                 if (t) make(sock, *t, pools, msg.value("sandbox", ""), msg.value("cgroup", ""));
             } else if (op == "destroy" || op == "recycle") {
                 std::string path = msg.value("cgroup", "");
-                held_mount_ns.erase(path);  // the mount tree goes here, off the daemon's loop
+                held_ns.erase(path);  // the mount tree goes here, off the daemon's loop
                 std::unique_ptr<cgroups::Manager> cg;
                 bool reused = false;
                 try {
@@ -224,7 +230,7 @@ void spawner_main(int sock, const std::vector<const Template*>& templates) {
                     }
                 }
             } else if (op == "forget") {
-                held_mount_ns.erase(msg.value("cgroup", ""));
+                held_ns.erase(msg.value("cgroup", ""));
             }
         }
         // The daemon is done with us (stop): what is left is waited for here.

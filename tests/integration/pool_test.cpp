@@ -330,6 +330,49 @@ TEST_F(PoolTest, ThePoolRunningLowOrAClaimWaitingTakesTheSpawnersOffIdleTime) {
     EXPECT_TRUE(eventually([&] { return status()["idle"] == 1 && all(SCHED_IDLE, 10); }, 10000ms)) << status();
 }
 
+// What the fds of `pids` point to ("net:[4026...]", "/dev/null", ...).
+std::set<std::string> fd_targets(const std::vector<pid_t>& pids) {
+    std::set<std::string> out;
+    for (pid_t p : pids) {
+        std::string dir = "/proc/" + std::to_string(p) + "/fd";
+        if (DIR* d = ::opendir(dir.c_str())) {
+            while (dirent* e = ::readdir(d)) {
+                char buf[256];
+                ssize_t n = ::readlinkat(::dirfd(d), e->d_name, buf, sizeof buf);
+                if (n > 0) out.insert(std::string(buf, static_cast<size_t>(n)));
+            }
+            ::closedir(d);
+        }
+    }
+    return out;
+}
+
+TEST_F(PoolTest, SpawnersHoldASandboxsMountAndNetworkNamespacesUntilItIsGone) {
+    serve(1, 2);
+    ASSERT_TRUE(eventually([&] { return status()["idle"] == 1; }, 20000ms));
+    std::vector<pid_t> spawners = spawners_of(daemon->pid);
+    // The workload's own namespaces, as it sees them; held while it runs, so the
+    // exit report does not wait for their teardown, and let go once it is reported.
+    auto c = run_bg("(readlink /proc/self/ns/net; readlink /proc/self/ns/mnt) > /shared/ns; echo > /shared/up; " +
+                        wait_for("go"),
+                    "held");
+    ASSERT_TRUE(wait_file("up")) << c->output();
+    std::istringstream lines(read_text(shared_file("ns")));
+    std::string net, mnt;
+    lines >> net >> mnt;
+    ASSERT_EQ(net.rfind("net:[", 0), 0u) << net;
+    ASSERT_EQ(mnt.rfind("mnt:[", 0), 0u) << mnt;
+    std::set<std::string> held = fd_targets(spawners);
+    EXPECT_TRUE(held.count(net)) << net;
+    EXPECT_TRUE(held.count(mnt)) << mnt;
+    write_text(shared_file("go"), "");
+    EXPECT_EQ(c->wait(), 0) << c->output();
+    EXPECT_TRUE(eventually([&] {
+        std::set<std::string> now = fd_targets(spawners);
+        return !now.count(net) && !now.count(mnt);
+    })) << "a spawner still holds " << net << " or " << mnt;
+}
+
 TEST_F(PoolTest, AWorkloadIsInItsSandboxCgroupInEveryHierarchyAndSeesItAsItsRoot) {
     serve();
     auto c = run_bg("cat /proc/self/cgroup > /shared/cg; ls -l /proc/self/fd > /shared/fds; echo > /shared/up; " +
