@@ -14,13 +14,16 @@ void Daemon::refill() {
     // Refill is background work while a pool holds more ready sandboxes than the
     // requests expected during one make; below that, or with a request waiting, the
     // makes must not starve behind workloads (SandboxKind::urgency).
-    std::map<SandboxKind*, bool> urgent;
-    for (auto& [name, pp] : pools_) {
-        const Pool& p = *pp;
-        double cover = std::max(1.0, std::ceil(p.sizing_in.rate * p.make_s));
-        urgent[p.kind] |= !p.waiting.empty() || static_cast<double>(p.idle.size()) < cover;
+    for (auto& kind : kinds_) {
+        bool urgent = false;
+        for (auto& [name, pp] : pools_) {
+            const Pool& p = *pp;
+            if (p.kind != kind.get()) continue;
+            double cover = std::max(1.0, std::ceil(p.sizing_in.rate * p.make_s));
+            urgent |= !p.waiting.empty() || static_cast<double>(p.idle.size()) < cover;
+        }
+        kind->urgency(urgent);
     }
-    for (auto& [kind, u] : urgent) kind->urgency(u);
     auto now = Clock::now();
     for (auto& [name, pp] : pools_) {
         Pool& p = *pp;
