@@ -259,6 +259,7 @@ std::vector<pid_t> spawners_of(pid_t daemon) {
             // "NSpid:\t<pid>" has one pid per pid namespace the process is in.
             std::string status = read_text(std::string("/proc/") + e->d_name + "/status");
             size_t at = status.find("NSpid:");
+            if (at == std::string::npos) continue;  // it exited between the two reads
             std::istringstream nspid(status.substr(at, status.find('\n', at) - at));
             std::string word;
             int levels = -1;
