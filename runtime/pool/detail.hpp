@@ -51,8 +51,9 @@ bool reaches_cgroupfs(const std::string& source, const std::string& mountinfo);
 // take a CPU from the workloads it serves or from the daemon reporting their exits.
 // Where the daemon may raise it again (CAP_SYS_NICE), a spawner runs SCHED_IDLE,
 // which the scheduler runs only on a CPU nothing else wants; otherwise nice 10.
-// `urgent`: a request waits for a make, which then runs at SCHED_OTHER nice 10 so a
-// CPU busy with workloads cannot starve it. False when refused (errno set).
+// `urgent`: the pool runs low or a request waits, and makes run at SCHED_OTHER nice 10
+// so a CPU busy with workloads cannot starve them. Set by the daemon only (a spawner
+// setting its own could race the daemon's change). False when refused (errno set).
 bool set_make_priority(pid_t pid, bool urgent);
 // A sandbox in the making: SCHED_OTHER at nice 10 whatever its spawner's policy, since
 // it could not follow a change of urgency while it sets up.

@@ -142,7 +142,7 @@ private:
     size_t next_spawner_ = 0;
     std::deque<Clock::time_point> spawner_deaths_;  // within the last kRespawnWindow
     bool serving_ = false;                          // setup is done, the loop runs
-    bool urgent_ = false;                           // a request waits for a make (urgency)
+    bool urgent_ = false;                           // the pool runs low or a request waits (urgency)
 };
 
 // ---- the sandbox -----------------------------------------------------------
@@ -244,7 +244,10 @@ Spawner* ProcessSandboxes::start_spawner() {
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
         detail::spawner_main(3, templates);
     }
-    if (urgent_) (void)detail::set_make_priority(pid, true);
+    // Background work (set_make_priority), set here and never by the spawner itself,
+    // so that an urgency change cannot be undone by a spawner just starting.
+    if (!detail::set_make_priority(pid, urgent_))
+        log_debug("pool: spawner " + std::to_string(pid) + ": priority: " + Error::errno_text(errno));
     auto sp = std::make_unique<Spawner>();
     sp->pid = pid;
     sp->sock = std::move(mine);

@@ -165,9 +165,6 @@ bool set_workload_priority(pid_t pid) {
 void spawner_main(int sock, const std::vector<const Template*>& templates) {
     try {
         ::prctl(PR_SET_NAME, "tarn-spawner", 0, 0, 0);
-        // Background work (set_make_priority); the daemon puts each sandbox at the
-        // workload's priority when it hands it a claim.
-        (void)set_make_priority(0, false);
         ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
         std::map<std::string, const Template*> by_name;
         for (const Template* t : templates) by_name[t->pool] = t;

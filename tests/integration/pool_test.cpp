@@ -237,9 +237,29 @@ TEST_F(PoolTest, RuntimeDefaultSeccompWithoutNoNewPrivilegesHoldsInTheClaimedWor
     set_capabilities(tmpl.config["process"], docker_default_caps());
     tmpl.config["linux"]["seccomp"] = runtime_default_profile();
     serve();
-    Result r = run("grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/self/status; id -u");
+    // Fields 19 and 41 of its stat: nice 0 and SCHED_OTHER, not the spawners' priority.
+    Result r = run("grep -E '^(Seccomp|NoNewPrivs|CapEff):' /proc/self/status; id -u; cut -d' ' -f19,41 /proc/self/stat");
     EXPECT_EQ(r.code, 0) << r.err << read_text(log_path);
-    EXPECT_EQ(r.out, "CapEff:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t2\n1000\n");
+    EXPECT_EQ(r.out, "CapEff:\t0000000000000000\nNoNewPrivs:\t0\nSeccomp:\t2\n1000\n0 0\n");
+}
+
+TEST_F(PoolTest, AUserNamespaceTemplateMappedToAnUnprivilegedHostUidRunsAtNormalPriority) {
+    // What rootless-style callers send: the container's root is host uid 100000.
+    json map = json::array({{{"containerID", 0}, {"hostID", 100000}, {"size", 65536}}});
+    tmpl.config["linux"]["namespaces"].push_back({{"type", "user"}});
+    tmpl.config["linux"]["uidMappings"] = map;
+    tmpl.config["linux"]["gidMappings"] = map;
+    tmpl.config["process"]["noNewPrivileges"] = false;
+    tmpl.config["process"]["user"] = {{"uid", 1000}, {"gid", 1000}};
+    serve();
+    Result r = run("cat /proc/self/uid_map; id -u; cut -d' ' -f19,41 /proc/self/stat");
+    EXPECT_EQ(r.code, 0) << r.err << read_text(log_path);
+    std::istringstream out(r.out);
+    std::string inside, outside, size, uid, nice, policy;
+    out >> inside >> outside >> size >> uid >> nice >> policy;
+    EXPECT_EQ(inside + " " + outside, "0 100000") << r.out;
+    EXPECT_EQ(uid, "1000") << r.out;
+    EXPECT_EQ(nice + " " + policy, "0 0") << r.out;
 }
 
 // The daemon's spawners: its children named tarn-spawner in its own pid namespace
