@@ -160,9 +160,14 @@ public:
     bool frozen() const override { return frozen_v2(dir_); }
 
     void kill_all(int sig) override {
-        if (sig == SIGKILL && detail::exists(dir_, "cgroup.kill")) {
-            write(dir_, "cgroup.kill", "1");
-            return;
+        if (sig == SIGKILL) {
+            // Written without checking for the file first: systemd removes a scope's
+            // cgroup once its last process has exited, which may be between a check
+            // and the write.
+            int err = write_errno(dir_, "cgroup.kill", "1");
+            if (err == 0 || !is_dir(dir_)) return;  // killed, or gone with its processes
+            if (err != ENOENT) throw_errno("cgroup " + dir_ + ": write cgroup.kill", err);
+            // No cgroup.kill (before Linux 5.14): freeze and signal each process.
         }
         if (read_procs(dir_, true).empty()) return;  // nothing to signal: skip the freeze
         bool froze = false;

@@ -237,6 +237,25 @@ TEST(CgroupFakeV2, KillAllUsesCgroupKillForSigkill) {
     EXPECT_EQ(f.read("/c1/cgroup.kill"), "1");
 }
 
+TEST(CgroupFakeV2, KillAllOfACgroupThatIsAlreadyGoneIsNotAnError) {
+    // systemd removes a scope's cgroup when its last process exits; a SIGKILL that
+    // follows finds neither cgroup.kill nor the directory.
+    FakeRoot f;
+    v2_cgroup(f, "/c1");
+    auto m = cgroups::open("/c1", Mode::unified, f.root());
+    fs::remove_all(f.path("/c1"));
+    EXPECT_NO_THROW(m->kill_all(SIGKILL));
+}
+
+TEST(CgroupFakeV2, KillAllWithoutCgroupKillSignalsEachProcess) {
+    FakeRoot f;
+    v2_cgroup(f, "/c1");
+    f.file("/c1/cgroup.procs", "");  // empty: nothing to signal, no freeze
+    auto m = cgroups::open("/c1", Mode::unified, f.root());
+    EXPECT_NO_THROW(m->kill_all(SIGKILL));
+    EXPECT_FALSE(f.exists("/c1/cgroup.kill"));
+}
+
 TEST(CgroupFakeV2, OpenV2DirFdIsADirectoryFd) {
     FakeRoot f;
     v2_cgroup(f, "/c1");
