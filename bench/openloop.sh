@@ -13,7 +13,8 @@
 #      posix_spawn of the CLI per request, so the same work a caller without the
 #      pool does). Latency is start→exit: the request's scheduled arrival to its
 #      exit status, queueing included; hits and misses are the daemon's counters
-#      over the measured window;
+#      over the measured window. The floors (fork+exec, unshare) also run at 75% of
+#      their own closed-loop rate, for the tail a plain process start has at that load;
 #   4. a claim's timeline: sequential `tarn pool run` with TARN_POOL_TIMELINE, and
 #      what the daemon logs at debug level about the sandbox that served it.
 #
@@ -36,8 +37,8 @@
 #   TIMELINE_RUNS   sequential claims whose timeline is shown (default 5)
 #   SMOKE=1         short everything (a few seconds a step) and mark the results
 #                   file as a smoke run
-# A full run takes about (3 × LOADS × (DURATION + WARMUP + ~3)) + 4 × CAP_DURATION
-# + the hyperfine runs and the cold backlog's drain: about 9 minutes with the defaults.
+# A full run takes about (3 × LOADS + 2) × (DURATION + WARMUP + ~3) + 4 × CAP_DURATION
+# + the hyperfine runs and the cold backlog's drain: about 10 minutes with the defaults.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
@@ -151,6 +152,18 @@ for mode in $modes; do
         esac >"$out/open-$mode-$load.json" || log "$mode $load%: some requests failed"
         [ "$mode" = cold ] || "$tarn" pool status --socket "$sock" >"$out/open-$mode-$load-status.txt"
     done
+done
+
+# The floors' own tail at the tail target's load: Poisson arrivals at 75% of each
+# floor's closed-loop rate above, the same relative load as the pool's 75% point.
+for floor in forkexec unshare; do
+    frate=$(jq '.ratePerSec' "$out/rate-$floor.json")
+    rate=$(awk -v c="$frate" 'BEGIN { printf "%.2f", c * 0.75 }')
+    log "open loop: $floor at 75% of its own rate ($rate/s), ${warmup}s + ${duration}s"
+    cmd=("$truebin")
+    [ "$floor" = unshare ] && cmd=(unshare -fpmuin "$truebin")
+    "$loadgen" --mode spawn --rate "$rate" --duration "$duration" --warmup "$warmup" --max-inflight "$inflight" \
+        --seed 75 -- "${cmd[@]}" >"$out/open-floor-$floor.json" || log "$floor 75%: some requests failed"
 done
 
 # --- 4. a claim's timeline ----------------------------------------------------------

@@ -53,11 +53,9 @@ bool reaches_cgroupfs(const std::string& source, const std::string& mountinfo);
 // which the scheduler runs only on a CPU nothing else wants; otherwise nice 10.
 // `urgent`: the pool runs low or a request waits, and makes run at SCHED_OTHER nice 10
 // so a CPU busy with workloads cannot starve them. Set by the daemon only (a spawner
-// setting its own could race the daemon's change). False when refused (errno set).
+// setting its own could race the daemon's change). A sandbox's init inherits its
+// spawner's policy for its setup. False when refused (errno set).
 bool set_make_priority(pid_t pid, bool urgent);
-// A sandbox in the making: SCHED_OTHER at nice 10 whatever its spawner's policy, since
-// it could not follow a change of urgency while it sets up.
-bool set_setup_priority(pid_t pid);
 // A claimed sandbox's workload: SCHED_OTHER at nice 0.
 bool set_workload_priority(pid_t pid);
 

@@ -66,7 +66,11 @@ public:
     }
     void hand_over() override;
 
-    void adopt(std::unique_ptr<ns::ParkedInit> init) { init_ = std::move(init); }
+    void adopt(std::unique_ptr<ns::ParkedInit> init) {
+        init_ = std::move(init);
+        made_ = true;
+    }
+    bool in_the_making() const { return !made_; }
     bool reused() const { return reused_; }
 
 private:
@@ -78,6 +82,7 @@ private:
     // false once something other than the workload could have written to it.
     bool reusable_ = true;
     std::unique_ptr<ns::ParkedInit> init_;  // null while a spawner makes it
+    bool made_ = false;                     // its spawner sent it (adopt)
 };
 
 class ProcessSandboxes final : public SandboxKind {
@@ -107,6 +112,7 @@ public:
         for (auto& sp : spawners_)
             if (!detail::set_make_priority(sp->pid, urgent))
                 log_debug("pool: spawner " + std::to_string(sp->pid) + ": priority: " + Error::errno_text(errno));
+        if (urgent) hurry_setups();
     }
     void stop() override {
         // The spawners finish the removals queued to them, then see EOF and exit.
@@ -125,6 +131,10 @@ public:
     Spawner* tell_spawner(const json& msg, pid_t spawner);
 
 private:
+    // The inits of sandboxes in the making set up at their spawner's policy as it
+    // was when they were cloned: raised with it, so that a setup under way when the
+    // pool ran low does not wait for idle CPU time.
+    void hurry_setups();
     // Forks one spawner (at setup, or to replace one that died).
     Spawner* start_spawner();
     void on_spawner(Spawner* sp);
@@ -416,6 +426,23 @@ Spawner* ProcessSandboxes::tell_spawner(const json& msg, pid_t spawner) {
     log_debug("pool: cgroup " + msg.value("cgroup", "") + ": " + msg.value("op", "") +
               " waits for a spawner: " + why);
     return nullptr;
+}
+
+void ProcessSandboxes::hurry_setups() {
+    for (auto& [n, p] : d_.pools()) {
+        if (p->kind != this) continue;
+        for (auto& [sn, sb] : p->sandboxes) {
+            auto* ps = static_cast<ProcessSandbox*>(sb.get());
+            if (!ps->in_the_making()) continue;
+            const std::string& cg = ps->cgroup();
+            try {
+                for (pid_t pid : p->rp->open_sandbox(cg.substr(cg.rfind('/') + 1))->pids())
+                    (void)detail::set_make_priority(pid, true);
+            } catch (const Error&) {
+                // Not made yet, or already gone: nothing to raise.
+            }
+        }
+    }
 }
 
 void ProcessSandboxes::sweep_orphans(Spawner* sp) {

@@ -85,7 +85,6 @@ void make(int sock, const Template& t, Pools& pools, const std::string& name, co
         io.await_claim = true;
         io.rootfs_overlay = t.overlay;
         io.clone_parent = true;
-        io.after_clone = [](pid_t p) { (void)set_setup_priority(p); };
         io.cgroup_fd = entry.clone_into.get();
         for (const auto& [fd, path] : entry.self_join) io.cgroup_self_join.emplace_back(fd.get(), path);
         io.cgroup_path = cg->path();
@@ -148,12 +147,6 @@ bool set_make_priority(pid_t pid, bool urgent) {
     if (::setpriority(PRIO_PROCESS, static_cast<id_t>(pid), kSpawnerNice) < 0) return false;
     if (!idle_ok) return true;
     return ::sched_setscheduler(pid, urgent ? SCHED_OTHER : SCHED_IDLE, &none) == 0;
-}
-
-bool set_setup_priority(pid_t pid) {
-    sched_param none{};
-    if (::sched_getscheduler(pid) == SCHED_IDLE && ::sched_setscheduler(pid, SCHED_OTHER, &none) < 0) return false;
-    return ::setpriority(PRIO_PROCESS, static_cast<id_t>(pid), kSpawnerNice) == 0;
 }
 
 bool set_workload_priority(pid_t pid) {
