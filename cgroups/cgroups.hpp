@@ -112,6 +112,13 @@ struct Stats {
     std::map<std::string, HugetlbStats> hugetlb;  // by page size, "2MB"
 };
 
+// What a cgroup uses of the limits a budget sets: memory in bytes and tasks, with
+// their limits (none: no limit, or no such controller).
+struct Usage {
+    std::optional<uint64_t> memory, memory_limit;
+    std::optional<uint64_t> pids, pids_limit;
+};
+
 // {"type":"stats","id":id,"data":{...}} with runc's field names (types/events.go),
 // zero values left out where runc leaves them out.
 nlohmann::json to_runc_json(const Stats& s, std::string_view id);
@@ -184,6 +191,9 @@ public:
     virtual void destroy() = 0;
 
     virtual Stats stats() const = 0;
+    // Memory and pids use alone: four files, where stats() reads every controller's
+    // (a pool daemon reads this between claims).
+    virtual Usage usage() const;
     virtual uint64_t oom_kill_count() const = 0;
 
     // The manager of child cgroup "<path>/<name>", built from what this one found of

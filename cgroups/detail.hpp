@@ -239,8 +239,11 @@ bool frozen_v1(const std::string& dir);
 // ---- stats --------------------------------------------------------------------------
 
 Stats read_stats_v2(const std::string& dir);
+Usage read_usage_v2(const std::string& dir);
 // `dirs`: controller -> directory of the cgroup in that hierarchy; `unified`: the
 // cgroup2 directory on hybrid hosts ("" if none).
 Stats read_stats_v1(const std::map<std::string, std::string>& dirs, const std::string& unified);
+// `memory` and `pids`: the hierarchies' directories, or empty where not mounted.
+Usage read_usage_v1(const std::string& memory, const std::string& pids);
 
 }  // namespace tarn::cgroups::detail

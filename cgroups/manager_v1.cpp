@@ -267,6 +267,16 @@ public:
         return read_stats_v1(dirs, has_unified() ? unified_dir() : "");
     }
 
+    Usage usage() const override {
+        std::string memory, pids;
+        for (const auto& h : hierarchies_)
+            for (const auto& c : h.controllers) {
+                if (c == "memory") memory = h.mount + path_;
+                if (c == "pids") pids = h.mount + path_;
+            }
+        return read_usage_v1(memory, pids);
+    }
+
     bool vacant() const override {
         std::string primary = primary_dir();
         if (!is_dir(primary) || frozen()) return false;

@@ -191,6 +191,7 @@ public:
     std::vector<pid_t> pids() const override { return read_procs(dir_, true); }
     void destroy() override { remove_tree(dir_); }
     Stats stats() const override { return read_stats_v2(dir_); }
+    Usage usage() const override { return read_usage_v2(dir_); }
 
     std::unique_ptr<Manager> child(const std::string& name) const override {
         return std::make_unique<V2Manager>(path_ + "/" + name, root_);

@@ -150,6 +150,38 @@ Stats read_stats_v2(const std::string& dir) {
     return s;
 }
 
+namespace {
+
+// A limit file's value: none for "max" (v2) or v1's "no limit" (a number near 2^63).
+std::optional<uint64_t> limit_of(std::optional<uint64_t> v) {
+    if (!v || *v >= (1ULL << 60)) return std::nullopt;
+    return v;
+}
+
+}  // namespace
+
+Usage read_usage_v2(const std::string& dir) {
+    Usage u;
+    u.memory = number(dir, "memory.current");
+    if (u.memory) u.memory_limit = limit_of(number(dir, "memory.max"));
+    u.pids = number(dir, "pids.current");
+    if (u.pids) u.pids_limit = limit_of(number(dir, "pids.max"));
+    return u;
+}
+
+Usage read_usage_v1(const std::string& memory, const std::string& pids) {
+    Usage u;
+    if (!memory.empty()) {
+        u.memory = number(memory, "memory.usage_in_bytes");
+        if (u.memory) u.memory_limit = limit_of(number(memory, "memory.limit_in_bytes"));
+    }
+    if (!pids.empty()) {
+        u.pids = number(pids, "pids.current");
+        if (u.pids) u.pids_limit = limit_of(number(pids, "pids.max"));
+    }
+    return u;
+}
+
 Stats read_stats_v1(const std::map<std::string, std::string>& dirs, const std::string& unified) {
     Stats s;
     auto dir_of = [&](const std::string& c) -> const std::string* {

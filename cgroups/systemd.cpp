@@ -586,6 +586,7 @@ public:
     void kill_all(int sig) override { fs_->kill_all(sig); }
     std::vector<pid_t> pids() const override { return fs_->pids(); }
     Stats stats() const override { return fs_->stats(); }
+    Usage usage() const override { return fs_->usage(); }
     uint64_t oom_kill_count() const override { return fs_->oom_kill_count(); }
 
     void destroy() override {

@@ -163,6 +163,8 @@ private:
     // False when the pool's kind could not take the job.
     bool start_sandbox(Pool& p);
     void refill();
+    // The pool's pids budget (if any) has no room for another sandbox.
+    bool pids_budget_full(Pool& p);
     void on_control(Sandbox* sb);
     // The claimed workload exec'd: its claim latency, and "started" or what the exit
     // report will carry instead.

@@ -30,10 +30,28 @@ void Daemon::refill() {
         while (starting_total_ < o_.max_starting && now >= p.backoff_until) {
             size_t want = p.sizing.target + p.waiting.size();
             if (p.idle.size() + p.starting >= want || p.total() >= p.spec.max_total) break;
+            if (pids_budget_full(p)) break;
             size_t before = p.failures;
             if (!start_sandbox(p) || p.failures != before) break;
         }
     }
+}
+
+bool Daemon::pids_budget_full(Pool& p) {
+    const std::optional<int64_t>& max = p.spec.budget.pids_max;
+    if (!max || *max <= 0) return false;
+    // pids.max is checked when a task forks, not when one moves in: on a v1 host a
+    // sandbox's init joins its cgroups by moving itself, so the kernel would let the
+    // parked sandboxes alone fill the budget past its limit (and every workload's fork
+    // would then fail). Sandboxes still being made may not be counted yet.
+    std::optional<uint64_t> current;
+    try {
+        current = p.rp->cgroup().usage().pids;
+    } catch (const Error& e) {
+        log_debug("pool " + p.spec.name + ": budget: " + e.what());
+        return false;
+    }
+    return current && *current + p.starting >= static_cast<uint64_t>(*max);
 }
 
 void Daemon::resize(Pool& p, unsigned misses) {
@@ -59,19 +77,13 @@ void Daemon::tick_sizing(Pool& p, Clock::time_point now) {
     p.last_rate = now;
     if (p.limits.mode == sizing::Mode::adaptive && now - p.last_budget >= kBudgetEvery) {
         p.last_budget = now;
-        std::optional<uint64_t> mem, mem_max, pids, pids_max;
+        cgroups::Usage use;
         try {
-            cgroups::Stats st = p.rp->cgroup().stats();
-            mem = st.memory.usage.usage;
-            // cgroup v1 reports "no limit" as a number near 2^63.
-            if (st.memory.usage.limit && st.memory.usage.limit < (1ULL << 60))
-                mem_max = st.memory.usage.limit;
-            pids = st.pids.current;
-            if (st.pids.limit) pids_max = st.pids.limit;
+            use = p.rp->cgroup().usage();
         } catch (const Error& e) {
             log_debug("pool " + p.spec.name + ": budget: " + e.what());
         }
-        p.budget_room = sizing::budget_room(mem, mem_max, pids, pids_max, p.total(),
+        p.budget_room = sizing::budget_room(use.memory, use.memory_limit, use.pids, use.pids_limit, p.total(),
                                             static_cast<unsigned>(p.idle.size()), p.starting);
     }
     resize(p, 0);

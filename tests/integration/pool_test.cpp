@@ -703,6 +703,22 @@ TEST_F(PoolTest, APoolNeverExceedsItsMemoryBudget) {
         EXPECT_LE(std::stoll(read_text(pool_dir + "/memory.peak")), 64ll << 20);
 }
 
+TEST_F(PoolTest, TheIdleTargetStaysWithinWhatThePidsBudgetHolds) {
+    // Six wanted idle, but the pool's budget holds four tasks and a parked sandbox is
+    // one: the daemon reads the pool cgroup's use and caps the target at four instead
+    // of failing makes on pids.max for ever.
+    serve(config(6, 10, {{"pids", 4}}));
+    bool capped = eventually([&] {
+        json j = status();
+        return j["sizing"]["target"] == 4 && j["idle"] == 4 &&
+               j["sizing"]["why"].get<std::string>().find("capped by the budget") != std::string::npos;
+    }, 20000ms);
+    EXPECT_TRUE(capped) << status().dump(2);
+    Result r = run("echo served");
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "served\n");
+}
+
 TEST_F(PoolTest, AnIdleSandboxThatDiedIsNeverHandedOut) {
     // Fixed sizing: the miss below would otherwise raise the idle count this test
     // expects the pool to return to.

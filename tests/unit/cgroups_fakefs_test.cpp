@@ -592,6 +592,33 @@ TEST(CgroupFakeStats, V2CountersAndRuncJson) {
     EXPECT_TRUE(d.contains("cpuset"));
 }
 
+TEST(CgroupFakeStats, UsageReadsMemoryAndPidsWithTheirLimits) {
+    FakeRoot f;
+    f.file("/c1/memory.current", "4096\n");
+    f.file("/c1/memory.max", "max\n");
+    f.file("/c1/pids.current", "3\n");
+    f.file("/c1/pids.max", "64\n");
+    Usage u = detail::read_usage_v2(f.path("/c1"));
+    EXPECT_EQ(u.memory, 4096u);
+    EXPECT_FALSE(u.memory_limit);  // "max"
+    EXPECT_EQ(u.pids, 3u);
+    EXPECT_EQ(u.pids_limit, 64u);
+
+    f.file("/memory/c1/memory.usage_in_bytes", "100\n");
+    f.file("/memory/c1/memory.limit_in_bytes", "9223372036854771712\n");  // v1's "no limit"
+    f.file("/pids/c1/pids.current", "4\n");
+    f.file("/pids/c1/pids.max", "max\n");
+    u = detail::read_usage_v1(f.path("/memory/c1"), f.path("/pids/c1"));
+    EXPECT_EQ(u.memory, 100u);
+    EXPECT_FALSE(u.memory_limit);
+    EXPECT_EQ(u.pids, 4u);
+    EXPECT_FALSE(u.pids_limit);
+    f.file("/memory/c1/memory.limit_in_bytes", "209715200\n");
+    u = detail::read_usage_v1(f.path("/memory/c1"), "");  // no pids hierarchy
+    EXPECT_EQ(u.memory_limit, 209715200u);
+    EXPECT_FALSE(u.pids);
+}
+
 TEST(CgroupFakeStats, V1Counters) {
     FakeRoot f;
     f.file("/cpuacct/c1/cpuacct.usage", "3000\n");
