@@ -248,11 +248,11 @@ json Daemon::pool_status(Pool& p) const {
                              std::max(1e-3, std::chrono::duration<double>(now - started_at_).count()));
     json budget = {{"cgroup", p.rp->path()}};
     try {
-        cgroups::Stats s = p.rp->cgroup().stats();
-        budget["memoryCurrent"] = s.memory.usage.usage;
-        if (s.memory.usage.limit) budget["memoryLimit"] = s.memory.usage.limit;
-        budget["pidsCurrent"] = s.pids.current;
-        if (s.pids.limit) budget["pidsLimit"] = s.pids.limit;
+        cgroups::Usage u = p.rp->cgroup().usage();
+        if (u.memory) budget["memoryCurrent"] = *u.memory;
+        if (u.memory_limit) budget["memoryLimit"] = *u.memory_limit;
+        if (u.pids) budget["pidsCurrent"] = *u.pids;
+        if (u.pids_limit) budget["pidsLimit"] = *u.pids_limit;
     } catch (const Error& e) {
         budget["error"] = e.what();
     }

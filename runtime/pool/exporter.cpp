@@ -148,10 +148,10 @@ std::string Daemon::render_metrics() const {
     }
     // The budget: read from the pool's cgroup; a series is left out where the
     // kernel reports no limit or the read fails.
-    std::map<std::string, cgroups::Stats> stats;
+    std::map<std::string, cgroups::Usage> use;
     for (const auto& [n, p] : pools_) {
         try {
-            stats[n] = p->rp->cgroup().stats();
+            use[n] = p->rp->cgroup().usage();
         } catch (const Error& e) {
             log_debug("pool " + n + ": metrics: " + e.what());
         }
@@ -159,28 +159,18 @@ std::string Daemon::render_metrics() const {
     struct Budget {
         const char* name;
         const char* help;
-        std::optional<uint64_t> (*get)(const cgroups::Stats&);
+        std::optional<uint64_t> cgroups::Usage::*field;
     };
     const Budget budgets[] = {
-        {"tarn_pool_budget_memory_bytes", "Memory the pool's cgroup uses.",
-         [](const cgroups::Stats& s) -> std::optional<uint64_t> { return s.memory.usage.usage; }},
-        {"tarn_pool_budget_memory_limit_bytes", "The pool's memory budget.",
-         [](const cgroups::Stats& s) -> std::optional<uint64_t> {
-             if (!s.memory.usage.limit || s.memory.usage.limit >= (1ULL << 60)) return std::nullopt;
-             return s.memory.usage.limit;
-         }},
-        {"tarn_pool_budget_pids", "Processes in the pool's cgroup.",
-         [](const cgroups::Stats& s) -> std::optional<uint64_t> { return s.pids.current; }},
-        {"tarn_pool_budget_pids_limit", "The pool's pids budget.",
-         [](const cgroups::Stats& s) -> std::optional<uint64_t> {
-             if (!s.pids.limit) return std::nullopt;
-             return s.pids.limit;
-         }},
+        {"tarn_pool_budget_memory_bytes", "Memory the pool's cgroup uses.", &cgroups::Usage::memory},
+        {"tarn_pool_budget_memory_limit_bytes", "The pool's memory budget.", &cgroups::Usage::memory_limit},
+        {"tarn_pool_budget_pids", "Processes in the pool's cgroup.", &cgroups::Usage::pids},
+        {"tarn_pool_budget_pids_limit", "The pool's pids budget.", &cgroups::Usage::pids_limit},
     };
     for (const Budget& b : budgets) {
         w.family(b.name, b.help, "gauge");
-        for (const auto& [n, st] : stats)
-            if (auto v = b.get(st)) w.sample(b.name, L{{"pool", n}}, static_cast<double>(*v));
+        for (const auto& [n, u] : use)
+            if (const auto& v = u.*b.field) w.sample(b.name, L{{"pool", n}}, static_cast<double>(*v));
     }
     w.family("tarn_pool_uptime_seconds", "Seconds since the daemon started.", "gauge");
     w.sample("tarn_pool_uptime_seconds", {}, seconds(now - started_at_));
