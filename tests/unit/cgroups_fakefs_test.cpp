@@ -594,20 +594,19 @@ TEST(CgroupFakeStats, V2CountersAndRuncJson) {
 
 TEST(CgroupFakeStats, UsageReadsMemoryAndPidsWithTheirLimits) {
     FakeRoot f;
-    f.file("/c1/memory.current", "4096\n");
-    f.file("/c1/memory.max", "max\n");
-    f.file("/c1/pids.current", "3\n");
-    f.file("/c1/pids.max", "64\n");
+    auto files = [&f](const std::vector<std::pair<std::string, std::string>>& contents) {
+        for (const auto& [path, text] : contents) f.file(path, text + "\n");
+    };
+    files({{"/c1/memory.current", "4096"}, {"/c1/memory.max", "max"}, {"/c1/pids.current", "3"}, {"/c1/pids.max", "64"}});
     Usage u = detail::read_usage_v2(f.path("/c1"));
     EXPECT_EQ(u.memory, 4096u);
     EXPECT_FALSE(u.memory_limit);  // "max"
     EXPECT_EQ(u.pids, 3u);
     EXPECT_EQ(u.pids_limit, 64u);
 
-    f.file("/memory/c1/memory.usage_in_bytes", "100\n");
-    f.file("/memory/c1/memory.limit_in_bytes", "9223372036854771712\n");  // v1's "no limit"
-    f.file("/pids/c1/pids.current", "4\n");
-    f.file("/pids/c1/pids.max", "max\n");
+    // v1's "no limit" is a number near 2^63.
+    files({{"/memory/c1/memory.usage_in_bytes", "100"}, {"/memory/c1/memory.limit_in_bytes", "9223372036854771712"},
+           {"/pids/c1/pids.current", "4"}, {"/pids/c1/pids.max", "max"}});
     u = detail::read_usage_v1(f.path("/memory/c1"), f.path("/pids/c1"));
     EXPECT_EQ(u.memory, 100u);
     EXPECT_FALSE(u.memory_limit);
