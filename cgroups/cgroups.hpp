@@ -193,7 +193,7 @@ public:
     virtual Stats stats() const = 0;
     // Memory and pids use alone: four files, where stats() reads every controller's
     // (a pool daemon reads this between claims).
-    virtual Usage usage() const;
+    virtual Usage usage() const = 0;
     virtual uint64_t oom_kill_count() const = 0;
 
     // The manager of child cgroup "<path>/<name>", built from what this one found of

@@ -19,16 +19,6 @@ bool Manager::vacant() const {
     return false;
 }
 
-Usage Manager::usage() const {
-    Stats s = stats();
-    Usage u;
-    u.memory = s.memory.usage.usage;
-    if (s.memory.usage.limit && s.memory.usage.limit < (1ULL << 60)) u.memory_limit = s.memory.usage.limit;
-    u.pids = s.pids.current;
-    if (s.pids.limit) u.pids_limit = s.pids.limit;
-    return u;
-}
-
 void Manager::reset_counters() {}
 
 std::unique_ptr<Manager> open(const std::string& path, Mode mode, const std::string& root) {

@@ -132,9 +132,6 @@ struct InitOptions {
     // ParkedInit only: clone with CLONE_PARENT, so the init is the caller's parent's
     // child (the pool's spawner processes make sandboxes the daemon reaps).
     bool clone_parent = false;
-    // ParkedInit only: called with the init's pid after its clone, before it is let go
-    // (the pool sets the priority its setup runs at).
-    std::function<void(pid_t)> after_clone;
 };
 
 struct Spawned {

@@ -73,7 +73,6 @@ ParkedInit::ParkedInit(const oci::Config& config, const InitOptions& opts, const
             PhaseScope s(timings_, Phase::idmaps);
             write_id_maps(pid_, *config.linux);
         }
-        if (opts.after_clone) opts.after_clone(pid_);
         // With its host pid: no hooks, so no "mounted" round (init_main).
         SyncSocket(sock_.get()).send(MsgType::go, {}, nullptr, pid_);
         state_ = State::readying;

@@ -199,10 +199,9 @@ void Daemon::assign(Pool& p, Conn* c) {
     c->cold = true;
     resize(p, 1);
     int64_t wait_ms = c->req.value("waitMs", int64_t{10000});
-    bool can_grow = p.total() < p.spec.max_total;
-    if (!can_grow && p.starting == 0 && wait_ms <= 0)
-        throw Error("pool " + p.spec.name + ": all " + std::to_string(p.spec.max_total) +
-                    " sandboxes are in use");
+    std::string full = cannot_grow(p);
+    bool can_grow = full.empty();
+    if (!can_grow && p.starting == 0 && wait_ms <= 0) throw Error("pool " + p.spec.name + ": " + full);
     c->waiting = true;
     // A cold sandbox is coming when the pool can grow: worth waiting for even with waitMs 0.
     c->deadline =

@@ -165,6 +165,8 @@ private:
     void refill();
     // The pool's pids budget (if any) has no room for another sandbox.
     bool pids_budget_full(Pool& p);
+    // Why the pool cannot make another sandbox now (maxTotal, the pids budget), or "".
+    std::string cannot_grow(Pool& p);
     void on_control(Sandbox* sb);
     // The claimed workload exec'd: its claim latency, and "started" or what the exit
     // report will carry instead.

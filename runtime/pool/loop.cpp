@@ -179,9 +179,11 @@ void Daemon::on_timer() {
         for (Conn* c : late) {
             std::erase(p->waiting, c);
             c->waiting = false;
+            std::string why = cannot_grow(*p);
+            if (why.empty())
+                why = p->consecutive_failures > 0 ? "making one failed: " + p->last_error : "none was made in time";
             fail(c, "pool " + p->spec.name + ": no sandbox free within " +
-                        std::to_string(c->req.value("waitMs", int64_t{0})) + " ms (all " +
-                        std::to_string(p->spec.max_total) + " in use)");
+                        std::to_string(c->req.value("waitMs", int64_t{0})) + " ms (" + why + ")");
         }
     }
     if (!stopping_)

@@ -54,6 +54,13 @@ bool Daemon::pids_budget_full(Pool& p) {
     return current && *current + p.starting >= static_cast<uint64_t>(*max);
 }
 
+std::string Daemon::cannot_grow(Pool& p) {
+    if (p.total() >= p.spec.max_total)
+        return "all " + std::to_string(p.spec.max_total) + " sandboxes are in use";
+    if (pids_budget_full(p)) return "its pids budget of " + std::to_string(*p.spec.budget.pids_max) + " tasks is full";
+    return "";
+}
+
 void Daemon::resize(Pool& p, unsigned misses) {
     auto now = Clock::now();
     p.sizing_in.dt_s = seconds(now - p.last_decision);

@@ -719,6 +719,34 @@ TEST_F(PoolTest, TheIdleTargetStaysWithinWhatThePidsBudgetHolds) {
     EXPECT_EQ(r.out, "served\n");
 }
 
+TEST_F(PoolTest, AClaimThatFindsThePidsBudgetFullIsToldSo) {
+    // A budget of two tasks: two running workloads fill it, so no sandbox is made for
+    // a third claim, which hears why when its wait runs out. The workloads fork
+    // nothing (shell builtins and a FIFO), so they fit in the budget themselves.
+    serve(config(1, 4, {{"pids", 2}}));
+    ASSERT_TRUE(eventually([&] { return status()["idle"] == 1; }, 20000ms));
+    std::vector<std::unique_ptr<Background>> holders;
+    for (std::string id : {"a", "b"}) {
+        ASSERT_EQ(::mkfifo(shared_file("go-" + id).c_str(), 0644), 0);
+        holders.push_back(run_bg("echo > /shared/up-" + id + "; read x < /shared/go-" + id + "; echo $x", id));
+        ASSERT_TRUE(wait_file("up-" + id)) << holders.back()->output();
+    }
+    EXPECT_TRUE(eventually([&] { return status()["idle"] == 0 && status()["starting"] == 0; })) << status().dump(2);
+    Result r = run("true", {"--wait", "500"});
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("no sandbox free within 500 ms (its pids budget of 2 tasks is full)"), std::string::npos)
+        << r.err;
+    for (std::string id : {"a", "b"}) write_text(shared_file("go-" + id), "done\n");
+    for (auto& h : holders) {
+        EXPECT_EQ(h->wait(), 0) << h->output();
+        EXPECT_EQ(h->output(), "done\n");
+    }
+    // The budget has room again once they are gone.
+    r = run("echo again", {"--wait", "20000"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "again\n");
+}
+
 TEST_F(PoolTest, AnIdleSandboxThatDiedIsNeverHandedOut) {
     // Fixed sizing: the miss below would otherwise raise the idle count this test
     // expects the pool to return to.
